@@ -1,0 +1,74 @@
+"""Input checks and conversions shared by the estimators: targets, weights, validation split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
+Array = Any
+
+
+def encode_targets(y: np.ndarray, classes: np.ndarray, *, one_hot: bool, dtype: Any) -> np.ndarray:
+    """Targets as the losses expect them, one column per model output.
+
+    Two classes give one column in {-1, +1} (+1 for ``classes[1]``); more classes give one
+    column per class, in {-1, +1} (one-vs-rest) or in {0, 1} (``one_hot``, multinomial).
+
+    Examples
+    --------
+    >>> encode_targets(np.array(["a", "b", "a"]), np.array(["a", "b"]), one_hot=False, dtype=float)
+    array([[-1.],
+           [ 1.],
+           [-1.]])
+    """
+    if len(classes) == 2:
+        return np.where(y == classes[1], 1, -1).astype(dtype).reshape(-1, 1)
+    is_class = y[:, None] == classes[None, :]
+    low = 0 if one_hot else -1
+    return np.where(is_class, 1, low).astype(dtype)
+
+
+def check_labels_known(y: np.ndarray, classes: np.ndarray) -> None:
+    """Raise when ``y`` has a label outside ``classes`` (``partial_fit`` after the first call)."""
+    unseen = np.setdiff1d(y, classes)
+    if unseen.size:
+        raise ValueError(
+            f"y contains labels {unseen.tolist()} that are not in classes {classes.tolist()}; "
+            "pass every class to the first call of partial_fit."
+        )
+
+
+def validation_split(
+    y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    *,
+    validation_fraction: float,
+    stratify: bool,
+    random_state: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation row indices for early stopping, as scikit-learn's SGD splits."""
+    splitter = StratifiedShuffleSplit if stratify else ShuffleSplit
+    cv = splitter(test_size=validation_fraction, random_state=random_state)
+    try:
+        train, validation = next(cv.split(np.zeros((y.shape[0], 1)), y))
+    except ValueError as error:  # too few rows, or a class too small to stratify
+        raise ValueError(
+            f"Splitting {y.shape[0]} samples into a train set and a validation set with "
+            f"validation_fraction={validation_fraction} failed ({error}). Please either change "
+            "validation_fraction, increase number of samples, or disable early_stopping."
+        ) from error
+    if train.size == 0 or validation.size == 0:
+        raise ValueError(
+            f"Splitting {y.shape[0]} samples into a train set and a validation set with "
+            f"validation_fraction={validation_fraction} led to an empty set "
+            f"({train.size} and {validation.size} samples). Please either change "
+            "validation_fraction, increase number of samples, or disable early_stopping."
+        )
+    if sample_weight is not None and not np.any(sample_weight[validation]):
+        raise ValueError(
+            "The sample weights for validation set are all zero, consider using a "
+            "different random state."
+        )
+    return train, validation

@@ -1,0 +1,1 @@
+"""Training engines: the shared epoch loop and the in-process runner."""

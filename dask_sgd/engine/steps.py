@@ -1,0 +1,100 @@
+"""The unit of gradient work: minibatch steps on the rows of one block.
+
+The in-process path runs it over the whole data set; a Dask worker runs the same function on
+the blocks it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from dask_sgd._array import get_namespace
+from dask_sgd.models import Objective
+from dask_sgd.optim import GradientTransformation, apply_updates
+
+Array = Any
+
+
+class NonFiniteParameters(FloatingPointError):
+    """An update made the parameters NaN or infinite; the loop words it for the user."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"non-finite parameters after step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything training carries from one step to the next.
+
+    ``average`` is the running mean of the parameters for averaged SGD (ASGD), taken over
+    the updates from sample number ``average_start`` on; ``n_averaged`` counts them.
+    """
+
+    params: Array
+    opt_state: Any
+    step: int = 0
+    samples: int = 0
+    average: Array | None = None
+    n_averaged: int = 0
+
+    @classmethod
+    def create(
+        cls, params: Array, optimizer: GradientTransformation, *, averaged: bool
+    ) -> TrainState:
+        average = get_namespace(params).zeros_like(params) if averaged else None
+        return cls(params, optimizer.init(params), average=average)
+
+    @property
+    def final_params(self) -> Array:
+        """The averaged parameters once averaging has begun, else the current ones."""
+        return self.average if self.n_averaged else self.params
+
+
+def run_minibatches(
+    state: TrainState,
+    batches: Iterable[tuple[Array, Array, Array | None]],
+    objective: Objective,
+    optimizer: GradientTransformation,
+    learning_rate: Callable[[int], float],
+    average_start: int = 0,
+) -> tuple[TrainState, float, int]:
+    """Apply one optimizer step per minibatch ``(X, y, sample_weight)``.
+
+    Returns the new state, the objective summed over the rows of each minibatch before its
+    update (see :meth:`Objective.loss_and_grad`), and the number of rows seen. ``average_start > 0`` turns on averaging from that sample on.
+    Raises :class:`NonFiniteParameters` as soon as a step leaves non-finite parameters.
+    """
+    params, opt_state = state.params, state.opt_state
+    step, samples = state.step, state.samples
+    average, n_averaged = state.average, state.n_averaged
+    xp = get_namespace(params)
+    loss_sum, rows = 0.0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for X, y, sample_weight in batches:
+            batch_loss, grad = objective.loss_and_grad(params, X, y, sample_weight)
+            direction, opt_state = optimizer.update(grad, opt_state, params)
+            params = apply_updates(params, direction, learning_rate(step))
+            step += 1
+            samples += X.shape[0]
+            loss_sum += batch_loss
+            rows += X.shape[0]
+            if not bool(xp.isfinite(params).all()):
+                raise NonFiniteParameters(step)
+            if average is not None and samples >= average_start:
+                n_averaged += 1
+                average = average + (params - average) / n_averaged
+    new_state = replace(
+        state,
+        params=params,
+        opt_state=opt_state,
+        step=step,
+        samples=samples,
+        average=average,
+        n_averaged=n_averaged,
+    )
+    return new_state, float(loss_sum), rows

@@ -1,0 +1,214 @@
+"""What SGDClassifier and SGDRegressor share: parameters, validation and the training run."""
+
+from __future__ import annotations
+
+import warnings
+from functools import wraps
+from numbers import Integral, Real
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+from dask_sgd import optim
+from dask_sgd.data import validation_split
+from dask_sgd.engine.local import iterate_minibatches
+from dask_sgd.engine.loop import ConvergenceMonitor, EpochResult, train_epochs
+from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.losses import get_loss
+from dask_sgd.models import LinearModel, Objective
+from dask_sgd.penalties import get_penalty
+from dask_sgd.schedules import get_schedule, scaled
+
+MAX_INT = np.iinfo(np.int32).max
+
+
+class BaseSGD(BaseEstimator):
+    """Base class: scikit-learn's SGD parameters plus ``batch_size`` and ``optimizer``."""
+
+    _parameter_constraints: dict = {
+        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "fit_intercept": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "shuffle": ["boolean"],
+        "verbose": ["verbose"],
+        "epsilon": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "learning_rate": [StrOptions({"constant", "optimal", "invscaling", "adaptive"})],
+        "eta0": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, None, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
+    }
+
+    # --- what subclasses define -------------------------------------------------------------
+
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _is_multinomial(self) -> bool:
+        return False
+
+    def _store_params(self, model: LinearModel, theta: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _score_params(self, model: LinearModel, theta, X, y, sample_weight) -> float:
+        raise NotImplementedError
+
+    # --- validation ---------------------------------------------------------------------------
+
+    def _more_validate_params(self) -> None:
+        if self.learning_rate == "optimal" and self.alpha == 0:
+            raise ValueError(
+                "alpha must be > 0 since learning_rate is 'optimal'. alpha is used "
+                "to compute the optimal learning rate."
+            )
+
+    def _validate_X_y(self, X, y, sample_weight, *, reset: bool, classifier: bool):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            accept_sparse="csr",
+            dtype=[np.float64, np.float32],
+            order="C",
+            accept_large_sparse=False,
+            y_numeric=not classifier,
+        )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        return X, y, sample_weight
+
+    def _initial_params(self, model, dtype, coef_init, intercept_init, *, warm: bool):
+        """Zeros, or the given (or, warm, the fitted) coefficients and intercept."""
+        theta = model.init_params(dtype=dtype)
+        if warm and coef_init is None and intercept_init is None and hasattr(self, "coef_"):
+            coef_init, intercept_init = self.coef_, self.intercept_
+        for name, value in (("coef", coef_init), ("intercept", intercept_init)):
+            if value is None:
+                continue
+            where = model.layout.slice(name)
+            value = np.asarray(value, dtype=dtype).reshape(-1)
+            if value.shape[0] != where.stop - where.start:
+                raise ValueError(f"Provided {name}_init does not match dataset.")
+            theta[where] = value
+        return theta
+
+    # --- training -----------------------------------------------------------------------------
+
+    def _train(
+        self,
+        X,
+        Y,
+        sample_weight,
+        *,
+        y_for_split,
+        max_iter: int,
+        is_partial: bool,
+        coef_init=None,
+        intercept_init=None,
+    ) -> None:
+        """Train on validated, encoded data and store the result; on error change nothing."""
+        model = LinearModel(X.shape[1], self._n_outputs(), self.fit_intercept)
+        loss = get_loss(self.loss, epsilon=self.epsilon, multinomial=self._is_multinomial())
+        objective = Objective(model, loss, get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio))
+        optimizer = optim.get_optimizer(self.optimizer)
+        schedule = get_schedule(
+            self.learning_rate,
+            eta0=self.eta0,
+            power_t=self.power_t,
+            alpha=self.alpha,
+            loss=get_loss(self.loss, epsilon=self.epsilon),  # the binary loss sets t0
+        )
+        state = getattr(self, "_train_state", None) if is_partial else None
+        if state is None or state.params.shape[0] != model.layout.size:
+            theta = self._initial_params(
+                model, X.dtype, coef_init, intercept_init, warm=is_partial or self.warm_start
+            )
+            state = TrainState.create(theta, optimizer, averaged=bool(self.average))
+
+        validation_score = None
+        if self.early_stopping and not is_partial:
+            train, held_out = validation_split(
+                y_for_split,
+                sample_weight,
+                validation_fraction=self.validation_fraction,
+                stratify=hasattr(self, "classes_"),
+                random_state=self.random_state,
+            )
+            X_val, y_val = X[held_out], y_for_split[held_out]
+            sw_val = None if sample_weight is None else sample_weight[held_out]
+            validation_score = lambda s: self._score_params(  # noqa: E731
+                model, s.final_params, X_val, y_val, sw_val
+            )
+            X, Y = X[train], Y[train]
+            sample_weight = None if sample_weight is None else sample_weight[train]
+
+        seed = check_random_state(self.random_state).randint(MAX_INT)
+        rng = np.random.default_rng(seed) if self.shuffle else None
+        average_start = int(self.average) if self.average else 0
+
+        def run_epoch(state: TrainState, lr_factor: float):
+            batches = iterate_minibatches(X, Y, sample_weight, self.batch_size, rng)
+            learning_rate = scaled(schedule, lr_factor)
+            return run_minibatches(
+                state, batches, objective, optimizer, learning_rate, average_start
+            )
+
+        monitor = ConvergenceMonitor(
+            tol=None if is_partial else self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            adaptive_eta0=self.eta0 if self.learning_rate == "adaptive" else None,
+        )
+        history = list(getattr(self, "history_", [])) if is_partial else []
+        result = train_epochs(
+            run_epoch,
+            state,
+            max_iter=max_iter,
+            monitor=monitor,
+            validation_score=validation_score,
+            first_epoch=len(history) + 1,
+            verbose=self.verbose,
+        )
+        self._finish(model, result, history, is_partial)
+
+    def _finish(self, model: LinearModel, result: EpochResult, history: list, is_partial: bool):
+        if not is_partial and not result.converged and self.tol is not None and result.n_iter > 1:
+            warnings.warn(
+                "Maximum number of iteration reached before convergence. Consider increasing "
+                "max_iter to improve the fit.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._store_params(model, result.state.final_params)
+        self._train_state = result.state
+        self.n_iter_ = result.n_iter
+        self.t_ = result.state.step + 1
+        self.history_ = history + result.history
+
+
+def keep_state_on_error(method):
+    """Run a fitting method; if it raises, restore the estimator's attributes as they were."""
+
+    @wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    return wrapper

@@ -1,0 +1,362 @@
+"""SGDClassifier: linear classifiers trained by minibatch SGD, scikit-learn's API."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import _fit_context
+from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from dask_sgd.data import check_labels_known, encode_targets
+from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
+from dask_sgd.losses import CLASSIFICATION_LOSSES, log_softmax
+from dask_sgd.models import LinearModel
+
+
+class SGDClassifier(LinearClassifierMixin, BaseSGD):
+    """Linear classifier (SVM, logistic regression, …) trained by minibatch SGD.
+
+    A drop-in for :class:`sklearn.linear_model.SGDClassifier`: the same parameters with the
+    same meaning, plus ``batch_size`` and ``optimizer``. Each step applies the mean gradient
+    of ``batch_size`` rows, ``θ ← θ − η_t · d_t``, where ``d_t`` is the optimizer's direction
+    and ``η_t`` the learning-rate schedule at step ``t``. ``batch_size=1`` with
+    ``optimizer="sgd"`` is scikit-learn's algorithm, except that the l1 penalty uses its
+    subgradient (coefficients get small, not exactly zero) and the rows are shuffled by
+    another random generator.
+
+    Several classes are fitted one-vs-rest, all classes at once, except ``loss="log_loss"``,
+    which fits a multinomial (softmax) model.
+
+    Parameters
+    ----------
+    loss : str, default="hinge"
+        One of "hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron", or a
+        regression loss ("squared_error", "huber", "epsilon_insensitive",
+        "squared_epsilon_insensitive").
+    penalty : {"l2", "l1", "elasticnet"} or None, default="l2"
+        Penalty on the coefficients (never on the intercept).
+    alpha : float, default=1e-4
+        Strength of the penalty; also sets the "optimal" learning rate.
+    l1_ratio : float, default=0.15
+        Share of l1 in the elastic net.
+    fit_intercept : bool, default=True
+    max_iter : int, default=1000
+        Maximum number of epochs (passes over the data).
+    tol : float or None, default=1e-3
+        Training stops after ``n_iter_no_change`` epochs whose training objective (mean loss
+        plus penalty) is not lower than the best so far minus ``tol``. None never stops
+        early.
+    shuffle : bool, default=True
+        Visit the rows in a new random order every epoch.
+    verbose : int, default=0
+        Print one line per epoch.
+    epsilon : float, default=0.1
+        Width of the "huber" and epsilon-insensitive losses.
+    random_state : int, RandomState instance or None, default=None
+    learning_rate : {"optimal", "constant", "invscaling", "adaptive"}, default="optimal"
+        "optimal" is ``1 / (alpha (t0 + t))``; "constant" is ``eta0``; "invscaling" is
+        ``eta0 / (t + 1) ** power_t``; "adaptive" is ``eta0``, divided by 5 whenever
+        ``n_iter_no_change`` epochs pass without improvement. ``t`` counts updates.
+    eta0 : float, default=0.01
+    power_t : float, default=0.5
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified) and stop when their accuracy
+        stops improving.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=5
+    class_weight : dict, "balanced" or None, default=None
+        Weights multiplied into every row's sample weight, by its class.
+    warm_start : bool, default=False
+        Start ``fit`` from the current coefficients.
+    average : bool or int, default=False
+        Averaged SGD: store the mean of the parameters over the updates from that sample on.
+    batch_size : int, default=32
+        Rows per minibatch. The learning rate applies to the minibatch's mean gradient, as
+        in PyTorch; ``batch_size=1`` is scikit-learn's per-sample SGD (and as slow as a
+        Python loop over rows can be).
+    optimizer : str or GradientTransformation, default="sgd"
+        "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
+        :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
+        ``eta0`` (1e-3 for "adam").
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
+    n_iter_ : int
+        Epochs run by the last ``fit`` (1 for ``partial_fit``).
+    t_ : int
+        Optimizer updates applied, plus one (scikit-learn's convention).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` has string column names.
+    history_ : list of dict
+        One record per epoch: "epoch", "loss" (the training objective, mean loss plus
+        penalty, measured on each minibatch before its update: scikit-learn's convergence
+        measure), "samples", "wall_time" (seconds since the start of
+        the call), "lr_factor" and, with early stopping, "validation_score".
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from dask_sgd import SGDClassifier
+    >>> X, y = make_classification(n_samples=200, random_state=0)
+    >>> clf = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    >>> clf.score(X, y) > 0.8
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **BaseSGD._parameter_constraints,
+        "loss": [StrOptions(set(CLASSIFICATION_LOSSES))],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+    }
+
+    def __init__(
+        self,
+        loss="hinge",
+        *,
+        penalty="l2",
+        alpha=0.0001,
+        l1_ratio=0.15,
+        fit_intercept=True,
+        max_iter=1000,
+        tol=1e-3,
+        shuffle=True,
+        verbose=0,
+        epsilon=0.1,
+        random_state=None,
+        learning_rate="optimal",
+        eta0=0.01,
+        power_t=0.5,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        class_weight=None,
+        warm_start=False,
+        average=False,
+        batch_size=8,
+        optimizer="sgd",
+    ):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.average = average
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @keep_state_on_error
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit the model: up to ``max_iter`` epochs from zero (or warm) coefficients.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        coef_init : ndarray of shape (n_classes, n_features), default=None
+        intercept_init : ndarray of shape (n_classes,), default=None
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SGDClassifier
+        """
+        self._more_validate_params()
+        X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=True, classifier=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        self._check_two_classes()
+        self._train(
+            X,
+            self._encode(y, X.dtype),
+            self._weights(y, sample_weight),
+            y_for_split=y,
+            max_iter=self.max_iter,
+            is_partial=False,
+            coef_init=coef_init,
+            intercept_init=intercept_init,
+        )
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @keep_state_on_error
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``X``, continuing from the current state (optimizer state included).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            Every class; required on the first call, ignored afterwards.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SGDClassifier
+        """
+        first_call = not hasattr(self, "classes_")
+        if first_call:
+            self._more_validate_params()
+            if self.class_weight == "balanced":
+                raise ValueError(
+                    "class_weight 'balanced' is not supported for partial_fit. In order to "
+                    "use 'balanced' weights, use compute_class_weight('balanced', "
+                    "classes=classes, y=y). In place of y you can use a large enough sample "
+                    "of the full training set target to properly estimate the class "
+                    "frequency distributions. Pass the resulting weights as the "
+                    "class_weight parameter."
+                )
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        X, y, sample_weight = self._validate_X_y(
+            X, y, sample_weight, reset=first_call, classifier=True
+        )
+        check_classification_targets(y)
+        if first_call:
+            self.classes_ = np.unique(np.asarray(classes))
+            self._check_two_classes()
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"`classes={np.unique(classes)!r}` is not the same as on the first call to "
+                f"partial_fit, was: {self.classes_!r}"
+            )
+        check_labels_known(y, self.classes_)
+        self._train(
+            X,
+            self._encode(y, X.dtype),
+            self._weights(y, sample_weight),
+            y_for_split=y,
+            max_iter=1,
+            is_partial=True,
+        )
+        return self
+
+    # --- probabilities ------------------------------------------------------------------------
+
+    def _check_proba(self):
+        if self.loss not in ("log_loss", "modified_huber"):
+            raise AttributeError(f"probability estimates are not available for loss={self.loss!r}")
+        return True
+
+    @available_if(_check_proba)
+    def predict_proba(self, X):
+        """Class probabilities: logistic (binary), softmax (multinomial), or modified Huber.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        scores = self.decision_function(X)
+        if self.loss == "log_loss":
+            if scores.ndim == 1:
+                positive = 0.5 * (1 + np.tanh(0.5 * scores))  # the logistic function, stably
+                return np.column_stack([1 - positive, positive])
+            return np.exp(log_softmax(scores))
+        return modified_huber_proba(scores)
+
+    @available_if(_check_proba)
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        if self.loss == "log_loss":
+            scores = self.decision_function(X)
+            if scores.ndim == 1:
+                scores = np.column_stack([np.zeros_like(scores), scores])
+            return log_softmax(scores)
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    # --- what BaseSGD asks of a subclass ------------------------------------------------------
+
+    def _n_outputs(self) -> int:
+        return 1 if len(self.classes_) == 2 else len(self.classes_)
+
+    def _is_multinomial(self) -> bool:
+        return self.loss == "log_loss" and len(self.classes_) > 2
+
+    def _check_two_classes(self) -> None:
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "The number of classes has to be greater than one; got "
+                f"{len(self.classes_)} class"
+            )
+
+    def _encode(self, y, dtype):
+        return encode_targets(y, self.classes_, one_hot=self._is_multinomial(), dtype=dtype)
+
+    def _weights(self, y, sample_weight):
+        if self.class_weight is None:
+            return sample_weight
+        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        weights = per_class[np.searchsorted(self.classes_, y)].astype(
+            sample_weight.dtype if sample_weight is not None else np.float64
+        )
+        return weights if sample_weight is None else weights * sample_weight
+
+    def _store_params(self, model: LinearModel, theta) -> None:
+        self.coef_ = model.layout.view(theta, "coef").copy()
+        self.intercept_ = model.layout.view(theta, "intercept").copy()
+
+    def _score_params(self, model: LinearModel, theta, X, y, sample_weight) -> float:
+        raw = model.raw(theta, X)
+        indices = (raw[:, 0] > 0).astype(int) if raw.shape[1] == 1 else raw.argmax(axis=1)
+        return accuracy_score(y, self.classes_[indices], sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def modified_huber_proba(scores: np.ndarray) -> np.ndarray:
+    """scikit-learn's probability estimates for the modified Huber loss.
+
+    Binary: ``(clip(score, -1, 1) + 1) / 2``. Several classes: the same per class, normalised
+    to sum to one (uniform where every class scores -1 or less).
+    """
+    prob = (np.clip(scores, -1, 1) + 1) / 2
+    if prob.ndim == 1:
+        return np.column_stack([1 - prob, prob])
+    totals = prob.sum(axis=1, keepdims=True)
+    uniform = np.full_like(prob, 1 / prob.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, prob / totals, uniform)

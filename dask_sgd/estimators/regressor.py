@@ -1,0 +1,198 @@
+"""SGDRegressor: linear regression trained by minibatch SGD, scikit-learn's API."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
+from dask_sgd.losses import REGRESSION_LOSSES
+from dask_sgd.models import LinearModel
+
+
+class SGDRegressor(RegressorMixin, BaseSGD):
+    """Linear regression (least squares, Huber, SVR, …) trained by minibatch SGD.
+
+    A drop-in for :class:`sklearn.linear_model.SGDRegressor`: the same parameters with the
+    same meaning, plus ``batch_size`` and ``optimizer``. Each step applies the mean gradient
+    of ``batch_size`` rows, ``θ ← θ − η_t · d_t`` (see :class:`dask_sgd.SGDClassifier`).
+
+    Parameters
+    ----------
+    loss : str, default="squared_error"
+        One of "squared_error", "huber", "epsilon_insensitive",
+        "squared_epsilon_insensitive".
+    penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
+random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
+average, batch_size, optimizer
+        As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
+    learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
+    power_t : float, default=0.25
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : ndarray of shape (1,)
+    n_iter_, t_, n_features_in_, feature_names_in_, history_
+        As for :class:`dask_sgd.SGDClassifier`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from dask_sgd import SGDRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
+    >>> reg = SGDRegressor(random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.99
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **BaseSGD._parameter_constraints,
+        "loss": [StrOptions(set(REGRESSION_LOSSES))],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        *,
+        penalty="l2",
+        alpha=0.0001,
+        l1_ratio=0.15,
+        fit_intercept=True,
+        max_iter=1000,
+        tol=1e-3,
+        shuffle=True,
+        verbose=0,
+        epsilon=0.1,
+        random_state=None,
+        learning_rate="invscaling",
+        eta0=0.01,
+        power_t=0.25,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        average=False,
+        batch_size=8,
+        optimizer="sgd",
+    ):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.average = average
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @keep_state_on_error
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit the model: up to ``max_iter`` epochs from zero (or warm) coefficients.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        coef_init : ndarray of shape (n_features,), default=None
+        intercept_init : ndarray of shape (1,), default=None
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SGDRegressor
+        """
+        self._more_validate_params()
+        X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=True, classifier=False)
+        self._train(
+            X,
+            y.astype(X.dtype).reshape(-1, 1),
+            sample_weight,
+            y_for_split=y,
+            max_iter=self.max_iter,
+            is_partial=False,
+            coef_init=coef_init,
+            intercept_init=intercept_init,
+        )
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @keep_state_on_error
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``X``, continuing from the current state (optimizer state included).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SGDRegressor
+        """
+        first_call = not hasattr(self, "coef_")
+        if first_call:
+            self._more_validate_params()
+        X, y, sample_weight = self._validate_X_y(
+            X, y, sample_weight, reset=first_call, classifier=False
+        )
+        self._train(
+            X,
+            y.astype(X.dtype).reshape(-1, 1),
+            sample_weight,
+            y_for_split=y,
+            max_iter=1,
+            is_partial=True,
+        )
+        return self
+
+    def predict(self, X):
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr", reset=False)
+        return safe_sparse_dot(X, self.coef_, dense_output=True) + self.intercept_[0]
+
+    def _n_outputs(self) -> int:
+        return 1
+
+    def _store_params(self, model: LinearModel, theta) -> None:
+        self.coef_ = model.layout.view(theta, "coef")[0].copy()
+        self.intercept_ = model.layout.view(theta, "intercept").copy()
+
+    def _score_params(self, model: LinearModel, theta, X, y, sample_weight) -> float:
+        predicted = model.raw(theta, X)[:, 0]
+        return r2_score(y, predicted, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
