@@ -1,7 +1,8 @@
 """Optimizers as pairs of pure functions, in the style of optax.
 
-A :class:`GradientTransformation` is ``init(params) -> state`` and
-``update(grads, state, params) -> (direction, state)``. State is a tuple of arrays shaped like
+A :class:`GradientTransformation` has two pure methods, ``init(params) -> state`` and
+``update(grads, state, params) -> (direction, state)``, and holds nothing but its
+hyperparameters. State is a tuple of arrays shaped like
 the parameters (plus scalar counters), so a parameter-server shard can hold the state of its
 own slice and a checkpoint can save it. :func:`chain` composes transformations.
 
@@ -18,7 +19,8 @@ the global norm) says ``elementwise=False``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 from dask_sgd._array import get_namespace
 
@@ -26,12 +28,22 @@ Array = Any
 State = Any
 
 
-class GradientTransformation(NamedTuple):
-    """A pure optimizer: ``init(params) -> state``; ``update(g, state, params) -> (d, state)``."""
+class GradientTransformation:
+    """A pure optimizer: ``init(params) -> state``; ``update(g, state, params) -> (d, state)``.
 
-    init: Callable[[Array], State]
-    update: Callable[[Array, State, Array | None], tuple[Array, State]]
-    elementwise: bool = True
+    Subclasses are frozen dataclasses holding only their hyperparameters, so that they
+    compare, clone and pickle by value (an estimator keeps one as a parameter, and Dask ships
+    one to every worker).
+    """
+
+    #: Whether a shard can apply the update to its own slice of the parameters.
+    elementwise: ClassVar[bool] = True
+
+    def init(self, params: Array) -> State:
+        raise NotImplementedError
+
+    def update(self, g: Array, state: State, params: Array | None = None) -> tuple[Array, State]:
+        raise NotImplementedError
 
 
 class TraceState(NamedTuple):
@@ -52,87 +64,132 @@ class AdamState(NamedTuple):
     nu: Array
 
 
-def identity() -> GradientTransformation:
+@dataclass(frozen=True)
+class Identity(GradientTransformation):
     """Plain SGD: the direction is the gradient."""
-    return GradientTransformation(lambda params: (), lambda g, state, params=None: (g, state))
+
+    def init(self, params):
+        return ()
+
+    def update(self, g, state, params=None):
+        return g, state
 
 
-def trace(decay: float = 0.9, nesterov: bool = False) -> GradientTransformation:
+@dataclass(frozen=True)
+class Trace(GradientTransformation):
     """Heavy-ball momentum ``m ← decay·m + g`` (PyTorch's convention); Nesterov if asked."""
 
-    def init(params):
+    decay: float = 0.9
+    nesterov: bool = False
+
+    def init(self, params):
         return TraceState(get_namespace(params).zeros_like(params))
 
-    def update(g, state, params=None):
-        momentum = decay * state.momentum + g
-        direction = g + decay * momentum if nesterov else momentum
+    def update(self, g, state, params=None):
+        momentum = self.decay * state.momentum + g
+        direction = g + self.decay * momentum if self.nesterov else momentum
         return direction, TraceState(momentum)
 
-    return GradientTransformation(init, update)
 
-
-def scale_by_adagrad(eps: float = 1e-10) -> GradientTransformation:
+@dataclass(frozen=True)
+class ScaleByAdagrad(GradientTransformation):
     """Adagrad: ``G ← G + g²``, direction ``g / (√G + eps)``."""
 
-    def init(params):
+    eps: float = 1e-10
+
+    def init(self, params):
         return AdagradState(get_namespace(params).zeros_like(params))
 
-    def update(g, state, params=None):
+    def update(self, g, state, params=None):
         xp = get_namespace(g)
         sum_of_squares = state.sum_of_squares + g * g
-        return g / (xp.sqrt(sum_of_squares) + eps), AdagradState(sum_of_squares)
-
-    return GradientTransformation(init, update)
+        return g / (xp.sqrt(sum_of_squares) + self.eps), AdagradState(sum_of_squares)
 
 
-def scale_by_rms(decay: float = 0.9, eps: float = 1e-8) -> GradientTransformation:
+@dataclass(frozen=True)
+class ScaleByRMS(GradientTransformation):
     """RMSProp: ``v ← decay·v + (1 − decay)·g²``, direction ``g / (√v + eps)``."""
 
-    def init(params):
+    decay: float = 0.9
+    eps: float = 1e-8
+
+    def init(self, params):
         return RMSState(get_namespace(params).zeros_like(params))
 
-    def update(g, state, params=None):
+    def update(self, g, state, params=None):
         xp = get_namespace(g)
-        mean_square = decay * state.mean_square + (1 - decay) * g * g
-        return g / (xp.sqrt(mean_square) + eps), RMSState(mean_square)
-
-    return GradientTransformation(init, update)
+        mean_square = self.decay * state.mean_square + (1 - self.decay) * g * g
+        return g / (xp.sqrt(mean_square) + self.eps), RMSState(mean_square)
 
 
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+@dataclass(frozen=True)
+class ScaleByAdam(GradientTransformation):
     """Adam with bias correction: direction ``m̂ / (√v̂ + eps)``."""
 
-    def init(params):
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def init(self, params):
         xp = get_namespace(params)
         zeros = xp.zeros_like(params)
         return AdamState(xp.zeros((), dtype=xp.int64), zeros, zeros)
 
-    def update(g, state, params=None):
+    def update(self, g, state, params=None):
         xp = get_namespace(g)
         count = state.count + 1
-        mu = b1 * state.mu + (1 - b1) * g
-        nu = b2 * state.nu + (1 - b2) * g * g
-        mu_hat = mu / (1 - b1**count)
-        nu_hat = nu / (1 - b2**count)
-        return (mu_hat / (xp.sqrt(nu_hat) + eps)).astype(g.dtype), AdamState(count, mu, nu)
+        mu = self.b1 * state.mu + (1 - self.b1) * g
+        nu = self.b2 * state.nu + (1 - self.b2) * g * g
+        mu_hat = mu / (1 - self.b1**count)
+        nu_hat = nu / (1 - self.b2**count)
+        direction = (mu_hat / (xp.sqrt(nu_hat) + self.eps)).astype(g.dtype)
+        return direction, AdamState(count, mu, nu)
 
-    return GradientTransformation(init, update)
 
-
-def chain(*transformations: GradientTransformation) -> GradientTransformation:
+@dataclass(frozen=True)
+class Chain(GradientTransformation):
     """Apply ``transformations`` in order; the state is the tuple of their states."""
 
-    def init(params):
-        return tuple(t.init(params) for t in transformations)
+    transformations: tuple[GradientTransformation, ...]
 
-    def update(g, state, params=None):
+    @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return all(t.elementwise for t in self.transformations)
+
+    def init(self, params):
+        return tuple(t.init(params) for t in self.transformations)
+
+    def update(self, g, state, params=None):
         new_state = []
-        for t, s in zip(transformations, state, strict=True):
+        for t, s in zip(self.transformations, state, strict=True):
             g, s = t.update(g, s, params)
             new_state.append(s)
         return g, tuple(new_state)
 
-    return GradientTransformation(init, update, all(t.elementwise for t in transformations))
+
+def identity() -> GradientTransformation:
+    return Identity()
+
+
+def trace(decay: float = 0.9, nesterov: bool = False) -> GradientTransformation:
+    return Trace(decay, nesterov)
+
+
+def scale_by_adagrad(eps: float = 1e-10) -> GradientTransformation:
+    return ScaleByAdagrad(eps)
+
+
+def scale_by_rms(decay: float = 0.9, eps: float = 1e-8) -> GradientTransformation:
+    return ScaleByRMS(decay, eps)
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    return ScaleByAdam(b1, b2, eps)
+
+
+def chain(*transformations: GradientTransformation) -> GradientTransformation:
+    """Compose ``transformations``: the direction of one is the input of the next."""
+    return Chain(tuple(transformations))
 
 
 def apply_updates(params: Array, direction: Array, learning_rate: float) -> Array:

@@ -9,10 +9,59 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dask_sgd.losses import Loss
 
+#: A schedule is any function of the step. The ones below are frozen dataclasses, so that
+#: they print, compare and pickle by value.
 Schedule = Callable[[int], float]
+
+
+@dataclass(frozen=True)
+class Constant:
+    eta0: float
+
+    def __call__(self, step: int) -> float:
+        return self.eta0
+
+
+@dataclass(frozen=True)
+class InverseScaling:
+    eta0: float
+    power_t: float
+
+    def __call__(self, step: int) -> float:
+        return self.eta0 / (step + 1) ** self.power_t
+
+
+@dataclass(frozen=True)
+class Optimal:
+    alpha: float
+    t0: float
+
+    def __call__(self, step: int) -> float:
+        return 1.0 / (self.alpha * (self.t0 + step))
+
+
+@dataclass(frozen=True)
+class Scaled:
+    schedule: Schedule
+    factor: float
+
+    def __call__(self, step: int) -> float:
+        return self.factor * self.schedule(step)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    schedule: Schedule
+    warmup_steps: int
+    start_factor: float
+
+    def __call__(self, step: int) -> float:
+        progress = min(step / self.warmup_steps, 1.0)
+        return (self.start_factor + (1 - self.start_factor) * progress) * self.schedule(step)
 
 
 def constant(eta0: float) -> Schedule:
@@ -23,7 +72,7 @@ def constant(eta0: float) -> Schedule:
     >>> constant(0.1)(1000)
     0.1
     """
-    return lambda step: eta0
+    return Constant(eta0)
 
 
 def adaptive(eta0: float) -> Schedule:
@@ -44,12 +93,12 @@ def invscaling(eta0: float, power_t: float) -> Schedule:
     >>> invscaling(1.0, 0.5)(3)
     0.5
     """
-    return lambda step: eta0 / (step + 1) ** power_t
+    return InverseScaling(eta0, power_t)
 
 
 def optimal(alpha: float, t0: float) -> Schedule:
     """Bottou's ``η_t = 1 / (alpha · (t0 + t))``; see :func:`optimal_t0` for scikit-learn's t0."""
-    return lambda step: 1.0 / (alpha * (t0 + step))
+    return Optimal(alpha, t0)
 
 
 def optimal_t0(alpha: float, loss: Loss) -> float:
@@ -68,7 +117,7 @@ def scaled(schedule: Schedule, factor: float) -> Schedule:
     """``factor · schedule(t)``."""
     if factor == 1:
         return schedule
-    return lambda step: factor * schedule(step)
+    return Scaled(schedule, factor)
 
 
 def linear_scaling_factor(effective_batch: int, reference_batch: int) -> float:
@@ -99,12 +148,7 @@ def warmup(schedule: Schedule, warmup_steps: int, start_factor: float) -> Schedu
     """
     if warmup_steps <= 0 or start_factor == 1:
         return schedule
-
-    def warmed_up(step: int) -> float:
-        progress = min(step / warmup_steps, 1.0)
-        return (start_factor + (1 - start_factor) * progress) * schedule(step)
-
-    return warmed_up
+    return Warmup(schedule, warmup_steps, start_factor)
 
 
 def get_schedule(
