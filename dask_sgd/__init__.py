@@ -1,5 +1,7 @@
 """dask_sgd: distributed stochastic gradient descent on Dask, with scikit-learn's API."""
 
+from __future__ import annotations
+
 from dask_sgd.estimators import SGDClassifier, SGDRegressor
 
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ def get_namespace(*arrays: Any) -> ModuleType:
     """
     for array in arrays:
         if type(array).__module__.startswith("cupy"):
-            import cupy  # noqa: PLC0415 - optional dependency, only imported for CuPy input
+            import cupy
 
             return cupy
     return np

@@ -107,7 +107,6 @@ class MultinomialLogLoss(Loss):
 class SquaredError(Loss):
     """``0.5 * (raw - y) ** 2``."""
 
-
     def loss(self, y, raw):
         return 0.5 * (raw - y) ** 2
 

@@ -242,5 +242,7 @@ def get_optimizer(spec: str | GradientTransformation) -> GradientTransformation:
     if isinstance(spec, GradientTransformation):
         return spec
     if spec not in OPTIMIZERS:
-        raise ValueError(f"The optimizer {spec!r} is not supported; choose from {sorted(OPTIMIZERS)}.")
+        raise ValueError(
+            f"The optimizer {spec!r} is not supported; choose from {sorted(OPTIMIZERS)}."
+        )
     return OPTIMIZERS[spec]()

@@ -16,7 +16,9 @@ ESTIMATORS = [
     SGDClassifier(random_state=0),
     SGDClassifier(loss="log_loss", random_state=0),
     SGDClassifier(loss="modified_huber", random_state=0),
-    SGDClassifier(loss="hinge", optimizer="adam", learning_rate="constant", eta0=0.01, random_state=0),
+    SGDClassifier(
+        loss="hinge", optimizer="adam", learning_rate="constant", eta0=0.01, random_state=0
+    ),
     SGDClassifier(penalty="elasticnet", average=True, random_state=0),
     SGDClassifier(
         early_stopping=True, validation_fraction=0.5, learning_rate="adaptive", random_state=0

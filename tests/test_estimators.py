@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -316,7 +317,7 @@ def test_adaptive_learning_rate_shrinks(regression):
     reg = SGDRegressor(learning_rate="adaptive", eta0=0.1, random_state=0).fit(X, y)
     factors = [h["lr_factor"] for h in reg.history_]
     assert factors[-1] < factors[0]
-    assert all(later <= earlier for earlier, later in zip(factors, factors[1:]))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(factors))
 
 
 @pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))

@@ -25,6 +25,8 @@ def iterate_minibatches(
     n_samples = X.shape[0]
     order = rng.permutation(n_samples) if rng is not None else None
     for start in range(0, n_samples, batch_size):
-        rows = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+        rows = (
+            slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+        )
         weight = None if sample_weight is None else sample_weight[rows]
         yield X[rows], y[rows], weight

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from functools import wraps
 from numbers import Integral, Real
+from typing import ClassVar
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
@@ -28,7 +30,7 @@ MAX_INT = np.iinfo(np.int32).max
 class BaseSGD(BaseEstimator):
     """Base class: scikit-learn's SGD parameters plus ``batch_size`` and ``optimizer``."""
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
@@ -122,7 +124,9 @@ class BaseSGD(BaseEstimator):
         """Train on validated, encoded data and store the result; on error change nothing."""
         model = LinearModel(X.shape[1], self._n_outputs(), self.fit_intercept)
         loss = get_loss(self.loss, epsilon=self.epsilon, multinomial=self._is_multinomial())
-        objective = Objective(model, loss, get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio))
+        objective = Objective(
+            model, loss, get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio)
+        )
         optimizer = optim.get_optimizer(self.optimizer)
         schedule = get_schedule(
             self.learning_rate,
@@ -149,7 +153,7 @@ class BaseSGD(BaseEstimator):
             )
             X_val, y_val = X[held_out], y_for_split[held_out]
             sw_val = None if sample_weight is None else sample_weight[held_out]
-            validation_score = lambda s: self._score_params(  # noqa: E731
+            validation_score = lambda s: self._score_params(
                 model, s.final_params, X_val, y_val, sw_val
             )
             X, Y = X[train], Y[train]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from sklearn.base import _fit_context
 from sklearn.linear_model._base import LinearClassifierMixin
@@ -114,7 +116,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     True
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseSGD._parameter_constraints,
         "loss": [StrOptions(set(CLASSIFICATION_LOSSES))],
         "class_weight": [StrOptions({"balanced"}), dict, None],
@@ -316,8 +318,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     def _check_two_classes(self) -> None:
         if len(self.classes_) < 2:
             raise ValueError(
-                "The number of classes has to be greater than one; got "
-                f"{len(self.classes_)} class"
+                f"The number of classes has to be greater than one; got {len(self.classes_)} class"
             )
 
     def _encode(self, y, dtype):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import ClassVar
+
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import StrOptions
@@ -50,7 +51,7 @@ average, batch_size, optimizer
     True
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseSGD._parameter_constraints,
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
     }
@@ -194,5 +195,3 @@ average, batch_size, optimizer
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
