@@ -132,8 +132,7 @@ class ScaleByAdam(GradientTransformation):
 
     def init(self, params):
         xp = get_namespace(params)
-        zeros = xp.zeros_like(params)
-        return AdamState(xp.zeros((), dtype=xp.int64), zeros, zeros)
+        return AdamState(xp.zeros((), dtype=xp.int64), xp.zeros_like(params), xp.zeros_like(params))
 
     def update(self, g, state, params=None):
         xp = get_namespace(g)
