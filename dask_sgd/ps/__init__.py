@@ -1,0 +1,8 @@
+"""The parameter server: shard actors holding θ in contiguous slices."""
+
+from __future__ import annotations
+
+from dask_sgd.ps.server import ParameterServer, shard_ranges
+from dask_sgd.ps.shard import ParameterShard
+
+__all__ = ["ParameterServer", "ParameterShard", "shard_ranges"]

@@ -1,0 +1,148 @@
+"""One shard of the parameter server: a slice of θ and its optimizer state, in a Dask actor.
+
+Every method is ``async``: Dask runs them on the worker's event loop, one at a time between
+awaits, so a shard needs no lock, and a caller can wait for a version without holding a
+thread. Updates never modify arrays in place, so a returned array stays valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from dask_sgd.optim import GradientTransformation, apply_updates
+
+Array = Any
+
+#: How many recent push tokens a shard remembers to drop duplicates (Dask may run a task
+#: twice, and a rerun task pushes again).
+TOKEN_MEMORY = 100_000
+
+
+class ParameterShard:
+    """A contiguous slice of the flat parameter vector and that slice's optimizer state.
+
+    ``version`` counts the updates applied. ``n_contributors`` is the number of pushes a
+    synchronous step waits for before it applies their mean.
+    """
+
+    def __init__(
+        self, params: Array, optimizer: GradientTransformation, n_contributors: int = 1
+    ) -> None:
+        self.params = params
+        self.optimizer = optimizer
+        self.opt_state = optimizer.init(params)
+        self.n_contributors = n_contributors
+        self.version = 0
+        self.pushes = 0
+        self._tokens: OrderedDict[Any, None] = OrderedDict()
+        self._pending: dict[int, tuple[Array, int, float]] = {}
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    # --- the seed's interface ------------------------------------------------------------------
+
+    async def get(self) -> Array:
+        return self.params
+
+    async def put(self, values: Array) -> int:
+        self.params = values.astype(self.params.dtype, copy=False)
+        return self._advance()
+
+    async def add(self, delta: Array, token: Any = None) -> int:
+        if self._seen(token):
+            return self.version
+        self.params = self.params + delta.astype(self.params.dtype, copy=False)
+        return self._advance()
+
+    # --- training ------------------------------------------------------------------------------
+
+    async def pull(self, min_version: int = 0) -> tuple[Array, int]:
+        """The parameters and their version, once the version has reached ``min_version``."""
+        if self.version < min_version:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append((min_version, waiter))
+            await waiter
+        return self.params, self.version
+
+    async def push(self, grad: Array, learning_rate: float, token: Any = None) -> int:
+        """Apply one optimizer step with ``grad`` (asynchronous training); once per token."""
+        if self._seen(token):
+            return self.version
+        self.pushes += 1
+        self._apply(grad, learning_rate)
+        return self._advance()
+
+    async def push_sync(
+        self, step: int, grad: Array, learning_rate: float, token: Any = None
+    ) -> tuple[Array, int]:
+        """Contribute to synchronous step ``step``; return the parameters after that step.
+
+        The shard applies the mean of the ``n_contributors`` gradients of a step once all of
+        them have arrived, and only when its version equals ``step`` (so steps apply in
+        order); every caller then receives the same new parameters.
+        """
+        if not self._seen(token):
+            self.pushes += 1
+            total, count, rate = self._pending.get(step, (0, 0, learning_rate))
+            self._pending[step] = (total + grad, count + 1, rate)
+            self._apply_ready_steps()
+        return await self.pull(step + 1)
+
+    def _apply_ready_steps(self) -> None:
+        while self.version in self._pending:
+            total, count, rate = self._pending[self.version]
+            if count < self.n_contributors:
+                return
+            del self._pending[self.version]
+            self._apply(total / count, rate)
+            self._advance()
+
+    # --- consistency ---------------------------------------------------------------------------
+
+    async def snapshot(self) -> dict:
+        """Parameters, optimizer state and version, as plain arrays."""
+        return {"params": self.params, "opt_state": self.opt_state, "version": self.version}
+
+    async def restore(self, snapshot: dict) -> int:
+        """Return to a snapshot: parameters, optimizer state and version; pending steps drop."""
+        self.params = snapshot["params"]
+        self.opt_state = snapshot["opt_state"]
+        self.version = snapshot["version"]
+        self._pending.clear()
+        self._wake()
+        return self.version
+
+    async def stats(self) -> dict:
+        return {"version": self.version, "pushes": self.pushes, "size": int(self.params.size)}
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _apply(self, grad: Array, learning_rate: float) -> None:
+        direction, self.opt_state = self.optimizer.update(grad, self.opt_state, self.params)
+        self.params = apply_updates(self.params, direction, learning_rate)
+
+    def _advance(self) -> int:
+        self.version += 1
+        self._wake()
+        return self.version
+
+    def _wake(self) -> None:
+        still_waiting = []
+        for wanted, waiter in self._waiters:
+            if self.version >= wanted and not waiter.done():
+                waiter.set_result(None)
+            elif not waiter.done():
+                still_waiting.append((wanted, waiter))
+        self._waiters = still_waiting
+
+    def _seen(self, token: Any) -> bool:
+        """Whether ``token`` was applied before; remember it if not."""
+        if token is None:
+            return False
+        if token in self._tokens:
+            return True
+        self._tokens[token] = None
+        if len(self._tokens) > TOKEN_MEMORY:
+            self._tokens.popitem(last=False)
+        return False

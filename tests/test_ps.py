@@ -1,0 +1,132 @@
+"""The parameter server: shard actors on real (in-process) Dask clusters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from distributed.utils_test import gen_cluster
+
+from dask_sgd import optim
+from dask_sgd.ps import ParameterServer, ParameterShard, shard_ranges
+
+
+@gen_cluster(client=True)
+async def test_put_get_add_count_versions(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(3), optim.sgd(), actor=True)
+    assert await shard.put(np.array([1.0, 2.0, 3.0])) == 1
+    assert await shard.add(np.ones(3), token="t1") == 2
+    assert await shard.add(np.ones(3), token="t1") == 2  # the same token applies once
+    np.testing.assert_array_equal(await shard.get(), [2.0, 3.0, 4.0])
+
+
+@gen_cluster(client=True)
+async def test_push_applies_the_optimizer_once_per_token(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.ones(2), optim.momentum(0.5), actor=True)
+    await shard.push(np.array([1.0, 2.0]), 0.1, token=("unit", 0))
+    await shard.push(np.array([1.0, 2.0]), 0.1, token=("unit", 0))
+    await shard.push(np.array([1.0, 2.0]), 0.1, token=("unit", 1))
+    # momentum: m1 = g, m2 = 0.5 g + g; θ = 1 - 0.1 (g + 1.5 g)
+    np.testing.assert_allclose(await shard.get(), 1 - 0.25 * np.array([1.0, 2.0]))
+    assert (await shard.stats())["pushes"] == 2
+
+
+@gen_cluster(client=True)
+async def test_synchronous_step_waits_for_every_contributor(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.sgd(), 2, actor=True)
+    first = asyncio.ensure_future(shard.push_sync(0, np.array([1.0, 0.0]), 1.0, token=(0, 0)))
+    await asyncio.sleep(0.05)
+    assert not first.done()  # one of two gradients has arrived
+    assert (await shard.stats())["version"] == 0
+    second = await shard.push_sync(0, np.array([3.0, 2.0]), 1.0, token=(0, 1))
+    params, version = await first
+    np.testing.assert_array_equal(params, [-2.0, -1.0])  # minus the mean gradient
+    np.testing.assert_array_equal(second[0], params)
+    assert version == second[1] == 1
+
+
+@gen_cluster(client=True)
+async def test_synchronous_steps_apply_in_order(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 1, actor=True)
+    later = asyncio.ensure_future(shard.push_sync(1, np.array([10.0]), 1.0, token=1))
+    await asyncio.sleep(0.05)
+    assert not later.done()  # step 1 waits for step 0
+    await shard.push_sync(0, np.array([1.0]), 1.0, token=0)
+    params, version = await later
+    assert version == 2
+    np.testing.assert_array_equal(params, [-11.0])
+
+
+@gen_cluster(client=True)
+async def test_duplicate_synchronous_push_is_not_counted_twice(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 2, actor=True)
+    first = asyncio.ensure_future(shard.push_sync(0, np.array([2.0]), 1.0, token="same"))
+    rerun = asyncio.ensure_future(shard.push_sync(0, np.array([2.0]), 1.0, token="same"))
+    await asyncio.sleep(0.05)
+    assert not first.done() and not rerun.done()
+    await shard.push_sync(0, np.array([4.0]), 1.0, token="other")
+    np.testing.assert_array_equal((await first)[0], [-3.0])
+
+
+@gen_cluster(client=True)
+async def test_snapshot_and_restore(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.adam(), actor=True)
+    await shard.push(np.ones(2), 0.1)
+    saved = await shard.snapshot()
+    await shard.push(np.ones(2), 0.1)
+    assert (await shard.stats())["version"] == 2
+    await shard.restore(saved)
+    restored = await shard.snapshot()
+    assert restored["version"] == 1
+    np.testing.assert_array_equal(restored["params"], saved["params"])
+    assert int(restored["opt_state"].count) == 1
+
+
+def test_shard_ranges_cover_everything_once():
+    ranges = shard_ranges(11, 4)
+    covered = np.concatenate([np.arange(11)[r] for r in ranges])
+    np.testing.assert_array_equal(covered, np.arange(11))
+    assert all(r.stop > r.start for r in ranges)
+    with pytest.raises(ValueError, match="n_shards"):
+        shard_ranges(3, 4)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_server_spreads_shards_and_joins_them(client):
+    theta = np.arange(10.0)
+    server = ParameterServer.start(client, theta, optim.sgd())
+    try:
+        assert len(server.shards) == 2
+        workers = client.who_has(server.futures)
+        assert len({w for ws in workers.values() for w in ws}) == 2
+        np.testing.assert_array_equal(server.get(), theta)
+        server.push(np.ones(10), 0.5, token="x")
+        params, versions = server.pull(min_version=1)
+        np.testing.assert_array_equal(params, theta - 0.5)
+        assert versions == [1, 1]
+        snapshot = server.snapshot()
+        server.add(np.ones(10))
+        server.restore(snapshot)
+        np.testing.assert_array_equal(server.get(), theta - 0.5)
+    finally:
+        server.close()
+
+
+def test_server_refuses_a_global_transformation(client):
+    class GlobalNorm(optim.GradientTransformation):
+        elementwise = False
+
+    with pytest.raises(ValueError, match="not elementwise"):
+        ParameterServer.start(client, np.zeros(4), GlobalNorm())
