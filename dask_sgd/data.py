@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,28 @@ def encode_targets(y: np.ndarray, classes: np.ndarray, *, one_hot: bool, dtype: 
     is_class = y[:, None] == classes[None, :]
     low = 0 if one_hot else -1
     return np.where(is_class, 1, low).astype(dtype)
+
+
+@dataclass(frozen=True)
+class TargetEncoder:
+    """Encodes a minibatch's targets, and folds class weights into its sample weights.
+
+    Workers encode as they train, so raw labels can stay in the persisted blocks.
+    ``classes=None`` is regression: targets become one float column.
+    """
+
+    classes: np.ndarray | None = None
+    one_hot: bool = False
+    class_weight: np.ndarray | None = None  # one weight per class, in the order of classes
+
+    def __call__(self, y, sample_weight, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.classes is None:
+            return np.asarray(y, dtype=dtype).reshape(-1, 1), sample_weight
+        Y = encode_targets(y, self.classes, one_hot=self.one_hot, dtype=dtype)
+        if self.class_weight is None:
+            return Y, sample_weight
+        weights = self.class_weight[np.searchsorted(self.classes, y)].astype(dtype)
+        return Y, weights if sample_weight is None else weights * sample_weight
 
 
 def check_labels_known(y: np.ndarray, classes: np.ndarray) -> None:

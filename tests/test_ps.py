@@ -6,7 +6,6 @@ import asyncio
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 from distributed.utils_test import gen_cluster
 
 from dask_sgd import optim
@@ -91,17 +90,6 @@ def test_shard_ranges_cover_everything_once():
     assert all(r.stop > r.start for r in ranges)
     with pytest.raises(ValueError, match="n_shards"):
         shard_ranges(3, 4)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def test_server_spreads_shards_and_joins_them(client):

@@ -8,17 +8,20 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from dask_sgd import optim
-from dask_sgd.data import validation_split
+from dask_sgd.blocks import persist_blocks
+from dask_sgd.data import TargetEncoder, validation_split
 from dask_sgd.engine.local import iterate_minibatches
 from dask_sgd.engine.loop import ConvergenceMonitor, EpochResult, train_epochs
 from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.engine.sync import SyncTrainer
+from dask_sgd.estimators._dask import check_dask_features, current_client
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
@@ -51,6 +54,10 @@ class BaseSGD(BaseEstimator):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
+        "strategy": [StrOptions({"sync"})],
+        "n_shards": [Interval(Integral, 1, None, closed="left"), None],
+        "scale_learning_rate": ["boolean"],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
     }
 
     # --- what subclasses define -------------------------------------------------------------
@@ -109,6 +116,33 @@ class BaseSGD(BaseEstimator):
 
     # --- training -----------------------------------------------------------------------------
 
+    def _components(self, n_features: int):
+        """The model, objective, optimizer and schedule that the parameters describe."""
+        model = LinearModel(n_features, self._n_outputs(), self.fit_intercept)
+        loss = get_loss(self.loss, epsilon=self.epsilon, multinomial=self._is_multinomial())
+        penalty = get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio)
+        schedule = get_schedule(
+            self.learning_rate,
+            eta0=self.eta0,
+            power_t=self.power_t,
+            alpha=self.alpha,
+            loss=get_loss(self.loss, epsilon=self.epsilon),  # the binary loss sets t0
+        )
+        return model, Objective(model, loss, penalty), optim.get_optimizer(self.optimizer), schedule
+
+    def _start_state(self, model, optimizer, dtype, coef_init, intercept_init, is_partial):
+        """The state to train from: kept (partial_fit), warm, given, or zeros."""
+        state = getattr(self, "_train_state", None) if is_partial else None
+        if state is None or state.params.shape[0] != model.layout.size:
+            theta = self._initial_params(
+                model, dtype, coef_init, intercept_init, warm=is_partial or self.warm_start
+            )
+            state = TrainState.create(theta, optimizer, averaged=bool(self.average))
+        return state
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(MAX_INT))
+
     def _train(
         self,
         X,
@@ -121,26 +155,9 @@ class BaseSGD(BaseEstimator):
         coef_init=None,
         intercept_init=None,
     ) -> None:
-        """Train on validated, encoded data and store the result; on error change nothing."""
-        model = LinearModel(X.shape[1], self._n_outputs(), self.fit_intercept)
-        loss = get_loss(self.loss, epsilon=self.epsilon, multinomial=self._is_multinomial())
-        objective = Objective(
-            model, loss, get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio)
-        )
-        optimizer = optim.get_optimizer(self.optimizer)
-        schedule = get_schedule(
-            self.learning_rate,
-            eta0=self.eta0,
-            power_t=self.power_t,
-            alpha=self.alpha,
-            loss=get_loss(self.loss, epsilon=self.epsilon),  # the binary loss sets t0
-        )
-        state = getattr(self, "_train_state", None) if is_partial else None
-        if state is None or state.params.shape[0] != model.layout.size:
-            theta = self._initial_params(
-                model, X.dtype, coef_init, intercept_init, warm=is_partial or self.warm_start
-            )
-            state = TrainState.create(theta, optimizer, averaged=bool(self.average))
+        """Train in process on validated, encoded data and store the result."""
+        model, objective, optimizer, schedule = self._components(X.shape[1])
+        state = self._start_state(model, optimizer, X.dtype, coef_init, intercept_init, is_partial)
 
         validation_score = None
         if self.early_stopping and not is_partial:
@@ -159,8 +176,7 @@ class BaseSGD(BaseEstimator):
             X, Y = X[train], Y[train]
             sample_weight = None if sample_weight is None else sample_weight[train]
 
-        seed = check_random_state(self.random_state).randint(MAX_INT)
-        rng = np.random.default_rng(seed) if self.shuffle else None
+        rng = np.random.default_rng(self._seed()) if self.shuffle else None
         average_start = int(self.average) if self.average else 0
 
         def run_epoch(state: TrainState, lr_factor: float):
@@ -170,6 +186,58 @@ class BaseSGD(BaseEstimator):
                 state, batches, objective, optimizer, learning_rate, average_start
             )
 
+        self._run_epochs(run_epoch, state, model, max_iter, is_partial, validation_score)
+
+    def _fit_dask(self, X, y, sample_weight, *, max_iter: int, is_partial: bool, **init):
+        """Train on Dask collections: persist and check the blocks, then run the strategy."""
+        if self.average:
+            raise ValueError("average is not supported with Dask input yet.")
+        if self.early_stopping and not is_partial:
+            raise ValueError(
+                "early_stopping is not supported with Dask input yet; set "
+                "early_stopping=False and evaluate on held-out data yourself."
+            )
+        client = current_client()
+        data = persist_blocks(
+            client, X, y, sample_weight, classifier=is_classifier(self), seed=self._seed()
+        )
+        try:
+            first_call = not is_partial or not hasattr(self, "n_features_in_")
+            check_dask_features(self, data.n_features, data.feature_names, reset=first_call)
+            encoder = self._dask_encoder(data, first_call=first_call, **init)
+            model, objective, optimizer, schedule = self._components(data.n_features)
+            state = self._start_state(
+                model,
+                optimizer,
+                data.dtype,
+                init.get("coef_init"),
+                init.get("intercept_init"),
+                is_partial,
+            )
+            trainer = SyncTrainer(
+                client,
+                data,
+                objective,
+                optimizer,
+                schedule,
+                encoder,
+                batch_size=self.batch_size,
+                n_shards=self.n_shards,
+                scale_learning_rate=self.scale_learning_rate,
+                warmup_epochs=self.warmup_epochs,
+            )
+            try:
+                self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)
+            finally:
+                trainer.close()
+        finally:
+            data.release()
+        return self
+
+    def _dask_encoder(self, data, *, first_call: bool, **init) -> TargetEncoder:
+        return TargetEncoder()
+
+    def _run_epochs(self, run_epoch, state, model, max_iter, is_partial, validation_score=None):
         monitor = ConvergenceMonitor(
             tol=None if is_partial else self.tol,
             n_iter_no_change=self.n_iter_no_change,

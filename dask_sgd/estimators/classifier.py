@@ -14,8 +14,10 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from dask_sgd.data import check_labels_known, encode_targets
+from dask_sgd.blocks import is_dask_collection
+from dask_sgd.data import TargetEncoder, check_labels_known, encode_targets
 from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
+from dask_sgd.estimators._dask import predict_blocks
 from dask_sgd.losses import CLASSIFICATION_LOSSES, log_softmax
 from dask_sgd.models import LinearModel
 
@@ -85,6 +87,19 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
         ``eta0`` (1e-3 for "adam").
+    strategy : {"sync"}, default="sync"
+        How Dask input is trained (NumPy, pandas and SciPy input train in process):
+        "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
+        worker and step, the mean of the workers' gradients applied once by the parameter
+        server. See ``docs/distributed.md``.
+    n_shards : int or None, default=None
+        Parameter-server shards for Dask input; None is one per worker.
+    scale_learning_rate : bool, default=True
+        Dask input: the linear scaling rule, the learning rate times the number of workers
+        ``k`` (the effective batch ``k · batch_size`` over the reference ``batch_size``).
+    warmup_epochs : float, default=1.0
+        Dask input: the scaled learning rate is reached gradually, from the unscaled one,
+        over this many epochs (0 turns warmup off).
 
     Attributes
     ----------
@@ -147,6 +162,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         average=False,
         batch_size=8,
         optimizer="sgd",
+        strategy="sync",
+        n_shards=None,
+        scale_learning_rate=True,
+        warmup_epochs=1.0,
     ):
         self.loss = loss
         self.penalty = penalty
@@ -170,6 +189,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.average = average
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.strategy = strategy
+        self.n_shards = n_shards
+        self.scale_learning_rate = scale_learning_rate
+        self.warmup_epochs = warmup_epochs
 
     @_fit_context(prefer_skip_nested_validation=True)
     @keep_state_on_error
@@ -189,6 +212,16 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self : SGDClassifier
         """
         self._more_validate_params()
+        if is_dask_collection(X):
+            return self._fit_dask(
+                X,
+                y,
+                sample_weight,
+                max_iter=self.max_iter,
+                is_partial=False,
+                coef_init=coef_init,
+                intercept_init=intercept_init,
+            )
         X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=True, classifier=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
@@ -236,6 +269,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
                 )
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+        if is_dask_collection(X):
+            return self._fit_dask(X, y, sample_weight, max_iter=1, is_partial=True, classes=classes)
         X, y, sample_weight = self._validate_X_y(
             X, y, sample_weight, reset=first_call, classifier=True
         )
@@ -259,6 +294,63 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         )
         return self
 
+    def _dask_encoder(self, data, *, first_call: bool, classes=None, **init) -> TargetEncoder:
+        labels, counts = data.label_counts()
+        check_classification_targets(labels)
+        if first_call and classes is None:
+            self.classes_ = labels
+            self._check_two_classes()
+        elif first_call:
+            self.classes_ = np.unique(np.asarray(classes))
+            self._check_two_classes()
+        check_labels_known(labels, self.classes_)
+        class_weight = None
+        if self.class_weight is not None:
+            present = np.zeros(len(self.classes_))
+            present[np.searchsorted(self.classes_, labels)] = counts
+            y_for_weights = np.repeat(self.classes_, present.astype(int))
+            class_weight = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=y_for_weights
+            )
+        return TargetEncoder(self.classes_, self._is_multinomial(), class_weight)
+
+    # --- prediction on Dask input -------------------------------------------------------------
+
+    def decision_function(self, X):
+        """Signed distance to the decision boundary; lazy for Dask input.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, Dask array or data frame} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            columns = None if len(self.classes_) == 2 else len(self.classes_)
+            return predict_blocks(
+                self, "decision_function", X, n_columns=columns, dtype=self.coef_.dtype
+            )
+        return super().decision_function(X)
+
+    def predict(self, X):
+        """Predicted class of each row; lazy for Dask input.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, Dask array or data frame} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            return predict_blocks(self, "predict", X, n_columns=None, dtype=self.classes_.dtype)
+        return super().predict(X)
+
     # --- probabilities ------------------------------------------------------------------------
 
     def _check_proba(self):
@@ -279,6 +371,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return predict_blocks(
+                self, "predict_proba", X, n_columns=len(self.classes_), dtype=self.coef_.dtype
+            )
         scores = self.decision_function(X)
         if self.loss == "log_loss":
             if scores.ndim == 1:
@@ -299,6 +395,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         -------
         ndarray of shape (n_samples, n_classes)
         """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            return predict_blocks(
+                self, "predict_log_proba", X, n_columns=len(self.classes_), dtype=self.coef_.dtype
+            )
         if self.loss == "log_loss":
             scores = self.decision_function(X)
             if scores.ndim == 1:

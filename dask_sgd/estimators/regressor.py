@@ -10,7 +10,9 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from dask_sgd.blocks import is_dask_collection
 from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
+from dask_sgd.estimators._dask import predict_blocks
 from dask_sgd.losses import REGRESSION_LOSSES
 from dask_sgd.models import LinearModel
 
@@ -29,7 +31,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
-average, batch_size, optimizer
+average, batch_size, optimizer, strategy, n_shards, scale_learning_rate, warmup_epochs
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -80,6 +82,10 @@ average, batch_size, optimizer
         average=False,
         batch_size=8,
         optimizer="sgd",
+        strategy="sync",
+        n_shards=None,
+        scale_learning_rate=True,
+        warmup_epochs=1.0,
     ):
         self.loss = loss
         self.penalty = penalty
@@ -102,6 +108,10 @@ average, batch_size, optimizer
         self.average = average
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.strategy = strategy
+        self.n_shards = n_shards
+        self.scale_learning_rate = scale_learning_rate
+        self.warmup_epochs = warmup_epochs
 
     @_fit_context(prefer_skip_nested_validation=True)
     @keep_state_on_error
@@ -121,6 +131,16 @@ average, batch_size, optimizer
         self : SGDRegressor
         """
         self._more_validate_params()
+        if is_dask_collection(X):
+            return self._fit_dask(
+                X,
+                y,
+                sample_weight,
+                max_iter=self.max_iter,
+                is_partial=False,
+                coef_init=coef_init,
+                intercept_init=intercept_init,
+            )
         X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=True, classifier=False)
         self._train(
             X,
@@ -152,6 +172,8 @@ average, batch_size, optimizer
         first_call = not hasattr(self, "coef_")
         if first_call:
             self._more_validate_params()
+        if is_dask_collection(X):
+            return self._fit_dask(X, y, sample_weight, max_iter=1, is_partial=True)
         X, y, sample_weight = self._validate_X_y(
             X, y, sample_weight, reset=first_call, classifier=False
         )
@@ -170,13 +192,15 @@ average, batch_size, optimizer
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, Dask array or data frame} of shape (n_samples, n_features)
 
         Returns
         -------
-        ndarray of shape (n_samples,)
+        ndarray of shape (n_samples,), or a lazy Dask array for Dask input
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return predict_blocks(self, "predict", X, n_columns=None, dtype=self.coef_.dtype)
         X = validate_data(self, X, accept_sparse="csr", reset=False)
         return safe_sparse_dot(X, self.coef_, dense_output=True) + self.intercept_[0]
 

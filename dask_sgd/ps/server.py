@@ -29,6 +29,29 @@ def shard_ranges(size: int, n_shards: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
+def _map_tree(fn, *trees):
+    """Apply ``fn`` to the leaves of tuples and named tuples of arrays (optimizer states)."""
+    first = trees[0]
+    if isinstance(first, tuple):
+        children = [_map_tree(fn, *group) for group in zip(*trees, strict=True)]
+        return type(first)(*children) if hasattr(first, "_fields") else tuple(children)
+    return fn(*trees)
+
+
+def split_state(state: Any, ranges: list[slice]) -> list[Any]:
+    """Each shard's part of an optimizer state: vectors are sliced, scalars are copied."""
+    return [_map_tree(lambda leaf, r=r: leaf[r] if np.ndim(leaf) else leaf, state) for r in ranges]
+
+
+def join_states(states: list[Any]) -> Any:
+    """The inverse of :func:`split_state`."""
+
+    def join(*leaves):
+        return np.concatenate(leaves) if np.ndim(leaves[0]) else leaves[0]
+
+    return _map_tree(join, *states)
+
+
 @dataclass
 class ParameterServer:
     """Shard actors, the slice of θ each one holds, and the futures that keep them alive.
@@ -50,8 +73,13 @@ class ParameterServer:
         *,
         n_shards: int | None = None,
         n_contributors: int = 1,
+        opt_state: Any = None,
+        version: int = 0,
     ) -> ParameterServer:
-        """Create ``n_shards`` shards (default: one per worker), spread over the workers."""
+        """Create ``n_shards`` shards (default: one per worker), spread over the workers.
+
+        ``opt_state`` (the whole vector's optimizer state) and ``version`` resume training.
+        """
         if not optimizer.elementwise:
             raise ValueError(
                 f"{optimizer!r} is not elementwise: shards cannot apply it to their own slices."
@@ -59,6 +87,7 @@ class ParameterServer:
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
         n_shards = min(n_shards or len(workers), params.size)
         ranges = shard_ranges(params.size, n_shards)
+        states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
         name = uuid.uuid4().hex[:8]
         futures = [
             client.submit(
@@ -66,6 +95,8 @@ class ParameterServer:
                 params[where].copy(),
                 optimizer,
                 n_contributors,
+                states[index],
+                version,
                 actor=True,
                 key=f"dask-sgd-shard-{index}-{name}",
                 workers=[workers[index % len(workers)]],
@@ -111,6 +142,15 @@ class ParameterServer:
         if len(versions) != 1:
             raise RuntimeError(f"Shards are at different versions {sorted(versions)}.")
         return snapshots
+
+    def state(self) -> tuple[Array, Any, int]:
+        """θ, the whole optimizer state and the version, from a consistent snapshot."""
+        snapshots = self.snapshot()
+        params = np.concatenate([s["params"] for s in snapshots])
+        return params, join_states([s["opt_state"] for s in snapshots]), snapshots[0]["version"]
+
+    def abort(self, reason: str) -> None:
+        self._each("abort", [reason] * len(self.shards))
 
     def restore(self, snapshots: list[dict]) -> None:
         self._each("restore", snapshots)

@@ -28,13 +28,19 @@ class ParameterShard:
     """
 
     def __init__(
-        self, params: Array, optimizer: GradientTransformation, n_contributors: int = 1
+        self,
+        params: Array,
+        optimizer: GradientTransformation,
+        n_contributors: int = 1,
+        opt_state: Any = None,
+        version: int = 0,
     ) -> None:
         self.params = params
         self.optimizer = optimizer
-        self.opt_state = optimizer.init(params)
+        self.opt_state = optimizer.init(params) if opt_state is None else opt_state
         self.n_contributors = n_contributors
-        self.version = 0
+        self.version = version
+        self.aborted: str | None = None
         self.pushes = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self._pending: dict[int, tuple[Array, int, float]] = {}
@@ -59,10 +65,12 @@ class ParameterShard:
 
     async def pull(self, min_version: int = 0) -> tuple[Array, int]:
         """The parameters and their version, once the version has reached ``min_version``."""
-        if self.version < min_version:
+        if self.version < min_version and self.aborted is None:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append((min_version, waiter))
             await waiter
+        if self.aborted is not None:
+            raise RuntimeError(f"Training was aborted: {self.aborted}")
         return self.params, self.version
 
     async def push(self, grad: Array, learning_rate: float, token: Any = None) -> int:
@@ -112,6 +120,14 @@ class ParameterShard:
         self._pending.clear()
         self._wake()
         return self.version
+
+    async def abort(self, reason: str) -> None:
+        """Fail every waiting and future pull, so that no unit waits for a step for ever."""
+        self.aborted = reason
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters = []
 
     async def stats(self) -> dict:
         return {"version": self.version, "pushes": self.pushes, "size": int(self.params.size)}

@@ -1,0 +1,224 @@
+"""Dask input: check it, convert it and persist it on the workers as training blocks.
+
+A block is one partition of ``X`` with its rows of ``y`` and ``sample_weight``, as NumPy
+arrays, shuffled once when it is made (minibatches are then slices, not copies). Making the
+blocks and checking them is one pass over the data on the workers; only a small summary of
+each block (rows, labels, where a NaN is) comes back to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import dask
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+Array = Any
+
+
+class Block(NamedTuple):
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """What the client learns about a block: its size, its labels, its first bad value."""
+
+    index: int
+    n_rows: int
+    labels: np.ndarray
+    counts: np.ndarray
+    problem: str | None = None  # a message; "{column}" stands for the column's name
+    column: int | None = None
+
+
+@dataclass
+class DaskTrainingData:
+    """Persisted blocks (futures on the workers) and what the client knows about them."""
+
+    futures: list[Any]
+    summaries: list[BlockSummary]
+    n_features: int
+    dtype: np.dtype
+    feature_names: np.ndarray | None = None
+    _released: bool = field(default=False, repr=False)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(s.n_rows for s in self.summaries)
+
+    def label_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every label in ``y`` and how often it occurs."""
+        labels = np.concatenate([s.labels for s in self.summaries])
+        counts = np.concatenate([s.counts for s in self.summaries])
+        unique, inverse = np.unique(labels, return_inverse=True)
+        return unique, np.bincount(inverse, weights=counts).astype(int)
+
+    def by_worker(self, client: Any) -> dict[str, list[Any]]:
+        """The non-empty blocks grouped by a worker that holds them."""
+        where = client.who_has(self.futures)
+        groups: dict[str, list[Any]] = {}
+        for future, summary in zip(self.futures, self.summaries, strict=True):
+            if summary.n_rows:
+                groups.setdefault(where[future.key][0], []).append(future)
+        return groups
+
+    def release(self) -> None:
+        for future in self.futures:
+            future.release()
+        self._released = True
+
+
+def is_dask_collection(X: Any) -> bool:
+    return dask.is_dask_collection(X)
+
+
+def persist_blocks(
+    client: Any,
+    X: Any,
+    y: Any,
+    sample_weight: Any = None,
+    *,
+    classifier: bool,
+    seed: int,
+) -> DaskTrainingData:
+    """Make, check and persist the training blocks; raise on bad input, holding nothing."""
+    x_parts, y_parts, w_parts, n_features, names, dtype = _partitions(X, y, sample_weight)
+    name = uuid.uuid4().hex[:8]
+    load = dask.delayed(load_block, pure=True)
+    blocks = [
+        load(x, yp, w, dtype, seed + i, dask_key_name=f"dask-sgd-block-{i}-{name}")
+        for i, (x, yp, w) in enumerate(zip(x_parts, y_parts, w_parts, strict=True))
+    ]
+    futures = client.compute(blocks)
+    summaries = client.gather(
+        [
+            client.submit(summarize_block, f, i, classifier, key=f"dask-sgd-check-{i}-{name}")
+            for i, f in enumerate(futures)
+        ]
+    )
+    data = DaskTrainingData(futures, summaries, n_features, np.dtype(dtype), names)
+    bad = [s for s in summaries if s.problem]
+    if bad or data.n_rows == 0:
+        data.release()
+        if bad:
+            column = bad[0].column
+            name = repr(names[column]) if names is not None and column is not None else column
+            raise ValueError(bad[0].problem.format(column=name))
+        raise ValueError(f"Found array with 0 sample(s) (shape=(0, {n_features})).")
+    return data
+
+
+def load_block(X, y, sample_weight, dtype, seed: int) -> Block:
+    """One partition as NumPy arrays, rows shuffled once (runs on a worker)."""
+    X = X.to_numpy(dtype=dtype) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=dtype)
+    y = np.asarray(y).reshape(-1)
+    weight = None if sample_weight is None else np.asarray(sample_weight, dtype=dtype).ravel()
+    order = np.random.default_rng(seed).permutation(X.shape[0])
+    return Block(
+        np.ascontiguousarray(X[order]), y[order], None if weight is None else weight[order]
+    )
+
+
+def summarize_block(block: Block, index: int, classifier: bool) -> BlockSummary:
+    """Rows, labels and the first non-finite value of a block (runs on a worker)."""
+    X, y, weight = block
+    problem = None
+    finite_columns = np.isfinite(X).all(axis=0)
+    if not finite_columns.all():
+        column = int(np.argmin(finite_columns))
+        kind = "NaN" if np.isnan(X[:, column]).any() else "infinity"
+        problem = f"Input X contains {kind} (partition {index}, column {{column}})."
+    elif X.shape[0] != y.shape[0]:
+        problem = (
+            f"Found input variables with inconsistent numbers of samples in partition "
+            f"{index}: X has {X.shape[0]} rows, y has {y.shape[0]}."
+        )
+    elif not classifier and not np.isfinite(y.astype(float)).all():
+        problem = f"Input y contains NaN or infinity (partition {index})."
+    elif classifier and pd.isna(y).any():
+        problem = f"Input y contains NaN (partition {index})."
+    elif weight is not None and not np.isfinite(weight).all():
+        problem = f"Input sample_weight contains NaN or infinity (partition {index})."
+    if classifier and problem is None:
+        labels, counts = np.unique(y, return_counts=True)
+    else:
+        labels, counts = np.empty(0, dtype=y.dtype), np.empty(0, dtype=int)
+    column = int(np.argmin(finite_columns)) if not finite_columns.all() else None
+    return BlockSummary(index, int(X.shape[0]), labels, counts, problem, column)
+
+
+def _partitions(X, y, sample_weight):
+    """Aligned per-partition pieces of X, y and sample_weight, plus what X is."""
+    if y is None:
+        raise ValueError("requires y to be passed, but the target y is None")
+    if hasattr(X, "columns"):  # a Dask data frame
+        bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+        if bad:
+            raise ValueError(
+                f"Columns {bad} of X are not numeric (dtypes {[str(X.dtypes[c]) for c in bad]});"
+                " encode them as numbers before training."
+            )
+        names = np.asarray(X.columns, dtype=object)
+        dtype = np.float32 if all(t == np.float32 for t in X.dtypes) else np.float64
+        x_parts = X.to_delayed()
+        row_chunks = None
+        n_features = len(X.columns)
+    else:
+        if X.ndim != 2:
+            raise ValueError(
+                f"Expected 2D array, got {X.ndim}D array instead. Reshape your data using "
+                "array.reshape(-1, 1) if your data has a single feature."
+            )
+        if X.dtype.kind not in "biuf":
+            kind = "Complex data not supported" if X.dtype.kind == "c" else "dtype object"
+            raise ValueError(f"{kind}: X has dtype {X.dtype}; dask_sgd needs numbers.")
+        if len(X.chunks[1]) > 1:
+            logger.info(
+                "Rechunking X to one chunk along the columns (it had %d).", len(X.chunks[1])
+            )
+            X = X.rechunk({1: -1})
+        names = None
+        dtype = np.float32 if X.dtype == np.float32 else np.float64
+        x_parts = list(X.to_delayed().ravel())
+        row_chunks = X.chunks[0]
+        n_features = X.shape[1]
+    y_parts = _aligned_parts(y, len(x_parts), row_chunks, "y")
+    w_parts = (
+        [None] * len(x_parts)
+        if sample_weight is None
+        else _aligned_parts(sample_weight, len(x_parts), row_chunks, "sample_weight")
+    )
+    return x_parts, y_parts, w_parts, n_features, names, dtype
+
+
+def _aligned_parts(values, n_parts: int, row_chunks: tuple | None, what: str) -> list:
+    """Partitions of ``values`` row-aligned with the ``n_parts`` partitions of ``X``.
+
+    A Dask array is rechunked to X's row chunks when both are known.
+    """
+    if not is_dask_collection(values):
+        raise TypeError(
+            f"X is a Dask collection, so {what} must be one too (a Dask array or series)."
+        )
+    if hasattr(values, "npartitions"):  # a Dask series or data frame
+        parts = values.to_delayed()
+    else:
+        own = values.chunks[0]
+        if row_chunks is not None and not np.isnan(row_chunks + own).any() and own != row_chunks:
+            values = values.rechunk({0: row_chunks})
+        parts = list(values.to_delayed().ravel())
+    if len(parts) != n_parts:
+        raise ValueError(
+            f"X and {what} must have the same partitions ({n_parts} and {len(parts)}); "
+            "rechunk or repartition one of them."
+        )
+    return parts

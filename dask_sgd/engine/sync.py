@@ -1,0 +1,198 @@
+"""Synchronous data parallelism over Dask partitions, with a sharded parameter server.
+
+Each epoch the client submits one long-running unit per worker that holds training blocks.
+Every step, each unit computes the gradient of a minibatch of ``batch_size`` rows of its own
+blocks and pushes it to the shards; each shard applies the mean of the ``k`` gradients once,
+
+    θ ← θ − η_t · d_t,   d_t = optimizer direction of (1/k) Σ_j (1/|B_j|) Σ_{i∈B_j} ∇L_i,
+
+and answers every unit with the new parameters. The units synchronise through the shards'
+versions, never through the client: a step costs one actor call per shard and unit, and the
+client is involved once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from distributed import secede, wait
+
+from dask_sgd.blocks import Block, DaskTrainingData
+from dask_sgd.data import TargetEncoder
+from dask_sgd.engine.steps import NonFiniteParameters, TrainState
+from dask_sgd.models import Objective
+from dask_sgd.optim import GradientTransformation
+from dask_sgd.ps import ParameterServer
+from dask_sgd.schedules import Schedule, linear_scaling_factor, scaled, warmup
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """What every unit of one epoch needs besides its blocks."""
+
+    objective: Objective
+    encoder: TargetEncoder
+    learning_rate: Schedule
+    batch_size: int
+    first_step: int
+    n_steps: int
+
+
+def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
+    """The next ``n_rows`` rows of the blocks, cycling; views unless they span two blocks."""
+    block_index, offset = cursor
+    pieces = []
+    while n_rows > 0:
+        X, y, weight = blocks[block_index]
+        rows = slice(offset, min(offset + n_rows, X.shape[0]))
+        pieces.append((X[rows], y[rows], None if weight is None else weight[rows]))
+        n_rows -= rows.stop - rows.start
+        offset = rows.stop
+        if offset >= X.shape[0]:
+            block_index, offset = (block_index + 1) % len(blocks), 0
+    if len(pieces) == 1:
+        return (*pieces[0], (block_index, offset))
+    X, y, weight = zip(*pieces, strict=True)
+    weight = None if weight[0] is None else np.concatenate(weight)
+    return np.concatenate(X), np.concatenate(y), weight, (block_index, offset)
+
+
+def sync_unit(
+    blocks: list[Block], shards: list, ranges: list[slice], plan: UnitPlan, unit: int, cursor
+) -> dict:
+    """Run ``plan.n_steps`` synchronous steps on this worker's blocks (a task on a worker).
+
+    The unit leaves the worker's thread pool first: it waits for the other units at every
+    step, and two units placed on one worker must not wait for each other's thread.
+    """
+    secede()
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
+        return _run_sync_steps(blocks, shards, ranges, plan, unit, cursor)
+
+
+def _run_sync_steps(blocks, shards, ranges, plan: UnitPlan, unit: int, cursor) -> dict:
+    params = np.concatenate([shard.pull(plan.first_step).result()[0] for shard in shards])
+    loss_sum, rows = 0.0, 0
+    for step in range(plan.first_step, plan.first_step + plan.n_steps):
+        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
+        Y, weight = plan.encoder(y, weight, X.dtype)
+        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        lr = plan.learning_rate(step)
+        calls = [
+            shard.push_sync(step, grad[where], lr, token=(step, unit))
+            for shard, where in zip(shards, ranges, strict=True)
+        ]
+        params = np.concatenate([call.result()[0] for call in calls])
+        loss_sum += float(batch_loss)
+        rows += Y.shape[0]
+        if not np.isfinite(params).all():  # every unit sees the same parameters: all stop
+            return {"loss_sum": loss_sum, "rows": rows, "cursor": None, "diverged_at": step + 1}
+    return {"loss_sum": loss_sum, "rows": rows, "cursor": cursor}
+
+
+class SyncTrainer:
+    """Runs epochs of synchronous SGD on persisted blocks; one parameter server per fit.
+
+    The learning rate follows the linear scaling rule (``k`` units, each with ``batch_size``
+    rows, make an effective batch ``k`` times the reference ``batch_size``) with a gradual
+    warmup from the unscaled rate over ``warmup_epochs``; both can be turned off.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        data: DaskTrainingData,
+        objective: Objective,
+        optimizer: GradientTransformation,
+        schedule: Schedule,
+        encoder: TargetEncoder,
+        *,
+        batch_size: int,
+        n_shards: int | None = None,
+        scale_learning_rate: bool = True,
+        warmup_epochs: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.data = data
+        self.objective = objective
+        self.optimizer = optimizer
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.n_shards = n_shards
+        self.units = list(data.by_worker(client).items())
+        k = len(self.units)
+        self.steps_per_epoch = max(1, math.ceil(data.n_rows / (k * batch_size)))
+        factor = linear_scaling_factor(k * batch_size, batch_size) if scale_learning_rate else 1
+        self.schedule = warmup(
+            scaled(schedule, factor), round(warmup_epochs * self.steps_per_epoch), 1 / factor
+        )
+        self.cursors = [(0, 0)] * k
+        self.server: ParameterServer | None = None
+        self.name = uuid.uuid4().hex[:8]
+
+    def run_epoch(self, state: TrainState, lr_factor: float) -> tuple[TrainState, float, int]:
+        """One epoch: ``steps_per_epoch`` synchronous steps; the client waits once."""
+        if self.server is None:
+            self.server = ParameterServer.start(
+                self.client,
+                state.params,
+                self.optimizer,
+                n_shards=self.n_shards,
+                n_contributors=len(self.units),
+                opt_state=state.opt_state,
+                version=state.step,
+            )
+        plan = UnitPlan(
+            self.objective,
+            self.encoder,
+            scaled(self.schedule, lr_factor),
+            self.batch_size,
+            state.step,
+            self.steps_per_epoch,
+        )
+        futures = [
+            self.client.submit(
+                sync_unit,
+                blocks,
+                self.server.shards,
+                self.server.ranges,
+                plan,
+                unit,
+                self.cursors[unit],
+                key=f"dask-sgd-sync-step{state.step}-unit{unit}-{self.name}",
+                workers=[worker],
+                allow_other_workers=True,
+                pure=False,
+            )
+            for unit, (worker, blocks) in enumerate(self.units)
+        ]
+        self._abort_on_first_error(futures)
+        results = self.client.gather(futures)
+        params, opt_state, version = self.server.state()
+        diverged = [r["diverged_at"] for r in results if "diverged_at" in r]
+        if diverged:
+            raise NonFiniteParameters(diverged[0])
+        self.cursors = [r["cursor"] for r in results]
+        rows = sum(r["rows"] for r in results)
+        new_state = replace(
+            state, params=params, opt_state=opt_state, step=version, samples=state.samples + rows
+        )
+        return new_state, sum(r["loss_sum"] for r in results), rows
+
+    def _abort_on_first_error(self, futures: list) -> None:
+        """Wait for the units; if one fails, release the others, which wait for its pushes."""
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when="FIRST_COMPLETED")
+            if any(f.status == "error" for f in done):
+                self.server.abort("a training unit failed")
+                return
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None

@@ -1,0 +1,262 @@
+"""Training on Dask collections: the sync strategy on real clusters."""
+
+from __future__ import annotations
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import linear_model
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
+from dask_sgd.blocks import persist_blocks
+from dask_sgd.data import TargetEncoder
+from dask_sgd.engine.steps import TrainState
+from dask_sgd.engine.sync import SyncTrainer, take_rows
+from dask_sgd.losses import get_loss
+from dask_sgd.models import LinearModel, Objective
+from dask_sgd.penalties import get_penalty
+
+
+def as_dask_array(X, y, rows_per_chunk=100):
+    return da.from_array(X, chunks=(rows_per_chunk, X.shape[1])), da.from_array(
+        y, chunks=rows_per_chunk
+    )
+
+
+def as_dask_frame(X, y, npartitions=4):
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    frame["target"] = y
+    ddf = dd.from_pandas(frame, npartitions=npartitions)
+    return ddf.drop(columns="target"), ddf["target"]
+
+
+def actor_count(client):
+    return client.run_on_scheduler(
+        lambda dask_scheduler: sum(ts.actor for ts in dask_scheduler.tasks.values())
+    )
+
+
+# --- the engine against a plain NumPy computation of the same steps ----------------------
+
+
+def test_sync_steps_equal_the_mean_of_the_workers_minibatch_gradients(client):
+    X, y = make_classification(n_samples=600, n_features=5, random_state=0)
+    data = persist_blocks(client, *as_dask_array(X, y, 70), classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = Objective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-3))
+    optimizer = optim.momentum(0.5)
+    encoder = TargetEncoder(np.array([0, 1]))
+    trainer = SyncTrainer(
+        client, data, objective, optimizer, schedules.constant(0.1), encoder, batch_size=16
+    )
+    try:
+        units = [client.gather(blocks) for _, blocks in trainer.units]
+        state = TrainState.create(model.init_params(), optimizer, averaged=False)
+        for _ in range(2):
+            state, _, _ = trainer.run_epoch(state, lr_factor=1.0)
+    finally:
+        trainer.close()
+        data.release()
+
+    # The same steps, by hand: each unit takes its next 16 rows; the mean gradient is applied.
+    params, opt_state = model.init_params(), optimizer.init(model.init_params())
+    cursors = [(0, 0)] * len(units)
+    for step in range(2 * trainer.steps_per_epoch):
+        grads = []
+        for j, blocks in enumerate(units):
+            Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
+            grads.append(objective.loss_and_grad(params, Xb, encoder(yb, None, Xb.dtype)[0])[1])
+        direction, opt_state = optimizer.update(np.mean(grads, axis=0), opt_state, params)
+        params = params - trainer.schedule(step) * direction
+    assert len(units) == 2
+    np.testing.assert_allclose(state.params, params, rtol=1e-10, atol=1e-12)
+    assert state.step == 2 * trainer.steps_per_epoch
+
+
+def test_linear_scaling_rule_and_warmup(client):
+    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+    data = persist_blocks(client, *as_dask_array(X, y), classifier=True, seed=0)
+    objective = Objective(LinearModel(4, 1), get_loss("hinge"), get_penalty(None, alpha=0))
+    make = lambda **kw: SyncTrainer(
+        client, data, objective, optim.sgd(), schedules.constant(0.01), TargetEncoder(), **kw
+    )
+    try:
+        warm = make(batch_size=10, warmup_epochs=1.0)
+        k, steps = len(warm.units), warm.steps_per_epoch
+        assert warm.schedule(0) == pytest.approx(0.01)
+        assert warm.schedule(steps) == pytest.approx(0.01 * k)
+        assert 0.01 < warm.schedule(steps // 2) < 0.01 * k
+        assert make(batch_size=10, warmup_epochs=0).schedule(0) == pytest.approx(0.01 * k)
+        assert make(batch_size=10, scale_learning_rate=False).schedule(steps) == 0.01
+    finally:
+        data.release()
+
+
+# --- estimators on Dask arrays and data frames --------------------------------------------
+
+
+SEEDS = (0, 1, 2)
+
+
+def held_out(load, convert, make_ours, make_theirs):
+    X, y = load(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    X_eval = X_test
+    if convert is as_dask_frame:  # fitted with column names, so scored with them
+        X_eval = pd.DataFrame(X_test, columns=[f"x{i}" for i in range(X.shape[1])])
+    ours = np.mean(
+        [make_ours(seed).fit(*convert(X_train, y_train)).score(X_eval, y_test) for seed in SEEDS]
+    )
+    theirs = np.mean(
+        [make_theirs(seed).fit(X_train, y_train).score(X_test, y_test) for seed in SEEDS]
+    )
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    ("load", "loss", "batch_size", "convert"),
+    [
+        (load_breast_cancer, "hinge", 8, as_dask_array),
+        (load_breast_cancer, "log_loss", 8, as_dask_frame),
+        (load_digits, "hinge", 32, as_dask_array),
+        (load_diabetes, "squared_error", 8, as_dask_frame),
+    ],
+    ids=[
+        "breast_cancer-hinge-array",
+        "breast_cancer-log_loss-frame",
+        "digits-array",
+        "diabetes-frame",
+    ],
+)
+def test_parity_with_sklearn_on_dask_input(client, load, loss, batch_size, convert):
+    """Held-out accuracy (R² for diabetes), mean of three seeds, within 0.02 of sklearn's."""
+    ours_class, theirs_class = (
+        (SGDRegressor, linear_model.SGDRegressor)
+        if load is load_diabetes
+        else (SGDClassifier, linear_model.SGDClassifier)
+    )
+    ours, theirs = held_out(
+        load,
+        convert,
+        lambda seed: ours_class(loss=loss, batch_size=batch_size, random_state=seed),
+        lambda seed: theirs_class(loss=loss, random_state=seed),
+    )
+    assert abs(ours - theirs) <= 0.02, (ours, theirs)
+
+
+def test_predictions_on_dask_input_are_lazy_and_match(client):
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = SGDClassifier(loss="log_loss", random_state=0, max_iter=5, tol=None)
+    clf.fit(*as_dask_array(X, y))
+    Xd, _ = as_dask_array(X, y)
+    for method in ("predict", "decision_function", "predict_proba", "predict_log_proba"):
+        lazy = getattr(clf, method)(Xd)
+        assert isinstance(lazy, da.Array), method
+        np.testing.assert_allclose(lazy.compute(), getattr(clf, method)(X), rtol=1e-12)
+
+
+def test_dataframe_with_unknown_partition_lengths(client):
+    X, y = make_classification(n_samples=500, n_features=4, random_state=0)
+    X_frame, y_series = as_dask_frame(X, y)
+    keep = X_frame["x0"] > -1  # filtering makes the partition lengths unknown
+    clf = SGDClassifier(random_state=0).fit(X_frame[keep], y_series[keep])
+    assert list(clf.feature_names_in_) == ["x0", "x1", "x2", "x3"]
+    assert clf.history_[0]["samples"] >= int((X[:, 0] > -1).sum())
+    assert clf.predict(X_frame).compute().shape == (500,)
+
+
+def test_columns_chunked_dask_array_is_rechunked(client):
+    X, y = make_classification(n_samples=300, n_features=6, random_state=0)
+    Xd = da.from_array(X, chunks=(100, 2))
+    clf = SGDClassifier(random_state=0, max_iter=3, tol=None).fit(Xd, da.from_array(y, 100))
+    assert clf.coef_.shape == (1, 6)
+
+
+def test_float32_dask_input_stays_float32(client):
+    X, y = make_classification(n_samples=300, n_features=4, random_state=0)
+    clf = SGDClassifier(random_state=0, max_iter=2, tol=None)
+    clf.fit(*as_dask_array(X.astype(np.float32), y))
+    assert clf.coef_.dtype == np.float32
+
+
+def test_same_seed_same_fit_on_dask_input(client):
+    """Reproducible up to rounding: BLAS may round differently on differently aligned blocks."""
+    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+    fits = [
+        SGDClassifier(random_state=seed, max_iter=3, tol=None).fit(*as_dask_array(X, y)).coef_
+        for seed in (7, 7, 8)
+    ]
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-12)
+    assert not np.allclose(fits[0], fits[2], rtol=1e-6)
+
+
+def test_partial_fit_on_dask_input_is_one_pass(client):
+    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+    clf = SGDClassifier(random_state=0)
+    clf.partial_fit(*as_dask_array(X, y), classes=[0, 1])
+    clf.partial_fit(*as_dask_array(X, y))
+    assert [h["epoch"] for h in clf.history_] == [1, 2]
+    assert all(h["samples"] >= 400 for h in clf.history_)
+    with pytest.raises(ValueError, match="X has 3 features, but SGDClassifier is expecting 4"):
+        clf.partial_fit(*as_dask_array(X[:, :3], y))
+
+
+# --- bad Dask input: a clear error, and nothing left on the cluster -----------------------
+
+
+def test_nan_is_found_in_its_partition_and_column_before_any_actor(client):
+    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+    X[250, 2] = np.nan
+    X_frame, y_series = as_dask_frame(X, y, npartitions=4)
+    actors_before = actor_count(client)
+    with pytest.raises(ValueError, match=r"Input X contains NaN \(partition 2, column 'x2'\)"):
+        SGDClassifier().fit(X_frame, y_series)
+    assert actor_count(client) == actors_before
+    with pytest.raises(ValueError, match=r"Input X contains NaN \(partition 2, column 2\)"):
+        SGDClassifier().fit(*as_dask_array(X, y))
+
+
+def test_non_numeric_column_is_named(client):
+    X, y = make_classification(n_samples=100, n_features=5, random_state=0)
+    X_frame, y_series = as_dask_frame(X, y)
+    X_frame = X_frame.assign(city="Oslo")
+    with pytest.raises(ValueError, match=r"Columns \['city'\] of X are not numeric"):
+        SGDClassifier().fit(X_frame, y_series)
+
+
+def test_misaligned_partitions_are_refused(client):
+    X, y = make_classification(n_samples=100, n_features=5, random_state=0)
+    X_frame, _ = as_dask_frame(X, y, npartitions=4)
+    with pytest.raises(ValueError, match="same partitions"):
+        SGDClassifier().fit(X_frame, dd.from_pandas(pd.Series(y), npartitions=3))
+
+
+def test_numpy_target_with_dask_X_is_refused(client):
+    X, y = make_classification(n_samples=100, n_features=5, random_state=0)
+    with pytest.raises(TypeError, match="y must be one too"):
+        SGDClassifier().fit(da.from_array(X, chunks=50), y)
+
+
+def test_unsupported_options_on_dask_input_fail_before_training(client):
+    X, y = make_classification(n_samples=100, n_features=5, random_state=0)
+    with pytest.raises(ValueError, match="average is not supported with Dask input"):
+        SGDClassifier(average=True).fit(*as_dask_array(X, y))
+    with pytest.raises(ValueError, match="early_stopping is not supported with Dask input"):
+        SGDClassifier(early_stopping=True).fit(*as_dask_array(X, y))
+
+
+def test_divergence_on_dask_input_keeps_the_fitted_state(client):
+    X, y = make_classification(n_samples=200, n_features=5, random_state=0)
+    reg = SGDRegressor(random_state=0).fit(*as_dask_array(X, y.astype(float)))
+    coef = reg.coef_.copy()
+    reg.set_params(learning_rate="constant", eta0=1.0)
+    with pytest.raises(ValueError, match="overflow occurred at epoch #1"):
+        reg.fit(*as_dask_array(X * 1e300, y.astype(float)))
+    np.testing.assert_array_equal(reg.coef_, coef)
