@@ -115,6 +115,18 @@ def test_invalid_parameter_uses_sklearn_wording(binary):
         SGDClassifier(optimizer="lbfgs").fit(*binary)
 
 
+def test_dask_input_without_a_client_is_explained():
+    import dask.array as da
+    from distributed import Client
+
+    with pytest.raises(ValueError):  # the premise: no client exists in this test
+        Client.current()
+    X, y = make_classification(n_samples=100, n_features=5, random_state=0)
+    with pytest.raises(ValueError, match="Training on Dask collections needs a distributed"):
+        SGDClassifier().fit(da.from_array(X, chunks=50), da.from_array(y, chunks=50))
+    assert not hasattr(SGDClassifier(), "coef_")
+
+
 # --- divergence ---------------------------------------------------------------------------
 
 

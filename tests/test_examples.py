@@ -18,6 +18,7 @@ def test_quickstart_example():
 
 def test_demo_at_small_size(capsys):
     report = demo.main(["--n-samples", "22000", "--n-features", "20", "--epochs", "2"])
+    assert report["fit_seconds"] > 0
     assert report["held_out_accuracy"] > 0.7
     assert report["samples_per_second"] > 0
     assert "held-out log-loss" in capsys.readouterr().out
