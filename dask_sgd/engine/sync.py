@@ -13,13 +13,15 @@ client is involved once per epoch.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from distributed import secede, wait
+from distributed import get_worker, secede, wait
+from distributed.utils import sync
 
 from dask_sgd.blocks import Block, DaskTrainingData
 from dask_sgd.data import TargetEncoder
@@ -74,19 +76,55 @@ def sync_unit(
         return _run_sync_steps(blocks, shards, ranges, plan, unit, cursor)
 
 
+class ShardCalls:
+    """Calls the shards from a unit: directly when a shard lives on the unit's own worker.
+
+    An actor call through Dask costs a round trip through the worker's comm layer even when
+    the actor is local (about 3 ms here, ten times the compute of a 1024-row step). A shard
+    on this worker is an object in this process, whose async methods can run on the
+    worker's event loop with no serialisation at all. Remote calls go out first, so that no
+    unit waits on a local shard before its remote pushes are on their way.
+    """
+
+    def __init__(self, shards: list, ranges: list[slice]) -> None:
+        worker = get_worker()
+        self.loop = worker.loop
+        self.remote, self.local = [], []
+        for shard, where in zip(shards, ranges, strict=True):
+            obj = worker.state.actors.get(shard.key) if shard._address == worker.address else None
+            (self.remote if obj is None else self.local).append((obj or shard, where))
+
+    def pull(self, min_version: int) -> np.ndarray:
+        return self._call("pull", lambda where: (min_version,))
+
+    def push_sync(self, step: int, grad: np.ndarray, lr: float, token) -> np.ndarray:
+        return self._call("push_sync", lambda where: (step, grad[where], lr, token))
+
+    def _call(self, method: str, arguments) -> np.ndarray:
+        pending = [
+            (where, getattr(shard, method)(*arguments(where))) for shard, where in self.remote
+        ]
+
+        async def local_calls():
+            return await asyncio.gather(
+                *(getattr(obj, method)(*arguments(where)) for obj, where in self.local)
+            )
+
+        parts = list(zip((w for _, w in self.local), sync(self.loop, local_calls), strict=True))
+        parts += [(where, call.result()) for where, call in pending]
+        parts.sort(key=lambda part: part[0].start)
+        return np.concatenate([params for _, (params, _) in parts])
+
+
 def _run_sync_steps(blocks, shards, ranges, plan: UnitPlan, unit: int, cursor) -> dict:
-    params = np.concatenate([shard.pull(plan.first_step).result()[0] for shard in shards])
+    calls = ShardCalls(shards, ranges)
+    params = calls.pull(plan.first_step)
     loss_sum, rows = 0.0, 0
     for step in range(plan.first_step, plan.first_step + plan.n_steps):
         X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
         Y, weight = plan.encoder(y, weight, X.dtype)
         batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
-        lr = plan.learning_rate(step)
-        calls = [
-            shard.push_sync(step, grad[where], lr, token=(step, unit))
-            for shard, where in zip(shards, ranges, strict=True)
-        ]
-        params = np.concatenate([call.result()[0] for call in calls])
+        params = calls.push_sync(step, grad, plan.learning_rate(step), (step, unit))
         loss_sum += float(batch_loss)
         rows += Y.shape[0]
         if not np.isfinite(params).all():  # every unit sees the same parameters: all stop

@@ -1,0 +1,1 @@
+"""Benchmarks of dask_sgd (see docs/benchmarks.md)."""
