@@ -16,12 +16,12 @@ demo: $(STAMP)
 	$(BIN)/python -m dask_sgd.demo
 
 test: $(STAMP)
-	$(BIN)/ruff check dask_sgd tests examples
+	$(BIN)/ruff check dask_sgd tests examples benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check dask_sgd tests examples
-	$(BIN)/ruff format --check dask_sgd tests examples
+	$(BIN)/ruff check dask_sgd tests examples benchmarks
+	$(BIN)/ruff format --check dask_sgd tests examples benchmarks
 
 clean:
 	rm -rf $(VENV)
