@@ -21,7 +21,7 @@ def shard_ranges(size: int, n_shards: int) -> list[slice]:
     Examples
     --------
     >>> shard_ranges(10, 3)
-    [slice(0, 4, None), slice(4, 7, None), slice(7, 10, None)]
+    [slice(0, 3, None), slice(3, 7, None), slice(7, 10, None)]
     """
     if not 1 <= n_shards <= size:
         raise ValueError(f"n_shards must be between 1 and {size}, got {n_shards}.")
