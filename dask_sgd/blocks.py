@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import dask
@@ -49,7 +49,6 @@ class DaskTrainingData:
     n_features: int
     dtype: np.dtype
     feature_names: np.ndarray | None = None
-    _released: bool = field(default=False, repr=False)
 
     @property
     def n_rows(self) -> int:
@@ -74,7 +73,6 @@ class DaskTrainingData:
     def release(self) -> None:
         for future in self.futures:
             future.release()
-        self._released = True
 
 
 def is_dask_collection(X: Any) -> bool:

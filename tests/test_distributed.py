@@ -11,6 +11,7 @@ from sklearn import linear_model
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
 
 from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
 from dask_sgd.blocks import persist_blocks
@@ -260,3 +261,18 @@ def test_divergence_on_dask_input_keeps_the_fitted_state(client):
     with pytest.raises(ValueError, match="overflow occurred at epoch #1"):
         reg.fit(*as_dask_array(X * 1e300, y.astype(float)))
     np.testing.assert_array_equal(reg.coef_, coef)
+
+
+def test_balanced_class_weight_on_dask_input_matches_numpy_weights(client):
+    X, y = make_classification(n_samples=600, weights=[0.8], n_features=5, random_state=0)
+    clf = SGDClassifier(class_weight="balanced", random_state=0, max_iter=2, tol=None)
+    clf.fit(*as_dask_array(X, y))
+    plain = SGDClassifier(random_state=0, max_iter=2, tol=None).fit(*as_dask_array(X, y))
+    assert (clf.predict(X) == 1).sum() > (plain.predict(X) == 1).sum()
+    data = persist_blocks(client, *as_dask_array(X, y), classifier=True, seed=0)
+    try:
+        encoder = clf._dask_encoder(data, first_call=False)
+    finally:
+        data.release()
+    expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+    np.testing.assert_allclose(encoder.class_weight, expected)

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from distributed import get_client
 
 
 def current_client() -> Any:
     """The Dask client in use (``distributed.get_client()``), or a clear error."""
-    from distributed import get_client
 
     try:
         return get_client()

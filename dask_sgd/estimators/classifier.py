@@ -305,12 +305,13 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
             self._check_two_classes()
         check_labels_known(labels, self.classes_)
         class_weight = None
-        if self.class_weight is not None:
-            present = np.zeros(len(self.classes_))
-            present[np.searchsorted(self.classes_, labels)] = counts
-            y_for_weights = np.repeat(self.classes_, present.astype(int))
+        if self.class_weight == "balanced":  # n_samples / (n_classes * count), from the counts
+            per_class = np.zeros(len(self.classes_))
+            per_class[np.searchsorted(self.classes_, labels)] = counts
+            class_weight = per_class.sum() / (len(self.classes_) * per_class)
+        elif self.class_weight is not None:  # a dict: y plays no part
             class_weight = compute_class_weight(
-                self.class_weight, classes=self.classes_, y=y_for_weights
+                self.class_weight, classes=self.classes_, y=self.classes_
             )
         return TargetEncoder(self.classes_, self._is_multinomial(), class_weight)
 
