@@ -16,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.steps import TrainState
+from dask_sgd.engine.steps import TrainState, run_minibatches
 from dask_sgd.engine.sync import SyncTrainer, take_rows
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
@@ -45,7 +45,7 @@ def actor_count(client):
 # --- the engine against a plain NumPy computation of the same steps ----------------------
 
 
-def test_sync_steps_equal_the_mean_of_the_workers_minibatch_gradients(client):
+def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
     X, y = make_classification(n_samples=600, n_features=5, random_state=0)
     data = persist_blocks(client, *as_dask_array(X, y, 70), classifier=True, seed=0)
     model = LinearModel(5, 1)
@@ -64,19 +64,28 @@ def test_sync_steps_equal_the_mean_of_the_workers_minibatch_gradients(client):
         trainer.close()
         data.release()
 
-    # The same steps, by hand: each unit takes its next 16 rows; the mean gradient is applied.
-    params, opt_state = model.init_params(), optimizer.init(model.init_params())
-    cursors = [(0, 0)] * len(units)
-    for step in range(2 * trainer.steps_per_epoch):
-        grads = []
-        for j, blocks in enumerate(units):
-            Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
-            grads.append(objective.loss_and_grad(params, Xb, encoder(yb, None, Xb.dtype)[0])[1])
-        direction, opt_state = optimizer.update(np.mean(grads, axis=0), opt_state, params)
-        params = params - trainer.schedule(step) * direction
+    # The in-process path on the same effective minibatches: each step, the next 16 rows of
+    # every unit together (equal sizes, so the mean of the units' means is their joint mean).
+    def joint_minibatches():
+        cursors = [(0, 0)] * len(units)
+        for _ in range(2 * trainer.steps_per_epoch):
+            pieces = []
+            for j, blocks in enumerate(units):
+                Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
+                pieces.append((Xb, encoder(yb, None, Xb.dtype)[0]))
+            yield (
+                np.concatenate([p[0] for p in pieces]),
+                np.concatenate([p[1] for p in pieces]),
+                None,
+            )
+
+    in_process = TrainState.create(model.init_params(), optimizer, averaged=False)
+    in_process, _, _ = run_minibatches(
+        in_process, joint_minibatches(), objective, optimizer, trainer.schedule
+    )
     assert len(units) == 2
-    np.testing.assert_allclose(state.params, params, rtol=1e-10, atol=1e-12)
-    assert state.step == 2 * trainer.steps_per_epoch
+    np.testing.assert_allclose(state.params, in_process.params, rtol=1e-10, atol=1e-12)
+    assert state.step == in_process.step == 2 * trainer.steps_per_epoch
 
 
 def test_linear_scaling_rule_and_warmup(client):
