@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from dask_sgd import optim
-from dask_sgd.blocks import persist_blocks
+from dask_sgd.blocks import is_dask_collection, persist_blocks
 from dask_sgd.data import TargetEncoder, validation_split
 from dask_sgd.engine.local import iterate_minibatches
 from dask_sgd.engine.loop import ConvergenceMonitor, EpochResult, train_epochs
@@ -83,7 +83,7 @@ class BaseSGD(BaseEstimator):
                 "to compute the optimal learning rate."
             )
 
-    def _validate_X_y(self, X, y, sample_weight, *, reset: bool, classifier: bool):
+    def _validate_X_y(self, X, y, sample_weight, *, reset: bool):
         X, y = validate_data(
             self,
             X,
@@ -93,7 +93,7 @@ class BaseSGD(BaseEstimator):
             dtype=[np.float64, np.float32],
             order="C",
             accept_large_sparse=False,
-            y_numeric=not classifier,
+            y_numeric=not is_classifier(self),
         )
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
@@ -113,6 +113,44 @@ class BaseSGD(BaseEstimator):
                 raise ValueError(f"Provided {name}_init does not match dataset.")
             theta[where] = value
         return theta
+
+    # --- the flow of fit and partial_fit ----------------------------------------------------
+
+    def _fit(self, X, y, sample_weight, *, is_partial: bool, classes=None, **init):
+        """``fit`` (from scratch, up to max_iter epochs) or ``partial_fit`` (one epoch)."""
+        first_call = not is_partial or not hasattr(self, "coef_")
+        if first_call:
+            self._more_validate_params()
+            if is_partial:
+                self._check_first_partial_fit(classes)
+        max_iter = 1 if is_partial else self.max_iter
+        if is_dask_collection(X):
+            return self._fit_dask(
+                X,
+                y,
+                sample_weight,
+                max_iter=max_iter,
+                is_partial=is_partial,
+                classes=classes,
+                **init,
+            )
+        X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=first_call)
+        Y, sample_weight = self._targets(
+            y, sample_weight, X.dtype, first_call=first_call, classes=classes
+        )
+        self._train(
+            X,
+            Y,
+            sample_weight,
+            y_for_split=y,
+            max_iter=max_iter,
+            is_partial=is_partial,
+            **init,
+        )
+        return self
+
+    def _check_first_partial_fit(self, classes) -> None:
+        """Checks that only the first call to ``partial_fit`` makes."""
 
     # --- training -----------------------------------------------------------------------------
 
@@ -188,7 +226,7 @@ class BaseSGD(BaseEstimator):
 
         self._run_epochs(run_epoch, state, model, max_iter, is_partial, validation_score)
 
-    def _fit_dask(self, X, y, sample_weight, *, max_iter: int, is_partial: bool, **init):
+    def _fit_dask(self, X, y, sample_weight, *, max_iter: int, is_partial: bool, classes, **init):
         """Train on Dask collections: persist and check the blocks, then run the strategy."""
         if self.average:
             raise ValueError("average is not supported with Dask input yet.")
@@ -204,7 +242,7 @@ class BaseSGD(BaseEstimator):
         try:
             first_call = not is_partial or not hasattr(self, "n_features_in_")
             check_dask_features(self, data.n_features, data.feature_names, reset=first_call)
-            encoder = self._dask_encoder(data, first_call=first_call, **init)
+            encoder = self._dask_encoder(data, first_call=first_call, classes=classes)
             model, objective, optimizer, schedule = self._components(data.n_features)
             state = self._start_state(
                 model,
@@ -234,7 +272,12 @@ class BaseSGD(BaseEstimator):
             data.release()
         return self
 
-    def _dask_encoder(self, data, *, first_call: bool, **init) -> TargetEncoder:
+    def _targets(self, y, sample_weight, dtype, *, first_call: bool, classes):
+        """Targets as the model's outputs need them, and the sample weights."""
+        raise NotImplementedError
+
+    def _dask_encoder(self, data, *, first_call: bool, classes) -> TargetEncoder:
+        """The per-minibatch version of :meth:`_targets`, for blocks on the workers."""
         return TargetEncoder()
 
     def _run_epochs(self, run_epoch, state, model, max_iter, is_partial, validation_score=None):

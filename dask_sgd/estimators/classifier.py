@@ -211,32 +211,14 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         -------
         self : SGDClassifier
         """
-        self._more_validate_params()
-        if is_dask_collection(X):
-            return self._fit_dask(
-                X,
-                y,
-                sample_weight,
-                max_iter=self.max_iter,
-                is_partial=False,
-                coef_init=coef_init,
-                intercept_init=intercept_init,
-            )
-        X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=True, classifier=True)
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        self._check_two_classes()
-        self._train(
+        return self._fit(
             X,
-            self._encode(y, X.dtype),
-            self._weights(y, sample_weight),
-            y_for_split=y,
-            max_iter=self.max_iter,
+            y,
+            sample_weight,
             is_partial=False,
             coef_init=coef_init,
             intercept_init=intercept_init,
         )
-        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     @keep_state_on_error
@@ -255,55 +237,41 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         -------
         self : SGDClassifier
         """
-        first_call = not hasattr(self, "classes_")
+        return self._fit(X, y, sample_weight, is_partial=True, classes=classes)
+
+    def _check_first_partial_fit(self, classes) -> None:
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit. In order to "
+                "use 'balanced' weights, use compute_class_weight('balanced', "
+                "classes=classes, y=y). In place of y you can use a large enough sample "
+                "of the full training set target to properly estimate the class "
+                "frequency distributions. Pass the resulting weights as the "
+                "class_weight parameter."
+            )
+        if classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+
+    def _set_classes(self, labels, *, first_call: bool, classes) -> None:
+        """Learn ``classes_`` (from ``classes`` or the labels) or check the labels against it."""
+        check_classification_targets(labels)
         if first_call:
-            self._more_validate_params()
-            if self.class_weight == "balanced":
-                raise ValueError(
-                    "class_weight 'balanced' is not supported for partial_fit. In order to "
-                    "use 'balanced' weights, use compute_class_weight('balanced', "
-                    "classes=classes, y=y). In place of y you can use a large enough sample "
-                    "of the full training set target to properly estimate the class "
-                    "frequency distributions. Pass the resulting weights as the "
-                    "class_weight parameter."
-                )
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
-        if is_dask_collection(X):
-            return self._fit_dask(X, y, sample_weight, max_iter=1, is_partial=True, classes=classes)
-        X, y, sample_weight = self._validate_X_y(
-            X, y, sample_weight, reset=first_call, classifier=True
-        )
-        check_classification_targets(y)
-        if first_call:
-            self.classes_ = np.unique(np.asarray(classes))
+            self.classes_ = np.unique(labels if classes is None else np.asarray(classes))
             self._check_two_classes()
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(
                 f"`classes={np.unique(classes)!r}` is not the same as on the first call to "
                 f"partial_fit, was: {self.classes_!r}"
             )
-        check_labels_known(y, self.classes_)
-        self._train(
-            X,
-            self._encode(y, X.dtype),
-            self._weights(y, sample_weight),
-            y_for_split=y,
-            max_iter=1,
-            is_partial=True,
-        )
-        return self
+        check_labels_known(np.unique(labels), self.classes_)
 
-    def _dask_encoder(self, data, *, first_call: bool, classes=None, **init) -> TargetEncoder:
+    def _targets(self, y, sample_weight, dtype, *, first_call: bool, classes):
+        self._set_classes(y, first_call=first_call, classes=classes)
+        return self._encode(y, dtype), self._weights(y, sample_weight)
+
+    def _dask_encoder(self, data, *, first_call: bool, classes) -> TargetEncoder:
         labels, counts = data.label_counts()
-        check_classification_targets(labels)
-        if first_call and classes is None:
-            self.classes_ = labels
-            self._check_two_classes()
-        elif first_call:
-            self.classes_ = np.unique(np.asarray(classes))
-            self._check_two_classes()
-        check_labels_known(labels, self.classes_)
+        self._set_classes(labels, first_call=first_call, classes=classes)
         class_weight = None
         if self.class_weight == "balanced":  # n_samples / (n_classes * count), from the counts
             per_class = np.zeros(len(self.classes_))

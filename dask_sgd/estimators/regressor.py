@@ -130,29 +130,14 @@ average, batch_size, optimizer, strategy, n_shards, scale_learning_rate, warmup_
         -------
         self : SGDRegressor
         """
-        self._more_validate_params()
-        if is_dask_collection(X):
-            return self._fit_dask(
-                X,
-                y,
-                sample_weight,
-                max_iter=self.max_iter,
-                is_partial=False,
-                coef_init=coef_init,
-                intercept_init=intercept_init,
-            )
-        X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=True, classifier=False)
-        self._train(
+        return self._fit(
             X,
-            y.astype(X.dtype).reshape(-1, 1),
+            y,
             sample_weight,
-            y_for_split=y,
-            max_iter=self.max_iter,
             is_partial=False,
             coef_init=coef_init,
             intercept_init=intercept_init,
         )
-        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     @keep_state_on_error
@@ -169,23 +154,10 @@ average, batch_size, optimizer, strategy, n_shards, scale_learning_rate, warmup_
         -------
         self : SGDRegressor
         """
-        first_call = not hasattr(self, "coef_")
-        if first_call:
-            self._more_validate_params()
-        if is_dask_collection(X):
-            return self._fit_dask(X, y, sample_weight, max_iter=1, is_partial=True)
-        X, y, sample_weight = self._validate_X_y(
-            X, y, sample_weight, reset=first_call, classifier=False
-        )
-        self._train(
-            X,
-            y.astype(X.dtype).reshape(-1, 1),
-            sample_weight,
-            y_for_split=y,
-            max_iter=1,
-            is_partial=True,
-        )
-        return self
+        return self._fit(X, y, sample_weight, is_partial=True)
+
+    def _targets(self, y, sample_weight, dtype, *, first_call: bool, classes):
+        return y.astype(dtype).reshape(-1, 1), sample_weight
 
     def predict(self, X):
         """Predicted targets.
