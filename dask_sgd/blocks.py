@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -61,14 +62,25 @@ class DaskTrainingData:
         unique, inverse = np.unique(labels, return_inverse=True)
         return unique, np.bincount(inverse, weights=counts).astype(int)
 
-    def by_worker(self, client: Any) -> dict[str, list[Any]]:
-        """The non-empty blocks grouped by a worker that holds them."""
-        where = client.who_has(self.futures)
-        groups: dict[str, list[Any]] = {}
-        for future, summary in zip(self.futures, self.summaries, strict=True):
-            if summary.n_rows:
-                groups.setdefault(where[future.key][0], []).append(future)
-        return groups
+    def units(self, client: Any) -> list[tuple[str, list[Any]]]:
+        """The non-empty blocks dealt to one training unit per worker, by block index.
+
+        Dealing by index, not by where the scheduler happened to put the blocks, keeps the
+        minibatches (and so the fit) the same from run to run. Each unit goes with the
+        worker that holds most of its rows; blocks held elsewhere move once.
+        """
+        blocks = [
+            (f, s.n_rows) for f, s in zip(self.futures, self.summaries, strict=True) if s.n_rows
+        ]
+        n_units = min(len(client.scheduler_info(n_workers=-1)["workers"]), len(blocks))
+        where = client.who_has([f for f, _ in blocks])
+        units = []
+        for dealt in (blocks[j::n_units] for j in range(n_units)):
+            rows_held = Counter()
+            for future, n_rows in dealt:
+                rows_held[where[future.key][0]] += n_rows
+            units.append((rows_held.most_common(1)[0][0], [f for f, _ in dealt]))
+        return units
 
     def release(self) -> None:
         for future in self.futures:

@@ -56,6 +56,10 @@ def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
         client, data, objective, optimizer, schedules.constant(0.1), encoder, batch_size=16
     )
     try:
+        # blocks are dealt to units by index, wherever the scheduler put them
+        dealt = [[f.key for f in blocks] for _, blocks in trainer.units]
+        keys = [f.key for f in data.futures]
+        assert dealt == [keys[0::2], keys[1::2]]
         units = [client.gather(blocks) for _, blocks in trainer.units]
         state = TrainState.create(model.init_params(), optimizer, averaged=False)
         for _ in range(2):
@@ -285,3 +289,13 @@ def test_balanced_class_weight_on_dask_input_matches_numpy_weights(client):
         data.release()
     expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
     np.testing.assert_allclose(encoder.class_weight, expected)
+
+
+def test_dask_sample_weight_scales_the_gradient(client):
+    X, y = make_classification(n_samples=400, n_features=5, random_state=0)
+    y = y.astype(float)
+    params = dict(penalty=None, learning_rate="constant", max_iter=2, tol=None, random_state=0)
+    weights = da.from_array(np.full(400, 2.0), chunks=100)
+    weighted = SGDRegressor(eta0=0.01, **params).fit(*as_dask_array(X, y), sample_weight=weights)
+    faster = SGDRegressor(eta0=0.02, **params).fit(*as_dask_array(X, y))
+    np.testing.assert_allclose(weighted.coef_, faster.coef_, rtol=1e-10)

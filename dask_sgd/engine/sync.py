@@ -161,7 +161,7 @@ class SyncTrainer:
         self.encoder = encoder
         self.batch_size = batch_size
         self.n_shards = n_shards
-        self.units = list(data.by_worker(client).items())
+        self.units = data.units(client)
         k = len(self.units)
         self.steps_per_epoch = max(1, math.ceil(data.n_rows / (k * batch_size)))
         factor = linear_scaling_factor(k * batch_size, batch_size) if scale_learning_rate else 1
