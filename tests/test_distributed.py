@@ -16,8 +16,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.data import TargetEncoder
+from dask_sgd.engine.cluster import ClusterTrainer, take_rows
 from dask_sgd.engine.steps import TrainState, run_minibatches
-from dask_sgd.engine.sync import SyncTrainer, take_rows
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
@@ -52,7 +52,7 @@ def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
     objective = Objective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-3))
     optimizer = optim.momentum(0.5)
     encoder = TargetEncoder(np.array([0, 1]))
-    trainer = SyncTrainer(
+    trainer = ClusterTrainer(
         client, data, objective, optimizer, schedules.constant(0.1), encoder, batch_size=16
     )
     try:
@@ -96,7 +96,7 @@ def test_linear_scaling_rule_and_warmup(client):
     X, y = make_classification(n_samples=400, n_features=4, random_state=0)
     data = persist_blocks(client, *as_dask_array(X, y), classifier=True, seed=0)
     objective = Objective(LinearModel(4, 1), get_loss("hinge"), get_penalty(None, alpha=0))
-    make = lambda **kw: SyncTrainer(
+    make = lambda **kw: ClusterTrainer(
         client, data, objective, optim.sgd(), schedules.constant(0.01), TargetEncoder(), **kw
     )
     try:
@@ -299,3 +299,94 @@ def test_dask_sample_weight_scales_the_gradient(client):
     weighted = SGDRegressor(eta0=0.01, **params).fit(*as_dask_array(X, y), sample_weight=weights)
     faster = SGDRegressor(eta0=0.02, **params).fit(*as_dask_array(X, y))
     np.testing.assert_allclose(weighted.coef_, faster.coef_, rtol=1e-10)
+
+
+# --- local SGD ----------------------------------------------------------------------------
+
+
+def make_trainer(client, data, objective, optimizer, **kw):
+    encoder = TargetEncoder(np.array([0, 1]))
+    return ClusterTrainer(
+        client, data, objective, optimizer, schedules.constant(0.1), encoder, batch_size=16, **kw
+    )
+
+
+def fit_epochs(trainer, model, optimizer, epochs=2):
+    state = TrainState.create(model.init_params(), optimizer, averaged=False)
+    try:
+        for _ in range(epochs):
+            state, _, _ = trainer.run_epoch(state, lr_factor=1.0)
+    finally:
+        trainer.close()
+    return state
+
+
+def test_local_sgd_with_one_local_step_is_sync_sgd(client):
+    """Averaging θ − η g_j over the units is θ − η · mean(g_j): plain SGD agrees exactly."""
+    X, y = make_classification(n_samples=500, n_features=5, random_state=1)
+    data = persist_blocks(client, *as_dask_array(X, y, 60), classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = Objective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-3))
+    try:
+        local = fit_epochs(
+            make_trainer(client, data, objective, optim.sgd(), strategy="local", local_steps=1),
+            model,
+            optim.sgd(),
+        )
+        sync = fit_epochs(
+            make_trainer(client, data, objective, optim.sgd(), scale_learning_rate=False),
+            model,
+            optim.sgd(),
+        )
+    finally:
+        data.release()
+    np.testing.assert_allclose(local.params, sync.params, rtol=1e-10, atol=1e-12)
+    assert local.step == sync.step
+
+
+def test_local_sgd_averages_after_every_local_round(client):
+    X, y = make_classification(n_samples=500, n_features=5, random_state=2)
+    data = persist_blocks(client, *as_dask_array(X, y, 60), classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = Objective(model, get_loss("hinge"), get_penalty("l2", alpha=1e-3))
+    optimizer = optim.momentum(0.5)
+    trainer = make_trainer(client, data, objective, optimizer, strategy="local", local_steps=4)
+    try:
+        units = [client.gather(blocks) for _, blocks in trainer.units]
+        state = fit_epochs(trainer, model, optimizer, epochs=1)
+    finally:
+        data.release()
+
+    # By hand: every unit runs 4 steps of its own momentum SGD, then all take the mean.
+    encoder = TargetEncoder(np.array([0, 1]))
+    params = model.init_params()
+    opt_states = [optimizer.init(params) for _ in units]
+    cursors = [(0, 0)] * len(units)
+    done = 0
+    while done < trainer.steps_per_epoch:
+        n = min(4, trainer.steps_per_epoch - done)
+        ends = []
+        for j, blocks in enumerate(units):
+            batches = []
+            for _ in range(n):
+                Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
+                batches.append((Xb, encoder(yb, None, Xb.dtype)[0], None))
+            unit_state = TrainState(params, opt_states[j], done)
+            unit_state, _, _ = run_minibatches(
+                unit_state, batches, objective, optimizer, schedules.constant(0.1)
+            )
+            ends.append(unit_state.params)
+            opt_states[j] = unit_state.opt_state
+        params = np.mean(ends, axis=0)
+        done += n
+    np.testing.assert_allclose(state.params, params, rtol=1e-10, atol=1e-12)
+
+
+def test_local_strategy_parity_with_sklearn(client):
+    ours, theirs = held_out(
+        load_breast_cancer,
+        as_dask_array,
+        lambda seed: SGDClassifier(loss="log_loss", strategy="local", random_state=seed),
+        lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
+    )
+    assert abs(ours - theirs) <= 0.02, (ours, theirs)

@@ -83,6 +83,19 @@ async def test_snapshot_and_restore(c, s, a, b):
     assert int(restored["opt_state"].count) == 1
 
 
+@gen_cluster(client=True)
+async def test_averaging_round_sets_the_mean_without_the_optimizer(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.adam(), 2, actor=True)
+    first = asyncio.ensure_future(shard.push_average(0, np.array([1.0, 4.0]), token=(0, 0)))
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    params, version = await shard.push_average(0, np.array([3.0, 0.0]), token=(0, 1))
+    np.testing.assert_array_equal(params, [2.0, 2.0])
+    np.testing.assert_array_equal((await first)[0], params)
+    assert version == 1
+    assert int((await shard.snapshot())["opt_state"].count) == 0  # no optimizer step
+
+
 def test_shard_ranges_cover_everything_once():
     ranges = shard_ranges(11, 4)
     covered = np.concatenate([np.arange(11)[r] for r in ranges])

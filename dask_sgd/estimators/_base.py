@@ -17,10 +17,10 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from dask_sgd import optim
 from dask_sgd.blocks import is_dask_collection, persist_blocks
 from dask_sgd.data import TargetEncoder, validation_split
+from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.local import iterate_minibatches
 from dask_sgd.engine.loop import ConvergenceMonitor, EpochResult, train_epochs
 from dask_sgd.engine.steps import TrainState, run_minibatches
-from dask_sgd.engine.sync import SyncTrainer
 from dask_sgd.estimators._dask import check_dask_features, current_client
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
@@ -54,7 +54,8 @@ class BaseSGD(BaseEstimator):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
-        "strategy": [StrOptions({"sync"})],
+        "strategy": [StrOptions({"sync", "local"})],
+        "local_steps": [Interval(Integral, 1, None, closed="left")],
         "n_shards": [Interval(Integral, 1, None, closed="left"), None],
         "scale_learning_rate": ["boolean"],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
@@ -252,7 +253,7 @@ class BaseSGD(BaseEstimator):
                 init.get("intercept_init"),
                 is_partial,
             )
-            trainer = SyncTrainer(
+            trainer = ClusterTrainer(
                 client,
                 data,
                 objective,
@@ -263,6 +264,8 @@ class BaseSGD(BaseEstimator):
                 n_shards=self.n_shards,
                 scale_learning_rate=self.scale_learning_rate,
                 warmup_epochs=self.warmup_epochs,
+                strategy=self.strategy,
+                local_steps=self.local_steps,
             )
             try:
                 self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)

@@ -87,11 +87,15 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
         ``eta0`` (1e-3 for "adam").
-    strategy : {"sync"}, default="sync"
+    strategy : {"sync", "local"}, default="sync"
         How Dask input is trained (NumPy, pandas and SciPy input train in process):
         "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
         worker and step, the mean of the workers' gradients applied once by the parameter
-        server. See ``docs/distributed.md``.
+        server; "local" is local SGD, each worker taking ``local_steps`` steps on its own
+        before the parameter server averages the workers' parameters. See
+        ``docs/distributed.md``.
+    local_steps : int, default=8
+        "local": steps each worker takes between two averagings.
     n_shards : int or None, default=None
         Parameter-server shards for Dask input; None is one per worker.
     scale_learning_rate : bool, default=True
@@ -163,6 +167,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         batch_size=8,
         optimizer="sgd",
         strategy="sync",
+        local_steps=8,
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
@@ -190,6 +195,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.strategy = strategy
+        self.local_steps = local_steps
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs

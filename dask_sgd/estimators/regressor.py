@@ -31,7 +31,8 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
-average, batch_size, optimizer, strategy, n_shards, scale_learning_rate, warmup_epochs
+average, batch_size, optimizer, strategy, local_steps, n_shards, scale_learning_rate, \
+warmup_epochs
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -83,6 +84,7 @@ average, batch_size, optimizer, strategy, n_shards, scale_learning_rate, warmup_
         batch_size=8,
         optimizer="sgd",
         strategy="sync",
+        local_steps=8,
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
@@ -109,6 +111,7 @@ average, batch_size, optimizer, strategy, n_shards, scale_learning_rate, warmup_
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.strategy = strategy
+        self.local_steps = local_steps
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs

@@ -52,6 +52,15 @@ def join_states(states: list[Any]) -> Any:
     return _map_tree(join, *states)
 
 
+def mean_states(states: list[Any]) -> Any:
+    """The elementwise mean of several whole-vector optimizer states (local SGD)."""
+
+    def mean(*leaves):
+        return np.mean(leaves, axis=0).astype(leaves[0].dtype) if np.ndim(leaves[0]) else leaves[0]
+
+    return _map_tree(mean, *states)
+
+
 @dataclass
 class ParameterServer:
     """Shard actors, the slice of θ each one holds, and the futures that keep them alive.

@@ -90,10 +90,22 @@ class ParameterShard:
         them have arrived, and only when its version equals ``step`` (so steps apply in
         order); every caller then receives the same new parameters.
         """
+        return await self._contribute(step, grad, learning_rate, token)
+
+    async def push_average(self, step: int, params: Array, token: Any = None) -> tuple[Array, int]:
+        """Contribute parameters to averaging round ``step``; return their mean.
+
+        Local SGD: the shard's parameters become the mean of the ``n_contributors`` vectors
+        (no optimizer step), with the same ordering and once-per-token rules as
+        :meth:`push_sync`.
+        """
+        return await self._contribute(step, params, None, token)
+
+    async def _contribute(self, step: int, value: Array, learning_rate, token) -> tuple[Array, int]:
         if not self._seen(token):
             self.pushes += 1
             total, count, rate = self._pending.get(step, (0, 0, learning_rate))
-            self._pending[step] = (total + grad, count + 1, rate)
+            self._pending[step] = (total + value, count + 1, rate)
             self._apply_ready_steps()
         return await self.pull(step + 1)
 
@@ -103,7 +115,10 @@ class ParameterShard:
             if count < self.n_contributors:
                 return
             del self._pending[self.version]
-            self._apply(total / count, rate)
+            if rate is None:  # an averaging round
+                self.params = (total / count).astype(self.params.dtype, copy=False)
+            else:
+                self._apply(total / count, rate)
             self._advance()
 
     # --- consistency ---------------------------------------------------------------------------

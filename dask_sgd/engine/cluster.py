@@ -1,14 +1,17 @@
-"""Synchronous data parallelism over Dask partitions, with a sharded parameter server.
+"""Training on Dask partitions with a sharded parameter server, one strategy at a time.
 
-Each epoch the client submits one long-running unit per worker that holds training blocks.
-Every step, each unit computes the gradient of a minibatch of ``batch_size`` rows of its own
-blocks and pushes it to the shards; each shard applies the mean of the ``k`` gradients once,
+Each epoch the client submits one long-running *unit* per worker. A unit trains on its own
+blocks and exchanges with the parameter-server shards; the units synchronise through the
+shards' versions, never through the client, which waits once per epoch. A strategy is the
+unit's exchange policy:
 
-    θ ← θ − η_t · d_t,   d_t = optimizer direction of (1/k) Σ_j (1/|B_j|) Σ_{i∈B_j} ∇L_i,
-
-and answers every unit with the new parameters. The units synchronise through the shards'
-versions, never through the client: a step costs one actor call per shard and unit, and the
-client is involved once per epoch.
+- "sync": every step, each unit pushes the gradient of its minibatch; each shard applies
+  the mean of the ``k`` gradients once with the optimizer,
+  ``θ ← θ − η_t · d_t``, ``d_t`` = direction of ``(1/k) Σ_j (1/|B_j|) Σ_{i∈B_j} ∇L_i``,
+  and answers every unit with the new parameters.
+- "local" (local SGD, periodic model averaging): each unit takes ``local_steps`` steps with
+  its own optimizer state, then every shard sets its slice to the mean of the units'
+  parameters, ``θ ← (1/k) Σ_j θ_j``, and the units go on from there.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from distributed.utils import sync
 
 from dask_sgd.blocks import Block, DaskTrainingData
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.steps import NonFiniteParameters, TrainState
+from dask_sgd.engine.steps import NonFiniteParameters, TrainState, run_minibatches
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
+from dask_sgd.ps.server import mean_states
 from dask_sgd.schedules import Schedule, linear_scaling_factor, scaled, warmup
 
 
@@ -42,6 +46,10 @@ class UnitPlan:
     batch_size: int
     first_step: int
     n_steps: int
+    strategy: str = "sync"
+    optimizer: GradientTransformation | None = None  # "local": each unit's own optimizer
+    local_steps: int = 1
+    first_round: int = 0
 
 
 def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
@@ -63,17 +71,21 @@ def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
     return np.concatenate(X), np.concatenate(y), weight, (block_index, offset)
 
 
-def sync_unit(
-    blocks: list[Block], shards: list, ranges: list[slice], plan: UnitPlan, unit: int, cursor
+def train_unit(
+    blocks: list[Block], shards: list, ranges: list[slice], plan: UnitPlan, unit: int, carry
 ) -> dict:
-    """Run ``plan.n_steps`` synchronous steps on this worker's blocks (a task on a worker).
+    """Run ``plan.n_steps`` steps of ``plan.strategy`` on this worker's blocks (a task).
 
-    The unit leaves the worker's thread pool first: it waits for the other units at every
-    step, and two units placed on one worker must not wait for each other's thread.
+    ``carry`` is what the unit kept from its previous epoch: where it was in its blocks and,
+    for "local", its optimizer state. The unit leaves the worker's thread pool first: it
+    waits for the other units at every exchange, and two units placed on one worker must not
+    wait for each other's thread.
     """
     secede()
+    calls = ShardCalls(shards, ranges)
+    run = _run_sync_steps if plan.strategy == "sync" else _run_local_rounds
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
-        return _run_sync_steps(blocks, shards, ranges, plan, unit, cursor)
+        return run(blocks, calls, plan, unit, carry)
 
 
 class ShardCalls:
@@ -100,6 +112,9 @@ class ShardCalls:
     def push_sync(self, step: int, grad: np.ndarray, lr: float, token) -> np.ndarray:
         return self._call("push_sync", lambda where: (step, grad[where], lr, token))
 
+    def push_average(self, step: int, params: np.ndarray, token) -> np.ndarray:
+        return self._call("push_average", lambda where: (step, params[where], token))
+
     def _call(self, method: str, arguments) -> np.ndarray:
         pending = [
             (where, getattr(shard, method)(*arguments(where))) for shard, where in self.remote
@@ -116,8 +131,8 @@ class ShardCalls:
         return np.concatenate([params for _, (params, _) in parts])
 
 
-def _run_sync_steps(blocks, shards, ranges, plan: UnitPlan, unit: int, cursor) -> dict:
-    calls = ShardCalls(shards, ranges)
+def _run_sync_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    cursor = carry["cursor"]
     params = calls.pull(plan.first_step)
     loss_sum, rows = 0.0, 0
     for step in range(plan.first_step, plan.first_step + plan.n_steps):
@@ -128,16 +143,51 @@ def _run_sync_steps(blocks, shards, ranges, plan: UnitPlan, unit: int, cursor) -
         loss_sum += float(batch_loss)
         rows += Y.shape[0]
         if not np.isfinite(params).all():  # every unit sees the same parameters: all stop
-            return {"loss_sum": loss_sum, "rows": rows, "cursor": None, "diverged_at": step + 1}
-    return {"loss_sum": loss_sum, "rows": rows, "cursor": cursor}
+            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step + 1}
+    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}}
 
 
-class SyncTrainer:
-    """Runs epochs of synchronous SGD on persisted blocks; one parameter server per fit.
+def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    cursor = carry["cursor"]
+    state = TrainState(calls.pull(plan.first_round), carry["opt_state"], plan.first_step)
+    loss_sum, rows, done, round_ = 0.0, 0, 0, plan.first_round
 
-    The learning rate follows the linear scaling rule (``k`` units, each with ``batch_size``
-    rows, make an effective batch ``k`` times the reference ``batch_size``) with a gradual
-    warmup from the unscaled rate over ``warmup_epochs``; both can be turned off.
+    def minibatches(n_steps: int):
+        nonlocal cursor
+        for _ in range(n_steps):
+            X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
+            yield (X, *plan.encoder(y, weight, X.dtype))
+
+    while done < plan.n_steps:
+        n_steps = min(plan.local_steps, plan.n_steps - done)
+        try:
+            state, batch_loss, batch_rows = run_minibatches(
+                state, minibatches(n_steps), plan.objective, plan.optimizer, plan.learning_rate
+            )
+        except NonFiniteParameters:  # the others still wait for this round: send NaN
+            state = replace(state, params=np.full_like(state.params, np.nan))
+            batch_loss, batch_rows = 0.0, 0
+        params = calls.push_average(round_, state.params, (round_, unit))
+        state = replace(state, params=params)
+        loss_sum, rows, done, round_ = (
+            loss_sum + batch_loss,
+            rows + batch_rows,
+            done + n_steps,
+            round_ + 1,
+        )
+        if not np.isfinite(params).all():  # every unit sees the same average: all stop
+            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": state.step}
+    carry = {"cursor": cursor, "opt_state": state.opt_state}
+    return {"loss_sum": loss_sum, "rows": rows, "carry": carry}
+
+
+class ClusterTrainer:
+    """Runs epochs of a strategy on persisted blocks; one parameter server per fit.
+
+    "sync": the learning rate follows the linear scaling rule (``k`` units, each with
+    ``batch_size`` rows, make an effective batch ``k`` times the reference ``batch_size``),
+    reached by a gradual warmup from the unscaled rate over ``warmup_epochs``; both can be
+    turned off. "local": each unit's steps use ``batch_size`` rows, so the rate is unscaled.
     """
 
     def __init__(
@@ -153,6 +203,8 @@ class SyncTrainer:
         n_shards: int | None = None,
         scale_learning_rate: bool = True,
         warmup_epochs: float = 1.0,
+        strategy: str = "sync",
+        local_steps: int = 8,
     ) -> None:
         self.client = client
         self.data = data
@@ -161,19 +213,25 @@ class SyncTrainer:
         self.encoder = encoder
         self.batch_size = batch_size
         self.n_shards = n_shards
+        self.strategy = strategy
+        self.local_steps = local_steps
         self.units = data.units(client)
         k = len(self.units)
         self.steps_per_epoch = max(1, math.ceil(data.n_rows / (k * batch_size)))
-        factor = linear_scaling_factor(k * batch_size, batch_size) if scale_learning_rate else 1
+        factor = 1
+        if scale_learning_rate and strategy == "sync":
+            factor = linear_scaling_factor(k * batch_size, batch_size)
         self.schedule = warmup(
             scaled(schedule, factor), round(warmup_epochs * self.steps_per_epoch), 1 / factor
         )
-        self.cursors = [(0, 0)] * k
+        self.carries: list[dict] | None = None
+        self.rounds = 0  # "local": averaging rounds done, the shards' version
         self.server: ParameterServer | None = None
         self.name = uuid.uuid4().hex[:8]
 
     def run_epoch(self, state: TrainState, lr_factor: float) -> tuple[TrainState, float, int]:
-        """One epoch: ``steps_per_epoch`` synchronous steps; the client waits once."""
+        """One epoch: ``steps_per_epoch`` steps on every unit; the client waits once."""
+        sync = self.strategy == "sync"
         if self.server is None:
             self.server = ParameterServer.start(
                 self.client,
@@ -181,9 +239,13 @@ class SyncTrainer:
                 self.optimizer,
                 n_shards=self.n_shards,
                 n_contributors=len(self.units),
-                opt_state=state.opt_state,
-                version=state.step,
+                opt_state=state.opt_state if sync else None,
+                version=state.step if sync else 0,
             )
+            self.carries = [
+                {"cursor": (0, 0), "opt_state": None if sync else state.opt_state}
+                for _ in self.units
+            ]
         plan = UnitPlan(
             self.objective,
             self.encoder,
@@ -191,17 +253,21 @@ class SyncTrainer:
             self.batch_size,
             state.step,
             self.steps_per_epoch,
+            self.strategy,
+            self.optimizer,
+            self.local_steps,
+            self.rounds,
         )
         futures = [
             self.client.submit(
-                sync_unit,
+                train_unit,
                 blocks,
                 self.server.shards,
                 self.server.ranges,
                 plan,
                 unit,
-                self.cursors[unit],
-                key=f"dask-sgd-sync-step{state.step}-unit{unit}-{self.name}",
+                self.carries[unit],
+                key=f"dask-sgd-{self.strategy}-step{state.step}-unit{unit}-{self.name}",
                 workers=[worker],
                 allow_other_workers=True,
                 pure=False,
@@ -210,14 +276,21 @@ class SyncTrainer:
         ]
         self._abort_on_first_error(futures)
         results = self.client.gather(futures)
-        params, opt_state, version = self.server.state()
         diverged = [r["diverged_at"] for r in results if "diverged_at" in r]
         if diverged:
             raise NonFiniteParameters(diverged[0])
-        self.cursors = [r["cursor"] for r in results]
+        self.carries = [r["carry"] for r in results]
         rows = sum(r["rows"] for r in results)
+        params, opt_state, version = self.server.state()
+        if not sync:  # the optimizer states live on the units; keep their mean
+            self.rounds = version
+            opt_state = mean_states([carry["opt_state"] for carry in self.carries])
         new_state = replace(
-            state, params=params, opt_state=opt_state, step=version, samples=state.samples + rows
+            state,
+            params=params,
+            opt_state=opt_state,
+            step=state.step + self.steps_per_epoch,
+            samples=state.samples + rows,
         )
         return new_state, sum(r["loss_sum"] for r in results), rows
 
