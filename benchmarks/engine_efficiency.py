@@ -1,11 +1,12 @@
-"""Engine efficiency: samples per second of the sync strategy against a plain NumPy loop.
+"""Engine efficiency: samples per second of each strategy against a plain NumPy loop.
 
     python -m benchmarks.engine_efficiency [--n-samples 1000000] [--n-features 100]
 
 Every contender runs the same algorithm on the same rows: minibatch logistic regression
 with Adam (lr 1e-3, alpha 1e-6), ``batch_size`` rows per worker and step. The plain loop
 runs in this process; dask_sgd runs on a LocalCluster of single-threaded worker
-processes with 1 and with 2 workers. Times cover training epochs only (data generated and
+processes with 1 and with 2 workers ("sync"), and with 2 workers ("local", averaging
+every 8 and every 32 steps). Times cover training epochs only (data generated and
 persisted before any clock starts). The per-step overhead is the sync strategy's step time
 minus the plain loop's, both with a batch of one row.
 """
@@ -44,8 +45,10 @@ def numpy_loop(X, y, batch_size: int, epochs: int = 1) -> float:
     return n * epochs / (time.perf_counter() - started)
 
 
-def dask_sgd_rate(n_workers: int, X, y, batch_size: int, epochs: int) -> tuple[float, float]:
-    """(samples per second, seconds per step) of the sync strategy, epochs after the first."""
+def dask_sgd_rate(
+    n_workers: int, X, y, batch_size: int, epochs: int, **strategy
+) -> tuple[float, float]:
+    """(samples per second, seconds per step) of a strategy, epochs after the first."""
     with (
         LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0") as c,
         Client(c) as client,
@@ -61,6 +64,7 @@ def dask_sgd_rate(n_workers: int, X, y, batch_size: int, epochs: int) -> tuple[f
             max_iter=epochs + 1,
             tol=None,
             random_state=0,
+            **strategy,
         ).fit(X, y)
         timed = clf.history_[1:]  # the first epoch also starts the parameter server
         seconds = timed[-1]["wall_time"] - clf.history_[0]["wall_time"]
@@ -88,6 +92,15 @@ def main(argv: list[str] | None = None) -> dict:
         rate, _ = dask_sgd_rate(k, X, y, args.batch_size, epochs=2)
         results[f"dask_sgd_{k}_workers"] = rate
         results[f"fraction_of_{k}x_numpy_loop"] = rate / (k * results["numpy_loop"])
+
+    for local_steps in (8, 32):
+        rate, _ = dask_sgd_rate(
+            2, X, y, args.batch_size, epochs=2, strategy="local", local_steps=local_steps
+        )
+        results[f"dask_sgd_local{local_steps}_2_workers"] = rate
+        results[f"local{local_steps}_fraction_of_2x_numpy_loop"] = rate / (
+            2 * results["numpy_loop"]
+        )
 
     small_X, small_y = X[: args.overhead_samples], y[: args.overhead_samples]
     tiny_compute = 1 / numpy_loop(X_local[: args.overhead_samples], y_local, 1)

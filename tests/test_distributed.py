@@ -266,9 +266,10 @@ def test_unsupported_options_on_dask_input_fail_before_training(client):
         SGDClassifier(early_stopping=True).fit(*as_dask_array(X, y))
 
 
-def test_divergence_on_dask_input_keeps_the_fitted_state(client):
+@pytest.mark.parametrize("strategy", ["sync", "local"])
+def test_divergence_on_dask_input_keeps_the_fitted_state(client, strategy):
     X, y = make_classification(n_samples=200, n_features=5, random_state=0)
-    reg = SGDRegressor(random_state=0).fit(*as_dask_array(X, y.astype(float)))
+    reg = SGDRegressor(strategy=strategy, random_state=0).fit(*as_dask_array(X, y.astype(float)))
     coef = reg.coef_.copy()
     reg.set_params(learning_rate="constant", eta0=1.0)
     with pytest.raises(ValueError, match="overflow occurred at epoch #1"):
