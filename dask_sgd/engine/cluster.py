@@ -125,7 +125,10 @@ class ShardCalls:
                 *(getattr(obj, method)(*arguments(where)) for obj, where in self.local)
             )
 
-        parts = list(zip((w for _, w in self.local), sync(self.loop, local_calls), strict=True))
+        parts = []
+        if self.local:
+            answers = sync(self.loop, local_calls)
+            parts = list(zip((where for _, where in self.local), answers, strict=True))
         parts += [(where, call.result()) for where, call in pending]
         parts.sort(key=lambda part: part[0].start)
         return np.concatenate([params for _, (params, _) in parts])

@@ -132,6 +132,7 @@ class BaseSGD(BaseEstimator):
                 sample_weight,
                 max_iter=max_iter,
                 is_partial=is_partial,
+                first_call=first_call,
                 classes=classes,
                 **init,
             )
@@ -227,7 +228,18 @@ class BaseSGD(BaseEstimator):
 
         self._run_epochs(run_epoch, state, model, max_iter, is_partial, validation_score)
 
-    def _fit_dask(self, X, y, sample_weight, *, max_iter: int, is_partial: bool, classes, **init):
+    def _fit_dask(
+        self,
+        X,
+        y,
+        sample_weight,
+        *,
+        max_iter: int,
+        is_partial: bool,
+        first_call: bool,
+        classes,
+        **init,
+    ):
         """Train on Dask collections: persist and check the blocks, then run the strategy."""
         if self.average:
             raise ValueError("average is not supported with Dask input yet.")
@@ -241,7 +253,6 @@ class BaseSGD(BaseEstimator):
             client, X, y, sample_weight, classifier=is_classifier(self), seed=self._seed()
         )
         try:
-            first_call = not is_partial or not hasattr(self, "n_features_in_")
             check_dask_features(self, data.n_features, data.feature_names, reset=first_call)
             encoder = self._dask_encoder(data, first_call=first_call, classes=classes)
             model, objective, optimizer, schedule = self._components(data.n_features)
