@@ -121,8 +121,9 @@ def persist_blocks(
         data.release()
         if bad:
             column = bad[0].column
-            name = repr(names[column]) if names is not None and column is not None else column
-            raise ValueError(bad[0].problem.format(column=name))
+            if names is not None and column is not None:
+                column = repr(names[column])
+            raise ValueError(bad[0].problem.format(column=column))
         raise ValueError(f"Found array with 0 sample(s) (shape=(0, {n_features})).")
     return data
 
