@@ -391,3 +391,24 @@ def test_local_strategy_parity_with_sklearn(client):
         lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
     )
     assert abs(ours - theirs) <= 0.02, (ours, theirs)
+
+
+@pytest.mark.parametrize("strategy", ["sync", "local"])
+def test_sharding_does_not_change_the_fit(client, strategy):
+    X, y = make_classification(n_samples=400, n_features=6, random_state=3)
+    fits = [
+        SGDClassifier(
+            optimizer="adam",
+            learning_rate="constant",
+            eta0=0.01,
+            strategy=strategy,
+            n_shards=n_shards,
+            max_iter=2,
+            tol=None,
+            random_state=0,
+        )
+        .fit(*as_dask_array(X, y))
+        .coef_
+        for n_shards in (1, 3)
+    ]
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-10)
