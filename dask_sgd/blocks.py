@@ -62,12 +62,13 @@ class DaskTrainingData:
         unique, inverse = np.unique(labels, return_inverse=True)
         return unique, np.bincount(inverse, weights=counts).astype(int)
 
-    def units(self, client: Any) -> list[tuple[str, list[Any]]]:
+    def units(self, client: Any) -> list[tuple[str, list[Any], list[int]]]:
         """The non-empty blocks dealt to one training unit per worker, by block index.
 
         Dealing by index, not by where the scheduler happened to put the blocks, keeps the
         minibatches (and so the fit) the same from run to run. Each unit goes with the
-        worker that holds most of its rows; blocks held elsewhere move once.
+        worker that holds most of its rows; blocks held elsewhere move once. Each unit is
+        ``(worker, block futures, rows per block)``.
         """
         blocks = [
             (f, s.n_rows) for f, s in zip(self.futures, self.summaries, strict=True) if s.n_rows
@@ -79,7 +80,8 @@ class DaskTrainingData:
             rows_held = Counter()
             for future, n_rows in dealt:
                 rows_held[where[future.key][0]] += n_rows
-            units.append((rows_held.most_common(1)[0][0], [f for f, _ in dealt]))
+            worker = rows_held.most_common(1)[0][0]
+            units.append((worker, [f for f, _ in dealt], [n for _, n in dealt]))
         return units
 
     def release(self) -> None:

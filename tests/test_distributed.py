@@ -16,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.cluster import ClusterTrainer, take_rows
+from dask_sgd.engine.cluster import ClusterTrainer, advance_cursor, take_rows
 from dask_sgd.engine.steps import TrainState, run_minibatches
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
@@ -57,13 +57,13 @@ def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
     )
     try:
         # blocks are dealt to units by index, wherever the scheduler put them
-        dealt = [[f.key for f in blocks] for _, blocks in trainer.units]
+        dealt = [[f.key for f in blocks] for _, blocks, _ in trainer.units]
         keys = [f.key for f in data.futures]
         assert dealt == [keys[0::2], keys[1::2]]
-        units = [client.gather(blocks) for _, blocks in trainer.units]
+        units = [client.gather(blocks) for _, blocks, _ in trainer.units]
         state = TrainState.create(model.init_params(), optimizer, averaged=False)
         for _ in range(2):
-            state, _, _ = trainer.run_epoch(state, lr_factor=1.0)
+            state, *_ = trainer.run_epoch(state, lr_factor=1.0)
     finally:
         trainer.close()
         data.release()
@@ -266,7 +266,7 @@ def test_unsupported_options_on_dask_input_fail_before_training(client):
         SGDClassifier(early_stopping=True).fit(*as_dask_array(X, y))
 
 
-@pytest.mark.parametrize("strategy", ["sync", "local"])
+@pytest.mark.parametrize("strategy", ["sync", "local", "downpour"])
 def test_divergence_on_dask_input_keeps_the_fitted_state(client, strategy):
     X, y = make_classification(n_samples=200, n_features=5, random_state=0)
     reg = SGDRegressor(strategy=strategy, random_state=0).fit(*as_dask_array(X, y.astype(float)))
@@ -316,7 +316,7 @@ def fit_epochs(trainer, model, optimizer, epochs=2):
     state = TrainState.create(model.init_params(), optimizer, averaged=False)
     try:
         for _ in range(epochs):
-            state, _, _ = trainer.run_epoch(state, lr_factor=1.0)
+            state, *_ = trainer.run_epoch(state, lr_factor=1.0)
     finally:
         trainer.close()
     return state
@@ -353,7 +353,7 @@ def test_local_sgd_averages_after_every_local_round(client):
     optimizer = optim.momentum(0.5)
     trainer = make_trainer(client, data, objective, optimizer, strategy="local", local_steps=4)
     try:
-        units = [client.gather(blocks) for _, blocks in trainer.units]
+        units = [client.gather(blocks) for _, blocks, _ in trainer.units]
         state = fit_epochs(trainer, model, optimizer, epochs=1)
     finally:
         data.release()
@@ -412,3 +412,48 @@ def test_sharding_does_not_change_the_fit(client, strategy):
         for n_shards in (1, 3)
     ]
     np.testing.assert_allclose(fits[0], fits[1], rtol=1e-10)
+
+
+# --- Downpour -----------------------------------------------------------------------------
+
+
+def test_downpour_records_staleness_and_work_per_worker(client):
+    X, y = make_classification(n_samples=2000, n_features=5, random_state=4)
+    adagrad = dict(optimizer="adagrad", learning_rate="constant", eta0=0.1)  # as in DistBelief
+    params = dict(loss="log_loss", batch_size=8, max_iter=2, tol=None, random_state=0, **adagrad)
+    clf = SGDClassifier(strategy="downpour", **params).fit(*as_dask_array(X, y, 250))
+    for record in clf.history_:
+        assert sum(record["samples_per_worker"]) == record["samples"] >= 2000
+        assert len(record["samples_per_worker"]) == 2
+        assert 0 <= record["staleness_mean"] <= record["staleness_max"]
+    assert max(r["staleness_max"] for r in clf.history_) >= 1  # two workers interleave
+    in_process = SGDClassifier(**params).fit(X, y)
+    assert clf.score(X, y) >= in_process.score(X, y) - 0.02
+
+
+@pytest.mark.parametrize("staleness_aware_lr", [False, True])
+def test_downpour_parity_with_sklearn(client, staleness_aware_lr):
+    ours, theirs = held_out(
+        load_breast_cancer,
+        as_dask_array,
+        lambda seed: SGDClassifier(
+            loss="log_loss",
+            strategy="downpour",
+            staleness_aware_lr=staleness_aware_lr,
+            optimizer="adagrad",
+            learning_rate="constant",
+            eta0=0.1,
+            random_state=seed,
+        ),
+        lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
+    )
+    assert abs(ours - theirs) <= 0.02, (ours, theirs)
+
+
+def test_advance_cursor_agrees_with_take_rows():
+    blocks = [(np.zeros((n, 1)), np.zeros(n), None) for n in (5, 3, 7)]
+    cursor = (0, 0)
+    for n_rows in (4, 4, 9, 20, 1):
+        expected = advance_cursor([5, 3, 7], cursor, n_rows)
+        *_, cursor = take_rows(blocks, cursor, n_rows)
+        assert cursor == expected

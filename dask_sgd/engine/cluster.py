@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from distributed import get_worker, secede, wait
+from distributed import as_completed, get_worker, secede, wait
 from distributed.utils import sync
 
 from dask_sgd.blocks import Block, DaskTrainingData
@@ -50,6 +50,21 @@ class UnitPlan:
     optimizer: GradientTransformation | None = None  # "local": each unit's own optimizer
     local_steps: int = 1
     first_round: int = 0
+    n_fetch: int = 1  # "downpour": steps between two pulls
+    n_push: int = 1  # "downpour": steps whose gradients one push carries
+    staleness_aware: bool = False
+
+
+def advance_cursor(sizes: list[int], cursor: tuple[int, int], n_rows: int) -> tuple[int, int]:
+    """Where :func:`take_rows` leaves the cursor after ``n_rows`` rows of blocks of ``sizes``."""
+    block_index, offset = cursor
+    while n_rows > 0:
+        taken = min(n_rows, sizes[block_index] - offset)
+        n_rows -= taken
+        offset += taken
+        if offset >= sizes[block_index]:
+            block_index, offset = (block_index + 1) % len(sizes), 0
+    return block_index, offset
 
 
 def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
@@ -83,7 +98,11 @@ def train_unit(
     """
     secede()
     calls = ShardCalls(shards, ranges)
-    run = _run_sync_steps if plan.strategy == "sync" else _run_local_rounds
+    run = {
+        "sync": _run_sync_steps,
+        "local": _run_local_rounds,
+        "downpour": _run_downpour_steps,
+    }[plan.strategy]
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
         return run(blocks, calls, plan, unit, carry)
 
@@ -115,7 +134,24 @@ class ShardCalls:
     def push_average(self, step: int, params: np.ndarray, token) -> np.ndarray:
         return self._call("push_average", lambda where: (step, params[where], token))
 
+    def pull_versioned(self) -> tuple[np.ndarray, dict[int, int]]:
+        """θ now, and each shard's version (keyed by where its slice starts)."""
+        answers = self._fan_out("pull", lambda where: (0,))
+        params = np.concatenate([params for _, (params, _) in answers])
+        return params, {where.start: version for where, (_, version) in answers}
+
+    def push(self, grad, lr: float, token, fetched: dict[int, int], aware: bool) -> int:
+        """Apply ``grad`` on every shard at once; return the largest staleness."""
+        answers = self._fan_out(
+            "push", lambda where: (grad[where], lr, token, fetched[where.start], aware)
+        )
+        return max(staleness for _, (_, staleness) in answers)
+
     def _call(self, method: str, arguments) -> np.ndarray:
+        """Call ``method`` on every shard; join the parameters that they answer."""
+        return np.concatenate([params for _, (params, _) in self._fan_out(method, arguments)])
+
+    def _fan_out(self, method: str, arguments) -> list[tuple[slice, Any]]:
         pending = [
             (where, getattr(shard, method)(*arguments(where))) for shard, where in self.remote
         ]
@@ -131,7 +167,7 @@ class ShardCalls:
             parts = list(zip((where for _, where in self.local), answers, strict=True))
         parts += [(where, call.result()) for where, call in pending]
         parts.sort(key=lambda part: part[0].start)
-        return np.concatenate([params for _, (params, _) in parts])
+        return parts
 
 
 def _run_sync_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
@@ -184,13 +220,41 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
     return {"loss_sum": loss_sum, "rows": rows, "carry": carry}
 
 
+def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    cursor = carry["cursor"]
+    loss_sum, rows, staleness, accumulated, n_accumulated = 0.0, 0, [], 0, 0
+    for i in range(plan.n_steps):
+        step = plan.first_step + i
+        if i % plan.n_fetch == 0:
+            params, fetched = calls.pull_versioned()
+            if not np.isfinite(params).all():
+                return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step}
+        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
+        Y, weight = plan.encoder(y, weight, X.dtype)
+        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        accumulated, n_accumulated = accumulated + grad, n_accumulated + 1
+        loss_sum += float(batch_loss)
+        rows += Y.shape[0]
+        if n_accumulated == plan.n_push or i == plan.n_steps - 1:
+            mean_grad = accumulated / n_accumulated
+            lr = plan.learning_rate(step)
+            staleness.append(calls.push(mean_grad, lr, step, fetched, plan.staleness_aware))
+            accumulated, n_accumulated = 0, 0
+    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}, "staleness": staleness}
+
+
 class ClusterTrainer:
     """Runs epochs of a strategy on persisted blocks; one parameter server per fit.
 
     "sync": the learning rate follows the linear scaling rule (``k`` units, each with
     ``batch_size`` rows, make an effective batch ``k`` times the reference ``batch_size``),
     reached by a gradual warmup from the unscaled rate over ``warmup_epochs``; both can be
-    turned off. "local": each unit's steps use ``batch_size`` rows, so the rate is unscaled.
+    turned off. "local" and "downpour": each step uses ``batch_size`` rows, so the rate is
+    unscaled.
+
+    "sync" and "local" run one unit per worker for the whole epoch. "downpour" cuts the
+    epoch into units of ``unit_steps`` steps and keeps ``units_in_flight`` of them queued
+    per worker, refilling as they finish: a slow worker simply does less of the epoch.
     """
 
     def __init__(
@@ -208,9 +272,13 @@ class ClusterTrainer:
         warmup_epochs: float = 1.0,
         strategy: str = "sync",
         local_steps: int = 8,
+        n_fetch: int = 1,
+        n_push: int = 1,
+        staleness_aware: bool = False,
+        unit_steps: int = 64,
+        units_in_flight: int = 2,
     ) -> None:
         self.client = client
-        self.data = data
         self.objective = objective
         self.optimizer = optimizer
         self.encoder = encoder
@@ -218,6 +286,8 @@ class ClusterTrainer:
         self.n_shards = n_shards
         self.strategy = strategy
         self.local_steps = local_steps
+        self.n_fetch, self.n_push, self.staleness_aware = n_fetch, n_push, staleness_aware
+        self.unit_steps, self.units_in_flight = unit_steps, units_in_flight
         self.units = data.units(client)
         k = len(self.units)
         self.steps_per_epoch = max(1, math.ceil(data.n_rows / (k * batch_size)))
@@ -232,8 +302,8 @@ class ClusterTrainer:
         self.server: ParameterServer | None = None
         self.name = uuid.uuid4().hex[:8]
 
-    def run_epoch(self, state: TrainState, lr_factor: float) -> tuple[TrainState, float, int]:
-        """One epoch: ``steps_per_epoch`` steps on every unit; the client waits once."""
+    def run_epoch(self, state: TrainState, lr_factor: float):
+        """One epoch; returns the new state, summed loss, rows, and history fields."""
         sync = self.strategy == "sync"
         if self.server is None:
             self.server = ParameterServer.start(
@@ -242,7 +312,7 @@ class ClusterTrainer:
                 self.optimizer,
                 n_shards=self.n_shards,
                 n_contributors=len(self.units),
-                opt_state=state.opt_state if sync else None,
+                opt_state=state.opt_state if self.strategy != "local" else None,
                 version=state.step if sync else 0,
             )
             self.carries = [
@@ -260,42 +330,100 @@ class ClusterTrainer:
             self.optimizer,
             self.local_steps,
             self.rounds,
+            self.n_fetch,
+            self.n_push,
+            self.staleness_aware,
         )
-        futures = [
-            self.client.submit(
-                train_unit,
-                blocks,
-                self.server.shards,
-                self.server.ranges,
-                plan,
-                unit,
-                self.carries[unit],
-                key=f"dask-sgd-{self.strategy}-step{state.step}-unit{unit}-{self.name}",
-                workers=[worker],
-                allow_other_workers=True,
-                pure=False,
-            )
-            for unit, (worker, blocks) in enumerate(self.units)
-        ]
-        self._abort_on_first_error(futures)
-        results = self.client.gather(futures)
-        diverged = [r["diverged_at"] for r in results if "diverged_at" in r]
-        if diverged:
-            raise NonFiniteParameters(diverged[0])
-        self.carries = [r["carry"] for r in results]
-        rows = sum(r["rows"] for r in results)
+        if self.strategy == "downpour":
+            results = self._run_queued_units(plan)
+        else:
+            results = self._run_one_unit_per_worker(plan)
+        diverged = [r["diverged_at"] for _, r in results if "diverged_at" in r]
         params, opt_state, version = self.server.state()
-        if not sync:  # the optimizer states live on the units; keep their mean
+        if diverged or not np.isfinite(params).all():
+            raise NonFiniteParameters(diverged[0] if diverged else version)
+        if self.strategy == "local":  # the optimizer states live on the units: keep their mean
             self.rounds = version
             opt_state = mean_states([carry["opt_state"] for carry in self.carries])
+        rows_per_unit = [0] * len(self.units)
+        for unit, result in results:
+            rows_per_unit[unit] += result["rows"]
+        steps = sum(rows_per_unit) // self.batch_size if self.strategy == "downpour" else 0
         new_state = replace(
             state,
             params=params,
             opt_state=opt_state,
-            step=state.step + self.steps_per_epoch,
-            samples=state.samples + rows,
+            step=state.step + (steps or self.steps_per_epoch),
+            samples=state.samples + sum(rows_per_unit),
         )
-        return new_state, sum(r["loss_sum"] for r in results), rows
+        extra = {"samples_per_worker": rows_per_unit}
+        staleness = [s for _, r in results for s in r.get("staleness", [])]
+        if staleness:
+            extra |= {"staleness_mean": float(np.mean(staleness)), "staleness_max": max(staleness)}
+        loss_sum = sum(r["loss_sum"] for _, r in results)
+        return new_state, loss_sum, sum(rows_per_unit), extra
+
+    def _submit(self, unit: int, plan: UnitPlan, carry: dict):
+        worker, blocks, _ = self.units[unit]
+        return self.client.submit(
+            train_unit,
+            blocks,
+            self.server.shards,
+            self.server.ranges,
+            plan,
+            unit,
+            carry,
+            key=f"dask-sgd-{self.strategy}-step{plan.first_step}-unit{unit}-{self.name}",
+            workers=[worker],
+            allow_other_workers=True,
+            pure=False,
+        )
+
+    def _run_one_unit_per_worker(self, plan: UnitPlan) -> list[tuple[int, dict]]:
+        """Each worker's unit runs the whole epoch; the units wait for each other."""
+        futures = [self._submit(unit, plan, self.carries[unit]) for unit in range(len(self.units))]
+        self._abort_on_first_error(futures)
+        results = self.client.gather(futures)
+        if not any("diverged_at" in r for r in results):
+            self.carries = [r["carry"] for r in results]
+        return list(enumerate(results))
+
+    def _run_queued_units(self, plan: UnitPlan) -> list[tuple[int, dict]]:
+        """Short units, a few queued per worker, refilled as they finish, until the epoch's
+        ``k · steps_per_epoch`` steps are done. Nobody waits for anybody."""
+        budget = len(self.units) * self.steps_per_epoch
+        next_step = plan.first_step
+        unit_of = {}
+
+        def submit(unit: int):
+            nonlocal budget, next_step
+            n_steps = min(self.unit_steps, budget)
+            budget, first = budget - n_steps, next_step
+            next_step += n_steps
+            carry = self.carries[unit]
+            sizes = self.units[unit][2]
+            rows = n_steps * self.batch_size
+            self.carries[unit] = {"cursor": advance_cursor(sizes, carry["cursor"], rows)}
+            future = self._submit(unit, replace(plan, first_step=first, n_steps=n_steps), carry)
+            unit_of[future.key] = unit
+            return future
+
+        initial = [
+            submit(unit)
+            for _ in range(self.units_in_flight)
+            for unit in range(len(self.units))
+            if budget > 0
+        ]
+        results = []
+        queue = as_completed(initial)
+        for future in queue:
+            unit, result = unit_of[future.key], future.result()
+            results.append((unit, result))
+            if "diverged_at" in result:
+                budget = 0
+            if budget > 0:
+                queue.add(submit(unit))
+        return results
 
     def _abort_on_first_error(self, futures: list) -> None:
         """Wait for the units; if one fails, release the others, which wait for its pushes."""

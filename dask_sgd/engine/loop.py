@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from dask_sgd.engine.steps import NonFiniteParameters, TrainState
 
-#: run_epoch(state, lr_factor) -> (state, summed loss, rows seen)
-EpochRunner = Callable[[TrainState, float], tuple[TrainState, float, int]]
+#: run_epoch(state, lr_factor) -> (state, summed loss, rows seen[, extra history fields])
+EpochRunner = Callable[[TrainState, float], tuple]
 
 
 @dataclass
@@ -74,7 +74,7 @@ def train_epochs(
     for n_iter in range(1, max_iter + 1):
         epoch = first_epoch + n_iter - 1
         try:
-            state, loss_sum, rows = run_epoch(state, monitor.lr_factor)
+            state, loss_sum, rows, *extra = run_epoch(state, monitor.lr_factor)
         except NonFiniteParameters as error:
             raise ValueError(
                 f"Floating-point under-/overflow occurred at epoch #{epoch} (step {error.step}). "
@@ -91,6 +91,8 @@ def train_epochs(
         }
         if score is not None:
             record["validation_score"] = score
+        for fields in extra:
+            record.update(fields)
         history.append(record)
         if verbose:
             extra = f", validation score {score:.6f}" if score is not None else ""

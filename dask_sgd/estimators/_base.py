@@ -54,8 +54,11 @@ class BaseSGD(BaseEstimator):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
-        "strategy": [StrOptions({"sync", "local"})],
+        "strategy": [StrOptions({"sync", "local", "downpour"})],
         "local_steps": [Interval(Integral, 1, None, closed="left")],
+        "n_fetch": [Interval(Integral, 1, None, closed="left")],
+        "n_push": [Interval(Integral, 1, None, closed="left")],
+        "staleness_aware_lr": ["boolean"],
         "n_shards": [Interval(Integral, 1, None, closed="left"), None],
         "scale_learning_rate": ["boolean"],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
@@ -277,6 +280,9 @@ class BaseSGD(BaseEstimator):
                 warmup_epochs=self.warmup_epochs,
                 strategy=self.strategy,
                 local_steps=self.local_steps,
+                n_fetch=self.n_fetch,
+                n_push=self.n_push,
+                staleness_aware=self.staleness_aware_lr,
             )
             try:
                 self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)

@@ -87,15 +87,22 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
         ``eta0`` (1e-3 for "adam").
-    strategy : {"sync", "local"}, default="sync"
+    strategy : {"sync", "local", "downpour"}, default="sync"
         How Dask input is trained (NumPy, pandas and SciPy input train in process):
         "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
         worker and step, the mean of the workers' gradients applied once by the parameter
         server; "local" is local SGD, each worker taking ``local_steps`` steps on its own
-        before the parameter server averages the workers' parameters. See
+        before the parameter server averages the workers' parameters; "downpour" is
+        asynchronous SGD, workers pulling and pushing without waiting for each other. See
         ``docs/distributed.md``.
     local_steps : int, default=8
         "local": steps each worker takes between two averagings.
+    n_fetch, n_push : int, default=1
+        "downpour": steps between two pulls of the parameters, and steps whose mean
+        gradient one push carries.
+    staleness_aware_lr : bool, default=False
+        "downpour": divide the learning rate of a push by its staleness (the updates other
+        workers applied since its parameters were pulled).
     n_shards : int or None, default=None
         Parameter-server shards for Dask input; None is one per worker.
     scale_learning_rate : bool, default=True
@@ -168,6 +175,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         optimizer="sgd",
         strategy="sync",
         local_steps=8,
+        n_fetch=1,
+        n_push=1,
+        staleness_aware_lr=False,
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
@@ -196,6 +206,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.optimizer = optimizer
         self.strategy = strategy
         self.local_steps = local_steps
+        self.n_fetch = n_fetch
+        self.n_push = n_push
+        self.staleness_aware_lr = staleness_aware_lr
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs

@@ -31,8 +31,8 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
-average, batch_size, optimizer, strategy, local_steps, n_shards, scale_learning_rate, \
-warmup_epochs
+average, batch_size, optimizer, strategy, local_steps, n_fetch, n_push, \
+staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -85,6 +85,9 @@ warmup_epochs
         optimizer="sgd",
         strategy="sync",
         local_steps=8,
+        n_fetch=1,
+        n_push=1,
+        staleness_aware_lr=False,
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
@@ -112,6 +115,9 @@ warmup_epochs
         self.optimizer = optimizer
         self.strategy = strategy
         self.local_steps = local_steps
+        self.n_fetch = n_fetch
+        self.n_push = n_push
+        self.staleness_aware_lr = staleness_aware_lr
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs

@@ -141,8 +141,10 @@ class ParameterServer:
         return np.concatenate([p for p, _ in answers]), [v for _, v in answers]
 
     def push(self, grad: Array, learning_rate: float, token: Any = None) -> list[int]:
+        """Apply ``grad`` on every shard at once; return the shards' new versions."""
         n = len(self.shards)
-        return self._each("push", self._split(grad), [learning_rate] * n, [token] * n)
+        answers = self._each("push", self._split(grad), [learning_rate] * n, [token] * n)
+        return [version for version, _ in answers]
 
     def snapshot(self) -> list[dict]:
         """Every shard's state; raises if the shards are not at one version."""

@@ -73,13 +73,28 @@ class ParameterShard:
             raise RuntimeError(f"Training was aborted: {self.aborted}")
         return self.params, self.version
 
-    async def push(self, grad: Array, learning_rate: float, token: Any = None) -> int:
-        """Apply one optimizer step with ``grad`` (asynchronous training); once per token."""
+    async def push(
+        self,
+        grad: Array,
+        learning_rate: float,
+        token: Any = None,
+        fetched_version: int | None = None,
+        staleness_aware: bool = False,
+    ) -> tuple[int, int]:
+        """Apply one optimizer step with ``grad`` at once (asynchronous training).
+
+        Returns the new version and the push's staleness: the updates applied since the
+        pusher fetched the parameters at ``fetched_version``. ``staleness_aware`` divides
+        the learning rate by the staleness (Zhang et al. 2016). A token applies once.
+        """
+        staleness = 0 if fetched_version is None else max(self.version - fetched_version, 0)
         if self._seen(token):
-            return self.version
+            return self.version, staleness
         self.pushes += 1
+        if staleness_aware and staleness > 1:
+            learning_rate = learning_rate / staleness
         self._apply(grad, learning_rate)
-        return self._advance()
+        return self._advance(), staleness
 
     async def push_sync(
         self, step: int, grad: Array, learning_rate: float, token: Any = None
