@@ -6,7 +6,7 @@ Every contender runs the same algorithm on the same rows: minibatch logistic reg
 with Adam (lr 1e-3, alpha 1e-6), ``batch_size`` rows per worker and step. The plain loop
 runs in this process; dask_sgd runs on a LocalCluster of single-threaded worker
 processes with 1 and with 2 workers ("sync"), and with 2 workers ("local", averaging
-every 8 and every 32 steps). Times cover training epochs only (data generated and
+every 8 and every 32 steps; "downpour", pulling and pushing every step). Times cover training epochs only (data generated and
 persisted before any clock starts). The per-step overhead is the sync strategy's step time
 minus the plain loop's, both with a batch of one row.
 """
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
         results[f"local{local_steps}_fraction_of_2x_numpy_loop"] = rate / (
             2 * results["numpy_loop"]
         )
+
+    rate, _ = dask_sgd_rate(2, X, y, args.batch_size, epochs=2, strategy="downpour")
+    results["dask_sgd_downpour_2_workers"] = rate
+    results["downpour_fraction_of_2x_numpy_loop"] = rate / (2 * results["numpy_loop"])
 
     small_X, small_y = X[: args.overhead_samples], y[: args.overhead_samples]
     tiny_compute = 1 / numpy_loop(X_local[: args.overhead_samples], y_local, 1)
