@@ -285,7 +285,7 @@ def test_balanced_class_weight_on_dask_input_matches_numpy_weights(client):
     assert (clf.predict(X) == 1).sum() > (plain.predict(X) == 1).sum()
     data = persist_blocks(client, *as_dask_array(X, y), classifier=True, seed=0)
     try:
-        encoder = clf._dask_encoder(data, first_call=False, classes=None)
+        encoder = clf._target_encoder(*data.label_counts(), first_call=False, classes=None)
     finally:
         data.release()
     expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)

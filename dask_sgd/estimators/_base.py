@@ -140,9 +140,9 @@ class BaseSGD(BaseEstimator):
                 **init,
             )
         X, y, sample_weight = self._validate_X_y(X, y, sample_weight, reset=first_call)
-        Y, sample_weight = self._targets(
-            y, sample_weight, X.dtype, first_call=first_call, classes=classes
-        )
+        labels, counts = np.unique(y, return_counts=True) if is_classifier(self) else ([], [])
+        encoder = self._target_encoder(labels, counts, first_call=first_call, classes=classes)
+        Y, sample_weight = encoder(y, sample_weight, X.dtype)
         self._train(
             X,
             Y,
@@ -257,7 +257,9 @@ class BaseSGD(BaseEstimator):
         )
         try:
             check_dask_features(self, data.n_features, data.feature_names, reset=first_call)
-            encoder = self._dask_encoder(data, first_call=first_call, classes=classes)
+            encoder = self._target_encoder(
+                *data.label_counts(), first_call=first_call, classes=classes
+            )
             model, objective, optimizer, schedule = self._components(data.n_features)
             state = self._start_state(
                 model,
@@ -292,12 +294,12 @@ class BaseSGD(BaseEstimator):
             data.release()
         return self
 
-    def _targets(self, y, sample_weight, dtype, *, first_call: bool, classes):
-        """Targets as the model's outputs need them, and the sample weights."""
-        raise NotImplementedError
+    def _target_encoder(self, labels, counts, *, first_call: bool, classes) -> TargetEncoder:
+        """How targets become model outputs and weights; a classifier learns its classes here.
 
-    def _dask_encoder(self, data, *, first_call: bool, classes) -> TargetEncoder:
-        """The per-minibatch version of :meth:`_targets`, for blocks on the workers."""
+        ``labels`` and ``counts`` are the distinct targets and how often each occurs (empty
+        for regression). In process the encoder runs once on ``y``; on Dask, per minibatch.
+        """
         return TargetEncoder()
 
     def _run_epochs(self, run_epoch, state, model, max_iter, is_partial, validation_score=None):

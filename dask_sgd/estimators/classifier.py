@@ -15,7 +15,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from dask_sgd.blocks import is_dask_collection
-from dask_sgd.data import TargetEncoder, check_labels_known, encode_targets
+from dask_sgd.data import TargetEncoder, check_labels_known
 from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
 from dask_sgd.estimators._dask import predict_blocks
 from dask_sgd.losses import CLASSIFICATION_LOSSES, log_softmax
@@ -284,19 +284,15 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
             )
         check_labels_known(np.unique(labels), self.classes_)
 
-    def _targets(self, y, sample_weight, dtype, *, first_call: bool, classes):
-        self._set_classes(y, first_call=first_call, classes=classes)
-        return self._encode(y, dtype), self._weights(y, sample_weight)
-
-    def _dask_encoder(self, data, *, first_call: bool, classes) -> TargetEncoder:
-        labels, counts = data.label_counts()
+    def _target_encoder(self, labels, counts, *, first_call: bool, classes) -> TargetEncoder:
+        """Learn or check ``classes_`` from the labels and their counts; weigh the classes."""
         self._set_classes(labels, first_call=first_call, classes=classes)
         class_weight = None
-        if self.class_weight == "balanced":  # n_samples / (n_classes * count), from the counts
+        if self.class_weight == "balanced":  # n_samples / (n_classes * count)
             per_class = np.zeros(len(self.classes_))
             per_class[np.searchsorted(self.classes_, labels)] = counts
             class_weight = per_class.sum() / (len(self.classes_) * per_class)
-        elif self.class_weight is not None:  # a dict: y plays no part
+        elif self.class_weight is not None:  # a dict: the labels play no part
             class_weight = compute_class_weight(
                 self.class_weight, classes=self.classes_, y=self.classes_
             )
@@ -409,18 +405,6 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
             raise ValueError(
                 f"The number of classes has to be greater than one; got {len(self.classes_)} class"
             )
-
-    def _encode(self, y, dtype):
-        return encode_targets(y, self.classes_, one_hot=self._is_multinomial(), dtype=dtype)
-
-    def _weights(self, y, sample_weight):
-        if self.class_weight is None:
-            return sample_weight
-        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-        weights = per_class[np.searchsorted(self.classes_, y)].astype(
-            sample_weight.dtype if sample_weight is not None else np.float64
-        )
-        return weights if sample_weight is None else weights * sample_weight
 
     def _store_params(self, model: LinearModel, theta) -> None:
         self.coef_ = model.layout.view(theta, "coef").copy()

@@ -165,9 +165,6 @@ staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         """
         return self._fit(X, y, sample_weight, is_partial=True)
 
-    def _targets(self, y, sample_weight, dtype, *, first_call: bool, classes):
-        return y.astype(dtype).reshape(-1, 1), sample_weight
-
     def predict(self, X):
         """Predicted targets.
 
