@@ -266,7 +266,7 @@ def test_unsupported_options_on_dask_input_fail_before_training(client):
         SGDClassifier(early_stopping=True).fit(*as_dask_array(X, y))
 
 
-@pytest.mark.parametrize("strategy", ["sync", "local", "downpour"])
+@pytest.mark.parametrize("strategy", ["sync", "backup", "local", "downpour"])
 def test_divergence_on_dask_input_keeps_the_fitted_state(client, strategy):
     X, y = make_classification(n_samples=200, n_features=5, random_state=0)
     reg = SGDRegressor(strategy=strategy, random_state=0).fit(*as_dask_array(X, y.astype(float)))
@@ -457,3 +457,37 @@ def test_advance_cursor_agrees_with_take_rows():
         expected = advance_cursor([5, 3, 7], cursor, n_rows)
         *_, cursor = take_rows(blocks, cursor, n_rows)
         assert cursor == expected
+
+
+# --- backup workers -----------------------------------------------------------------------
+
+
+def test_backup_without_spares_is_sync(client):
+    X, y = make_classification(n_samples=500, n_features=5, random_state=5)
+    params = dict(optimizer="momentum", max_iter=2, tol=None, random_state=0)
+    fits = [
+        SGDClassifier(strategy=strategy, n_backup=0, **params).fit(*as_dask_array(X, y)).coef_
+        for strategy in ("backup", "sync")
+    ]
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-10)
+
+
+def test_backup_applies_the_first_gradients_and_counts_the_dropped(client):
+    X, y = make_classification(n_samples=1000, n_features=5, random_state=6)
+    clf = SGDClassifier(strategy="backup", n_backup=1, max_iter=2, tol=None, random_state=0)
+    clf.fit(*as_dask_array(X, y))
+    steps_per_epoch = int(np.ceil(1000 / clf.batch_size))  # one gradient counts per step
+    assert clf.t_ - 1 == 2 * steps_per_epoch
+    for record in clf.history_:  # every gradient computed was either applied or dropped
+        assert record["samples"] // clf.batch_size == steps_per_epoch + record["dropped"]
+    assert sum(r["dropped"] for r in clf.history_) > 0  # two workers race for each step
+
+
+def test_backup_parity_with_sklearn(client):
+    ours, theirs = held_out(
+        load_breast_cancer,
+        as_dask_array,
+        lambda seed: SGDClassifier(loss="log_loss", strategy="backup", random_state=seed),
+        lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
+    )
+    assert abs(ours - theirs) <= 0.02, (ours, theirs)

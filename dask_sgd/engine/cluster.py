@@ -9,6 +9,9 @@ unit's exchange policy:
   the mean of the ``k`` gradients once with the optimizer,
   ``θ ← θ − η_t · d_t``, ``d_t`` = direction of ``(1/k) Σ_j (1/|B_j|) Σ_{i∈B_j} ∇L_i``,
   and answers every unit with the new parameters.
+- "backup" (Chen et al. 2016): "sync" with ``n_backup`` spare units; each step applies the
+  first ``k - n_backup`` gradients to arrive, drops the late ones, and a late unit skips
+  ahead to the current step.
 - "local" (local SGD, periodic model averaging): each unit takes ``local_steps`` steps with
   its own optimizer state, then every shard sets its slice to the mean of the units'
   parameters, ``θ ← (1/k) Σ_j θ_j``, and the units go on from there.
@@ -100,6 +103,7 @@ def train_unit(
     calls = ShardCalls(shards, ranges)
     run = {
         "sync": _run_sync_steps,
+        "backup": _run_backup_steps,
         "local": _run_local_rounds,
         "downpour": _run_downpour_steps,
     }[plan.strategy]
@@ -147,6 +151,12 @@ class ShardCalls:
         )
         return max(staleness for _, (_, staleness) in answers)
 
+    def push_sync_versioned(self, step, grad, lr: float, token) -> tuple[np.ndarray, int]:
+        """Like :meth:`push_sync`, with the lowest version among the shards' answers."""
+        answers = self._fan_out("push_sync", lambda where: (step, grad[where], lr, token))
+        params = np.concatenate([params for _, (params, _) in answers])
+        return params, min(version for _, (_, version) in answers)
+
     def _call(self, method: str, arguments) -> np.ndarray:
         """Call ``method`` on every shard; join the parameters that they answer."""
         return np.concatenate([params for _, (params, _) in self._fan_out(method, arguments)])
@@ -183,6 +193,27 @@ def _run_sync_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry)
         rows += Y.shape[0]
         if not np.isfinite(params).all():  # every unit sees the same parameters: all stop
             return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step + 1}
+    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}}
+
+
+def _run_backup_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    """Sync steps where a shard applies the first gradients to arrive; a late unit's push is
+    dropped and the unit skips ahead to the step the shards are at."""
+    cursor = carry["cursor"]
+    step, end = plan.first_step, plan.first_step + plan.n_steps
+    params = calls.pull(step)
+    loss_sum, rows = 0.0, 0
+    while step < end:
+        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
+        Y, weight = plan.encoder(y, weight, X.dtype)
+        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        lr = plan.learning_rate(step)
+        params, version = calls.push_sync_versioned(step, grad, lr, (step, unit))
+        loss_sum += float(batch_loss)
+        rows += Y.shape[0]
+        if not np.isfinite(params).all():
+            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": version}
+        step = max(step + 1, version)
     return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}}
 
 
@@ -246,10 +277,10 @@ def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, ca
 class ClusterTrainer:
     """Runs epochs of a strategy on persisted blocks; one parameter server per fit.
 
-    "sync": the learning rate follows the linear scaling rule (``k`` units, each with
-    ``batch_size`` rows, make an effective batch ``k`` times the reference ``batch_size``),
-    reached by a gradual warmup from the unscaled rate over ``warmup_epochs``; both can be
-    turned off. "local" and "downpour": each step uses ``batch_size`` rows, so the rate is
+    "sync" and "backup": the learning rate follows the linear scaling rule (``k`` gradients
+    of ``batch_size`` rows per step make an effective batch ``k`` times the reference
+    ``batch_size``; ``k`` excludes the ``n_backup`` backup workers), reached by a gradual
+    warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local" and "downpour": each step uses ``batch_size`` rows, so the rate is
     unscaled.
 
     "sync" and "local" run one unit per worker for the whole epoch. "downpour" cuts the
@@ -277,6 +308,7 @@ class ClusterTrainer:
         staleness_aware: bool = False,
         unit_steps: int = 64,
         units_in_flight: int = 2,
+        n_backup: int = 1,
     ) -> None:
         self.client = client
         self.objective = objective
@@ -289,29 +321,32 @@ class ClusterTrainer:
         self.n_fetch, self.n_push, self.staleness_aware = n_fetch, n_push, staleness_aware
         self.unit_steps, self.units_in_flight = unit_steps, units_in_flight
         self.units = data.units(client)
-        k = len(self.units)
+        # "backup": each step applies the first k - n_backup gradients to arrive
+        k = len(self.units) - (min(n_backup, len(self.units) - 1) if strategy == "backup" else 0)
+        self.n_contributors = k
         self.steps_per_epoch = max(1, math.ceil(data.n_rows / (k * batch_size)))
         factor = 1
-        if scale_learning_rate and strategy == "sync":
+        if scale_learning_rate and strategy in ("sync", "backup"):
             factor = linear_scaling_factor(k * batch_size, batch_size)
         self.schedule = warmup(
             scaled(schedule, factor), round(warmup_epochs * self.steps_per_epoch), 1 / factor
         )
         self.carries: list[dict] | None = None
         self.rounds = 0  # "local": averaging rounds done, the shards' version
+        self.dropped = 0  # "backup": late pushes dropped so far
         self.server: ParameterServer | None = None
         self.name = uuid.uuid4().hex[:8]
 
     def run_epoch(self, state: TrainState, lr_factor: float):
         """One epoch; returns the new state, summed loss, rows, and history fields."""
-        sync = self.strategy == "sync"
+        sync = self.strategy in ("sync", "backup")  # steps applied by the shards, in order
         if self.server is None:
             self.server = ParameterServer.start(
                 self.client,
                 state.params,
                 self.optimizer,
                 n_shards=self.n_shards,
-                n_contributors=len(self.units),
+                n_contributors=self.n_contributors,
                 opt_state=state.opt_state if self.strategy != "local" else None,
                 version=state.step if sync else 0,
             )
@@ -357,6 +392,9 @@ class ClusterTrainer:
             samples=state.samples + sum(rows_per_unit),
         )
         extra = {"samples_per_worker": rows_per_unit}
+        if self.strategy == "backup":
+            dropped = max(shard["dropped"] for shard in self.server.stats())
+            extra["dropped"], self.dropped = dropped - self.dropped, dropped
         staleness = [s for _, r in results for s in r.get("staleness", [])]
         if staleness:
             extra |= {"staleness_mean": float(np.mean(staleness)), "staleness_max": max(staleness)}

@@ -54,7 +54,8 @@ class BaseSGD(BaseEstimator):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
-        "strategy": [StrOptions({"sync", "local", "downpour"})],
+        "strategy": [StrOptions({"sync", "backup", "local", "downpour"})],
+        "n_backup": [Interval(Integral, 0, None, closed="left")],
         "local_steps": [Interval(Integral, 1, None, closed="left")],
         "n_fetch": [Interval(Integral, 1, None, closed="left")],
         "n_push": [Interval(Integral, 1, None, closed="left")],
@@ -285,6 +286,7 @@ class BaseSGD(BaseEstimator):
                 n_fetch=self.n_fetch,
                 n_push=self.n_push,
                 staleness_aware=self.staleness_aware_lr,
+                n_backup=self.n_backup,
             )
             try:
                 self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)

@@ -87,14 +87,17 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
         ``eta0`` (1e-3 for "adam").
-    strategy : {"sync", "local", "downpour"}, default="sync"
+    strategy : {"sync", "backup", "local", "downpour"}, default="sync"
         How Dask input is trained (NumPy, pandas and SciPy input train in process):
         "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
         worker and step, the mean of the workers' gradients applied once by the parameter
-        server; "local" is local SGD, each worker taking ``local_steps`` steps on its own
+        server; "backup" is "sync" that applies the first gradients to arrive and drops
+        the ``n_backup`` late ones; "local" is local SGD, each worker taking ``local_steps`` steps on its own
         before the parameter server averages the workers' parameters; "downpour" is
         asynchronous SGD, workers pulling and pushing without waiting for each other. See
         ``docs/distributed.md``.
+    n_backup : int, default=1
+        "backup": workers whose gradients a step does without (at least one counts).
     local_steps : int, default=8
         "local": steps each worker takes between two averagings.
     n_fetch, n_push : int, default=1
@@ -174,6 +177,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         batch_size=8,
         optimizer="sgd",
         strategy="sync",
+        n_backup=1,
         local_steps=8,
         n_fetch=1,
         n_push=1,
@@ -205,6 +209,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.strategy = strategy
+        self.n_backup = n_backup
         self.local_steps = local_steps
         self.n_fetch = n_fetch
         self.n_push = n_push

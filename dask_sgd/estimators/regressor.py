@@ -31,7 +31,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
-average, batch_size, optimizer, strategy, local_steps, n_fetch, n_push, \
+average, batch_size, optimizer, strategy, n_backup, local_steps, n_fetch, n_push, \
 staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
@@ -84,6 +84,7 @@ staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         batch_size=8,
         optimizer="sgd",
         strategy="sync",
+        n_backup=1,
         local_steps=8,
         n_fetch=1,
         n_push=1,
@@ -114,6 +115,7 @@ staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.strategy = strategy
+        self.n_backup = n_backup
         self.local_steps = local_steps
         self.n_fetch = n_fetch
         self.n_push = n_push

@@ -42,6 +42,7 @@ class ParameterShard:
         self.version = version
         self.aborted: str | None = None
         self.pushes = 0
+        self.dropped = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self._pending: dict[int, tuple[Array, int, float]] = {}
         self._waiters: list[tuple[int, asyncio.Future]] = []
@@ -101,9 +102,10 @@ class ParameterShard:
     ) -> tuple[Array, int]:
         """Contribute to synchronous step ``step``; return the parameters after that step.
 
-        The shard applies the mean of the ``n_contributors`` gradients of a step once all of
-        them have arrived, and only when its version equals ``step`` (so steps apply in
-        order); every caller then receives the same new parameters.
+        The shard applies the mean of the first ``n_contributors`` gradients of a step once
+        they have arrived, and only when its version equals ``step`` (so steps apply in
+        order); every caller then receives the new parameters. A gradient for a step that
+        was already applied (a backup worker's late push) is dropped and counted.
         """
         return await self._contribute(step, grad, learning_rate, token)
 
@@ -117,7 +119,9 @@ class ParameterShard:
         return await self._contribute(step, params, None, token)
 
     async def _contribute(self, step: int, value: Array, learning_rate, token) -> tuple[Array, int]:
-        if not self._seen(token):
+        if step < self.version:  # late: the step was applied without it (backup workers)
+            self.dropped += 1
+        elif not self._seen(token):
             self.pushes += 1
             total, count, rate = self._pending.get(step, (0, 0, learning_rate))
             self._pending[step] = (total + value, count + 1, rate)
@@ -160,7 +164,12 @@ class ParameterShard:
         self._waiters = []
 
     async def stats(self) -> dict:
-        return {"version": self.version, "pushes": self.pushes, "size": int(self.params.size)}
+        return {
+            "version": self.version,
+            "pushes": self.pushes,
+            "dropped": self.dropped,
+            "size": int(self.params.size),
+        }
 
     # --- internals -----------------------------------------------------------------------------
 
