@@ -66,23 +66,30 @@ class DaskTrainingData:
         """The non-empty blocks dealt to one training unit per worker, by block index.
 
         Dealing by index, not by where the scheduler happened to put the blocks, keeps the
-        minibatches (and so the fit) the same from run to run. Each unit goes with the
-        worker that holds most of its rows; blocks held elsewhere move once. Each unit is
-        ``(worker, block futures, rows per block)``.
+        minibatches (and so the fit) the same from run to run. Every unit gets a worker of
+        its own, preferring one that holds many of its rows; blocks held elsewhere move
+        once. Each unit is ``(worker, block futures, rows per block)``.
         """
         blocks = [
             (f, s.n_rows) for f, s in zip(self.futures, self.summaries, strict=True) if s.n_rows
         ]
-        n_units = min(len(client.scheduler_info(n_workers=-1)["workers"]), len(blocks))
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        n_units = min(len(workers), len(blocks))
+        dealt = [blocks[j::n_units] for j in range(n_units)]
         where = client.who_has([f for f, _ in blocks])
-        units = []
-        for dealt in (blocks[j::n_units] for j in range(n_units)):
-            rows_held = Counter()
-            for future, n_rows in dealt:
-                rows_held[where[future.key][0]] += n_rows
-            worker = rows_held.most_common(1)[0][0]
-            units.append((worker, [f for f, _ in dealt], [n for _, n in dealt]))
-        return units
+        held = Counter()  # (unit, worker) -> rows of the unit's blocks on that worker
+        for unit, unit_blocks in enumerate(dealt):
+            for future, n_rows in unit_blocks:
+                held[unit, where[future.key][0]] += n_rows
+        chosen: dict[int, str] = {}
+        for (unit, worker), _ in held.most_common():  # greedy: most rows held first
+            if unit not in chosen and worker not in chosen.values():
+                chosen[unit] = worker
+        free = iter(w for w in workers if w not in chosen.values())
+        return [
+            (chosen.get(unit) or next(free), [f for f, _ in d], [n for _, n in d])
+            for unit, d in enumerate(dealt)
+        ]
 
     def release(self) -> None:
         for future in self.futures:

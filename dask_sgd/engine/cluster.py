@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -252,6 +253,7 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
 
 
 def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    started = time.perf_counter()
     cursor = carry["cursor"]
     loss_sum, rows, staleness, accumulated, n_accumulated = 0.0, 0, [], 0, 0
     for i in range(plan.n_steps):
@@ -271,7 +273,13 @@ def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, ca
             lr = plan.learning_rate(step)
             staleness.append(calls.push(mean_grad, lr, step, fetched, plan.staleness_aware))
             accumulated, n_accumulated = 0, 0
-    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}, "staleness": staleness}
+    return {
+        "loss_sum": loss_sum,
+        "rows": rows,
+        "carry": {"cursor": cursor},
+        "staleness": staleness,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 class ClusterTrainer:
@@ -283,9 +291,10 @@ class ClusterTrainer:
     warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local" and "downpour": each step uses ``batch_size`` rows, so the rate is
     unscaled.
 
-    "sync" and "local" run one unit per worker for the whole epoch. "downpour" cuts the
-    epoch into units of ``unit_steps`` steps and keeps ``units_in_flight`` of them queued
-    per worker, refilling as they finish: a slow worker simply does less of the epoch.
+    "sync", "backup" and "local" run one unit per worker for the whole epoch. "downpour"
+    cuts the epoch into short units (``unit_steps`` at first, then about ``unit_seconds``
+    each at the worker's pace) and keeps ``units_in_flight`` of them queued per worker,
+    refilling as they finish: a slow worker simply does less of the epoch.
     """
 
     def __init__(
@@ -306,7 +315,8 @@ class ClusterTrainer:
         n_fetch: int = 1,
         n_push: int = 1,
         staleness_aware: bool = False,
-        unit_steps: int = 64,
+        unit_steps: int = 8,
+        unit_seconds: float = 0.1,
         units_in_flight: int = 2,
         n_backup: int = 1,
     ) -> None:
@@ -319,7 +329,8 @@ class ClusterTrainer:
         self.strategy = strategy
         self.local_steps = local_steps
         self.n_fetch, self.n_push, self.staleness_aware = n_fetch, n_push, staleness_aware
-        self.unit_steps, self.units_in_flight = unit_steps, units_in_flight
+        self.unit_steps, self.unit_seconds = unit_steps, unit_seconds
+        self.units_in_flight = units_in_flight
         self.units = data.units(client)
         # "backup": each step applies the first k - n_backup gradients to arrive
         k = len(self.units) - (min(n_backup, len(self.units) - 1) if strategy == "backup" else 0)
@@ -334,6 +345,7 @@ class ClusterTrainer:
         self.carries: list[dict] | None = None
         self.rounds = 0  # "local": averaging rounds done, the shards' version
         self.dropped = 0  # "backup": late pushes dropped so far
+        self.step_seconds: list[float | None] = [None] * len(self.units)  # "downpour": pace
         self.server: ParameterServer | None = None
         self.name = uuid.uuid4().hex[:8]
 
@@ -428,14 +440,20 @@ class ClusterTrainer:
 
     def _run_queued_units(self, plan: UnitPlan) -> list[tuple[int, dict]]:
         """Short units, a few queued per worker, refilled as they finish, until the epoch's
-        ``k · steps_per_epoch`` steps are done. Nobody waits for anybody."""
+        ``k · steps_per_epoch`` steps are done. Nobody waits for anybody.
+
+        A unit is sized to take about ``unit_seconds`` on its worker, from the worker's last
+        measured pace: a slow worker gets short units, so that the epoch does not wait long
+        for its last one."""
         budget = len(self.units) * self.steps_per_epoch
         next_step = plan.first_step
         unit_of = {}
 
         def submit(unit: int):
             nonlocal budget, next_step
-            n_steps = min(self.unit_steps, budget)
+            pace = self.step_seconds[unit]
+            wanted = self.unit_steps if pace is None else round(self.unit_seconds / pace)
+            n_steps = min(max(wanted, 1), budget)
             budget, first = budget - n_steps, next_step
             next_step += n_steps
             carry = self.carries[unit]
@@ -457,6 +475,8 @@ class ClusterTrainer:
         for future in queue:
             unit, result = unit_of[future.key], future.result()
             results.append((unit, result))
+            if result["rows"]:
+                self.step_seconds[unit] = result["seconds"] * self.batch_size / result["rows"]
             if "diverged_at" in result:
                 budget = 0
             if budget > 0:
