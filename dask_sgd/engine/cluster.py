@@ -261,7 +261,8 @@ def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, ca
         if i % plan.n_fetch == 0:
             params, fetched = calls.pull_versioned()
             if not np.isfinite(params).all():
-                return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step}
+                seconds = time.perf_counter() - started
+                return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step, "seconds": seconds}
         X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
         Y, weight = plan.encoder(y, weight, X.dtype)
         batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
