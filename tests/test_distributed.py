@@ -266,7 +266,7 @@ def test_unsupported_options_on_dask_input_fail_before_training(client):
         SGDClassifier(early_stopping=True).fit(*as_dask_array(X, y))
 
 
-@pytest.mark.parametrize("strategy", ["sync", "backup", "local", "downpour"])
+@pytest.mark.parametrize("strategy", ["sync", "backup", "local", "downpour", "ssp"])
 def test_divergence_on_dask_input_keeps_the_fitted_state(client, strategy):
     X, y = make_classification(n_samples=200, n_features=5, random_state=0)
     reg = SGDRegressor(strategy=strategy, random_state=0).fit(*as_dask_array(X, y.astype(float)))
@@ -449,6 +449,36 @@ def test_downpour_parity_with_sklearn(client, staleness_aware_lr):
             random_state=seed,
             **constant,
         ),
+        lambda seed: linear_model.SGDClassifier(random_state=seed, **constant),
+    )
+    assert ours >= theirs - 0.02, (ours, theirs)
+
+
+# --- bounded staleness --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bound", [0, 2])
+def test_ssp_records_its_lead_within_the_bound(client, bound):
+    X, y = make_classification(n_samples=2000, n_features=5, random_state=4)
+    adagrad = dict(optimizer="adagrad", learning_rate="constant", eta0=0.1)
+    params = dict(max_iter=2, tol=None, random_state=0, **adagrad)
+    clf = SGDClassifier(strategy="ssp", staleness_bound=bound, **params)
+    clf.fit(*as_dask_array(X, y, 250))
+    for record in clf.history_:
+        assert record["samples_per_worker"] == [1000, 1000]  # one clock per step, same steps
+        assert 0 <= record["clock_lead_max"] <= bound
+        assert 0 <= record["staleness_mean"] <= record["staleness_max"]
+    assert clf.t_ == 1 + 2 * 2000 // (2 * 8)  # steps of every unit, as for "sync"
+    assert clf.score(X, y) >= SGDClassifier(**params).fit(X, y).score(X, y) - 0.02
+
+
+def test_ssp_parity_with_sklearn(client):
+    """As for Downpour: matching settings, no worse than scikit-learn by more than 0.02."""
+    constant = dict(loss="log_loss", learning_rate="constant", eta0=0.1)
+    ours, theirs = held_out(
+        load_breast_cancer,
+        as_dask_array,
+        lambda seed: SGDClassifier(strategy="ssp", random_state=seed, **constant),
         lambda seed: linear_model.SGDClassifier(random_state=seed, **constant),
     )
     assert ours >= theirs - 0.02, (ours, theirs)

@@ -96,6 +96,41 @@ async def test_averaging_round_sets_the_mean_without_the_optimizer(c, s, a, b):
     assert int((await shard.snapshot())["opt_state"].count) == 0  # no optimizer step
 
 
+@gen_cluster(client=True)
+async def test_bounded_staleness_holds_back_a_unit_too_far_ahead(c, s, a, b):
+    """Two units, bound 1: unit 0 may compute step t only once unit 1 has pushed t - 1 times."""
+    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 2, actor=True)
+    for step in range(2):  # unit 0 runs ahead: steps 0 and 1 need nothing from unit 1
+        _, version = await shard.pull_bounded(step - 1)
+        _, _, lead = await shard.push_clocked(0, np.array([1.0]), 1.0, (step, 0), version)
+        assert lead == step
+    held = asyncio.ensure_future(shard.pull_bounded(2 - 1))  # step 2: two clocks ahead
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    # a rerun of unit 1's push must not tick its clock twice
+    for _ in range(2):
+        await shard.push_clocked(1, np.array([1.0]), 1.0, (0, 1), 0)
+    params, version = await held
+    assert version == 3
+    np.testing.assert_array_equal(params, [-3.0])
+    assert (await shard.stats())["pushes"] == 3
+    held = asyncio.ensure_future(shard.pull_bounded(3 - 1))
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    await shard.retire(1)  # unit 1 stopped: nobody waits for it any more
+    await held
+
+
+@gen_cluster(client=True)
+async def test_abort_releases_a_unit_waiting_for_the_slowest(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 2, actor=True)
+    held = asyncio.ensure_future(shard.pull_bounded(1))
+    await asyncio.sleep(0.05)
+    await shard.abort("a training unit failed")
+    with pytest.raises(RuntimeError, match="a training unit failed"):
+        await held
+
+
 def test_shard_ranges_cover_everything_once():
     ranges = shard_ranges(11, 4)
     covered = np.concatenate([np.arange(11)[r] for r in ranges])

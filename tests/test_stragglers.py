@@ -135,3 +135,15 @@ def test_downpour_and_backup_keep_their_pace_and_sync_does_not(ideal):
     per_worker = sorted(downpour["records"][-1]["samples_per_worker"])
     assert per_worker[0] < 0.5 * per_worker[1]
     assert sum(r["dropped"] for r in backup["records"]) > 0
+
+
+@pytest.mark.timeout(120)
+def test_ssp_runs_ahead_of_the_straggler_as_far_as_its_bound_and_no_further(ideal):
+    ssp = throughput(4, 3, "ssp", 1200, staleness_bound=2)
+    print(
+        "ssp throughput with a 5x straggler / three fast workers alone:",
+        ssp["rate"] / ideal["sync"],
+    )
+    assert max(record["clock_lead_max"] for record in ssp["records"]) == 2
+    # the bound paces every worker to the straggler: as many samples from each
+    assert len(set(ssp["records"][-1]["samples_per_worker"])) == 1

@@ -15,6 +15,11 @@ unit's exchange policy:
 - "local" (local SGD, periodic model averaging): each unit takes ``local_steps`` steps with
   its own optimizer state, then every shard sets its slice to the mean of the units'
   parameters, ``θ ← (1/k) Σ_j θ_j``, and the units go on from there.
+- "downpour" (Dean et al. 2012): asynchronous; short units pull, compute and push without
+  waiting, and a shard applies each push as it arrives.
+- "ssp" (stale synchronous parallel, Ho et al. 2013): "downpour" with one unit per worker
+  whose clock is its step; a unit more than ``staleness_bound`` clocks ahead of the slowest
+  waits.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class UnitPlan:
     n_fetch: int = 1  # "downpour": steps between two pulls
     n_push: int = 1  # "downpour": steps whose gradients one push carries
     staleness_aware: bool = False
+    staleness_bound: int = 0  # "ssp": clocks a unit may run ahead of the slowest
 
 
 def advance_cursor(sizes: list[int], cursor: tuple[int, int], n_rows: int) -> tuple[int, int]:
@@ -107,6 +113,7 @@ def train_unit(
         "backup": _run_backup_steps,
         "local": _run_local_rounds,
         "downpour": _run_downpour_steps,
+        "ssp": _run_ssp_steps,
     }[plan.strategy]
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
         return run(blocks, calls, plan, unit, carry)
@@ -139,9 +146,13 @@ class ShardCalls:
     def push_average(self, step: int, params: np.ndarray, token) -> np.ndarray:
         return self._call("push_average", lambda where: (step, params[where], token))
 
-    def pull_versioned(self) -> tuple[np.ndarray, dict[int, int]]:
-        """θ now, and each shard's version (keyed by where its slice starts)."""
-        answers = self._fan_out("pull", lambda where: (0,))
+    def pull_versioned(self, min_clock: int | None = None) -> tuple[np.ndarray, dict[int, int]]:
+        """θ and each shard's version (keyed by where its slice starts): at once, or once
+        every unit has pushed ``min_clock`` times (bounded staleness)."""
+        if min_clock is None:
+            answers = self._fan_out("pull", lambda where: (0,))
+        else:
+            answers = self._fan_out("pull_bounded", lambda where: (min_clock,))
         params = np.concatenate([params for _, (params, _) in answers])
         return params, {where.start: version for where, (_, version) in answers}
 
@@ -151,6 +162,20 @@ class ShardCalls:
             "push", lambda where: (grad[where], lr, token, fetched[where.start], aware)
         )
         return max(staleness for _, (_, staleness) in answers)
+
+    def push_clocked(self, unit: int, grad, lr: float, token, fetched, aware) -> tuple[int, int]:
+        """:meth:`push` that ticks the unit's clock; returns the largest staleness and lead."""
+        answers = self._fan_out(
+            "push_clocked",
+            lambda where: (unit, grad[where], lr, token, fetched[where.start], aware),
+        )
+        return (
+            max(staleness for _, (_, staleness, _) in answers),
+            max(lead for _, (_, _, lead) in answers),
+        )
+
+    def retire(self, unit: int) -> None:
+        self._fan_out("retire", lambda where: (unit,))
 
     def push_sync_versioned(self, step, grad, lr: float, token) -> tuple[np.ndarray, int]:
         """Like :meth:`push_sync`, with the lowest version among the shards' answers."""
@@ -283,16 +308,47 @@ def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, ca
     }
 
 
+def _run_ssp_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    """Bounded staleness: the unit's clock is its step. Before step ``t`` it pulls parameters
+    that hold every unit's updates of the steps before ``t - τ`` (waiting for them), then
+    pushes its gradient, which a shard applies at once."""
+    cursor = carry["cursor"]
+    loss_sum, rows, staleness, lead = 0.0, 0, [], 0
+    for step in range(plan.first_step, plan.first_step + plan.n_steps):
+        params, fetched = calls.pull_versioned(min_clock=step - plan.staleness_bound)
+        if not np.isfinite(params).all():
+            calls.retire(unit)  # the others must not wait for this unit's clock
+            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step}
+        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
+        Y, weight = plan.encoder(y, weight, X.dtype)
+        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        loss_sum += float(batch_loss)
+        rows += Y.shape[0]
+        lr = plan.learning_rate(step)
+        push_staleness, push_lead = calls.push_clocked(
+            unit, grad, lr, (step, unit), fetched, plan.staleness_aware
+        )
+        staleness.append(push_staleness)
+        lead = max(lead, push_lead)
+    return {
+        "loss_sum": loss_sum,
+        "rows": rows,
+        "carry": {"cursor": cursor},
+        "staleness": staleness,
+        "lead": lead,
+    }
+
+
 class ClusterTrainer:
     """Runs epochs of a strategy on persisted blocks; one parameter server per fit.
 
     "sync" and "backup": the learning rate follows the linear scaling rule (``k`` gradients
     of ``batch_size`` rows per step make an effective batch ``k`` times the reference
     ``batch_size``; ``k`` excludes the ``n_backup`` backup workers), reached by a gradual
-    warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local" and "downpour": each step uses ``batch_size`` rows, so the rate is
-    unscaled.
+    warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local",
+    "downpour" and "ssp": each step uses ``batch_size`` rows, so the rate is unscaled.
 
-    "sync", "backup" and "local" run one unit per worker for the whole epoch. "downpour"
+    "sync", "backup", "local" and "ssp" run one unit per worker for the whole epoch. "downpour"
     cuts the epoch into short units (``unit_steps`` at first, then about ``unit_seconds``
     each at the worker's pace) and keeps ``units_in_flight`` of them queued per worker,
     refilling as they finish: a slow worker simply does less of the epoch.
@@ -316,6 +372,7 @@ class ClusterTrainer:
         n_fetch: int = 1,
         n_push: int = 1,
         staleness_aware: bool = False,
+        staleness_bound: int = 0,
         unit_steps: int = 8,
         unit_seconds: float = 0.1,
         units_in_flight: int = 2,
@@ -330,6 +387,7 @@ class ClusterTrainer:
         self.strategy = strategy
         self.local_steps = local_steps
         self.n_fetch, self.n_push, self.staleness_aware = n_fetch, n_push, staleness_aware
+        self.staleness_bound = staleness_bound
         self.unit_steps, self.unit_seconds = unit_steps, unit_seconds
         self.units_in_flight = units_in_flight
         self.units = data.units(client)
@@ -362,6 +420,7 @@ class ClusterTrainer:
                 n_contributors=self.n_contributors,
                 opt_state=state.opt_state if self.strategy != "local" else None,
                 version=state.step if sync else 0,
+                clock=state.step,
             )
             self.carries = [
                 {"cursor": (0, 0), "opt_state": None if sync else state.opt_state}
@@ -381,6 +440,7 @@ class ClusterTrainer:
             self.n_fetch,
             self.n_push,
             self.staleness_aware,
+            self.staleness_bound,
         )
         if self.strategy == "downpour":
             results = self._run_queued_units(plan)
@@ -411,6 +471,8 @@ class ClusterTrainer:
         staleness = [s for _, r in results for s in r.get("staleness", [])]
         if staleness:
             extra |= {"staleness_mean": float(np.mean(staleness)), "staleness_max": max(staleness)}
+        if self.strategy == "ssp":
+            extra["clock_lead_max"] = max(r.get("lead", 0) for _, r in results)
         loss_sum = sum(r["loss_sum"] for _, r in results)
         return new_state, loss_sum, sum(rows_per_unit), extra
 

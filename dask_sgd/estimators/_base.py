@@ -54,12 +54,13 @@ class BaseSGD(BaseEstimator):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
-        "strategy": [StrOptions({"sync", "backup", "local", "downpour"})],
+        "strategy": [StrOptions({"sync", "backup", "local", "downpour", "ssp"})],
         "n_backup": [Interval(Integral, 0, None, closed="left")],
         "local_steps": [Interval(Integral, 1, None, closed="left")],
         "n_fetch": [Interval(Integral, 1, None, closed="left")],
         "n_push": [Interval(Integral, 1, None, closed="left")],
         "staleness_aware_lr": ["boolean"],
+        "staleness_bound": [Interval(Integral, 0, None, closed="left")],
         "n_shards": [Interval(Integral, 1, None, closed="left"), None],
         "scale_learning_rate": ["boolean"],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
@@ -286,6 +287,7 @@ class BaseSGD(BaseEstimator):
                 n_fetch=self.n_fetch,
                 n_push=self.n_push,
                 staleness_aware=self.staleness_aware_lr,
+                staleness_bound=self.staleness_bound,
                 n_backup=self.n_backup,
             )
             try:

@@ -79,7 +79,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         Start ``fit`` from the current coefficients.
     average : bool or int, default=False
         Averaged SGD: store the mean of the parameters over the updates from that sample on.
-    batch_size : int, default=32
+    batch_size : int, default=8
         Rows per minibatch. The learning rate applies to the minibatch's mean gradient, as
         in PyTorch; ``batch_size=1`` is scikit-learn's per-sample SGD (and as slow as a
         Python loop over rows can be).
@@ -87,15 +87,16 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
         ``eta0`` (1e-3 for "adam").
-    strategy : {"sync", "backup", "local", "downpour"}, default="sync"
+    strategy : {"sync", "backup", "local", "downpour", "ssp"}, default="sync"
         How Dask input is trained (NumPy, pandas and SciPy input train in process):
         "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
         worker and step, the mean of the workers' gradients applied once by the parameter
         server; "backup" is "sync" that applies the first gradients to arrive and drops
-        the ``n_backup`` late ones; "local" is local SGD, each worker taking ``local_steps`` steps on its own
-        before the parameter server averages the workers' parameters; "downpour" is
-        asynchronous SGD, workers pulling and pushing without waiting for each other. See
-        ``docs/distributed.md``.
+        the ``n_backup`` late ones; "local" is local SGD, each worker taking
+        ``local_steps`` steps on its own before the parameter server averages the workers'
+        parameters; "downpour" is asynchronous SGD, workers pulling and pushing without
+        waiting for each other; "ssp" is asynchronous SGD in which no worker runs more than
+        ``staleness_bound`` steps ahead of the slowest. See ``docs/strategies.md``.
     n_backup : int, default=1
         "backup": workers whose gradients a step does without (at least one counts).
     local_steps : int, default=8
@@ -104,8 +105,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "downpour": steps between two pulls of the parameters, and steps whose mean
         gradient one push carries.
     staleness_aware_lr : bool, default=False
-        "downpour": divide the learning rate of a push by its staleness (the updates other
-        workers applied since its parameters were pulled).
+        "downpour" and "ssp": divide the learning rate of a push by its staleness (the
+        updates other workers applied since its parameters were pulled).
+    staleness_bound : int, default=3
+        "ssp": steps a worker may run ahead of the slowest one (0 keeps them in lockstep).
     n_shards : int or None, default=None
         Parameter-server shards for Dask input; None is one per worker.
     scale_learning_rate : bool, default=True
@@ -182,6 +185,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         n_fetch=1,
         n_push=1,
         staleness_aware_lr=False,
+        staleness_bound=3,
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
@@ -214,6 +218,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.n_fetch = n_fetch
         self.n_push = n_push
         self.staleness_aware_lr = staleness_aware_lr
+        self.staleness_bound = staleness_bound
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs

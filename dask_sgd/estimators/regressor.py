@@ -32,7 +32,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
 average, batch_size, optimizer, strategy, n_backup, local_steps, n_fetch, n_push, \
-staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
+staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epochs
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -89,6 +89,7 @@ staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         n_fetch=1,
         n_push=1,
         staleness_aware_lr=False,
+        staleness_bound=3,
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
@@ -120,6 +121,7 @@ staleness_aware_lr, n_shards, scale_learning_rate, warmup_epochs
         self.n_fetch = n_fetch
         self.n_push = n_push
         self.staleness_aware_lr = staleness_aware_lr
+        self.staleness_bound = staleness_bound
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs

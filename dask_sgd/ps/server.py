@@ -84,10 +84,12 @@ class ParameterServer:
         n_contributors: int = 1,
         opt_state: Any = None,
         version: int = 0,
+        clock: int = 0,
     ) -> ParameterServer:
         """Create ``n_shards`` shards (default: one per worker), spread over the workers.
 
-        ``opt_state`` (the whole vector's optimizer state) and ``version`` resume training.
+        ``opt_state`` (the whole vector's optimizer state), ``version`` and the units'
+        ``clock`` resume training.
         """
         if not optimizer.elementwise:
             raise ValueError(
@@ -106,6 +108,7 @@ class ParameterServer:
                 n_contributors,
                 states[index],
                 version,
+                clock,
                 actor=True,
                 key=f"dask-sgd-shard-{index}-{name}",
                 workers=[workers[index % len(workers)]],

@@ -8,7 +8,9 @@ thread. Updates never modify arrays in place, so a returned array stays valid.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from dask_sgd.optim import GradientTransformation, apply_updates
@@ -24,7 +26,8 @@ class ParameterShard:
     """A contiguous slice of the flat parameter vector and that slice's optimizer state.
 
     ``version`` counts the updates applied. ``n_contributors`` is the number of pushes a
-    synchronous step waits for before it applies their mean.
+    synchronous step waits for before it applies their mean, and the number of units whose
+    clocks bounded-staleness training keeps, all starting at ``clock``.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class ParameterShard:
         n_contributors: int = 1,
         opt_state: Any = None,
         version: int = 0,
+        clock: int = 0,
     ) -> None:
         self.params = params
         self.optimizer = optimizer
@@ -44,8 +48,9 @@ class ParameterShard:
         self.pushes = 0
         self.dropped = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
+        self.clocks = [clock] * n_contributors  # "ssp": pushes each unit has made
         self._pending: dict[int, tuple[Array, int, float]] = {}
-        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
 
     # --- the seed's interface ------------------------------------------------------------------
 
@@ -66,12 +71,17 @@ class ParameterShard:
 
     async def pull(self, min_version: int = 0) -> tuple[Array, int]:
         """The parameters and their version, once the version has reached ``min_version``."""
-        if self.version < min_version and self.aborted is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append((min_version, waiter))
-            await waiter
-        if self.aborted is not None:
-            raise RuntimeError(f"Training was aborted: {self.aborted}")
+        await self._until(lambda: self.version >= min_version)
+        return self.params, self.version
+
+    async def pull_bounded(self, min_clock: int) -> tuple[Array, int]:
+        """The parameters and their version, once every unit has pushed ``min_clock`` times.
+
+        Stale synchronous parallel (Ho et al. 2013): a unit about to compute its step ``t``
+        asks for ``min_clock = t - τ``, so it waits while it is more than ``τ`` clocks ahead of
+        the slowest unit, and its parameters hold every update of the steps before ``t - τ``.
+        """
+        await self._until(lambda: min(self.clocks) >= min_clock)
         return self.params, self.version
 
     async def push(
@@ -91,11 +101,34 @@ class ParameterShard:
         staleness = 0 if fetched_version is None else max(self.version - fetched_version, 0)
         if self._seen(token):
             return self.version, staleness
-        self.pushes += 1
-        if staleness_aware and staleness > 1:
-            learning_rate = learning_rate / staleness
-        self._apply(grad, learning_rate)
-        return self._advance(), staleness
+        return self._apply_push(grad, learning_rate, staleness, staleness_aware), staleness
+
+    async def push_clocked(
+        self,
+        unit: int,
+        grad: Array,
+        learning_rate: float,
+        token: Any,
+        fetched_version: int,
+        staleness_aware: bool = False,
+    ) -> tuple[int, int, int]:
+        """:meth:`push` for unit ``unit`` of bounded-staleness training, which ticks its clock.
+
+        Returns the new version, the staleness, and the unit's *lead*: how many clocks it was
+        ahead of the slowest unit when it pushed (never more than the bound it pulled with).
+        """
+        lead = self.clocks[unit] - min(self.clocks)
+        staleness = max(self.version - fetched_version, 0)
+        if self._seen(token):
+            return self.version, staleness, lead
+        self.clocks[unit] += 1  # before the update wakes the waiting units
+        version = self._apply_push(grad, learning_rate, staleness, staleness_aware)
+        return version, staleness, lead
+
+    async def retire(self, unit: int) -> None:
+        """Unit ``unit`` pushes no more: nobody waits for its clock (it stopped on a fault)."""
+        self.clocks[unit] = math.inf
+        self._wake()
 
     async def push_sync(
         self, step: int, grad: Array, learning_rate: float, token: Any = None
@@ -173,6 +206,15 @@ class ParameterShard:
 
     # --- internals -----------------------------------------------------------------------------
 
+    def _apply_push(
+        self, grad: Array, learning_rate: float, staleness: int, staleness_aware: bool
+    ) -> int:
+        self.pushes += 1
+        if staleness_aware and staleness > 1:
+            learning_rate = learning_rate / staleness
+        self._apply(grad, learning_rate)
+        return self._advance()
+
     def _apply(self, grad: Array, learning_rate: float) -> None:
         direction, self.opt_state = self.optimizer.update(grad, self.opt_state, self.params)
         self.params = apply_updates(self.params, direction, learning_rate)
@@ -182,13 +224,22 @@ class ParameterShard:
         self._wake()
         return self.version
 
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds; raise if training was aborted meanwhile."""
+        if not condition() and self.aborted is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append((condition, waiter))
+            await waiter
+        if self.aborted is not None:
+            raise RuntimeError(f"Training was aborted: {self.aborted}")
+
     def _wake(self) -> None:
         still_waiting = []
-        for wanted, waiter in self._waiters:
-            if self.version >= wanted and not waiter.done():
+        for condition, waiter in self._waiters:
+            if condition() and not waiter.done():
                 waiter.set_result(None)
             elif not waiter.done():
-                still_waiting.append((wanted, waiter))
+                still_waiting.append((condition, waiter))
         self._waiters = still_waiting
 
     def _seen(self, token: Any) -> bool:
