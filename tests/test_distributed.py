@@ -16,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.cluster import ClusterTrainer, advance_cursor, take_rows
+from dask_sgd.engine.cluster import ClusterTrainer, take_rows
 from dask_sgd.engine.steps import TrainState, run_minibatches
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
@@ -482,15 +482,6 @@ def test_ssp_parity_with_sklearn(client):
         lambda seed: linear_model.SGDClassifier(random_state=seed, **constant),
     )
     assert ours >= theirs - 0.02, (ours, theirs)
-
-
-def test_advance_cursor_agrees_with_take_rows():
-    blocks = [(np.zeros((n, 1)), np.zeros(n), None) for n in (5, 3, 7)]
-    cursor = (0, 0)
-    for n_rows in (4, 4, 9, 20, 1):
-        expected = advance_cursor([5, 3, 7], cursor, n_rows)
-        *_, cursor = take_rows(blocks, cursor, n_rows)
-        assert cursor == expected
 
 
 # --- backup workers -----------------------------------------------------------------------

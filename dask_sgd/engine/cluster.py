@@ -15,8 +15,9 @@ unit's exchange policy:
 - "local" (local SGD, periodic model averaging): each unit takes ``local_steps`` steps with
   its own optimizer state, then every shard sets its slice to the mean of the units'
   parameters, ``θ ← (1/k) Σ_j θ_j``, and the units go on from there.
-- "downpour" (Dean et al. 2012): asynchronous; short units pull, compute and push without
-  waiting, and a shard applies each push as it arrives.
+- "downpour" (Dean et al. 2012): asynchronous; units pull, compute and push without
+  waiting, a shard applies each push as it arrives, and each unit claims the epoch's steps
+  from the parameter server a few at a time, so that a slow worker simply does fewer.
 - "ssp" (stale synchronous parallel, Ho et al. 2013): "downpour" with one unit per worker
   whose clock is its step; a unit more than ``staleness_bound`` clocks ahead of the slowest
   waits.
@@ -32,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from distributed import as_completed, get_worker, secede, wait
+from distributed import get_worker, secede, wait
 from distributed.utils import sync
 
 from dask_sgd.blocks import Block, DaskTrainingData
@@ -63,18 +64,7 @@ class UnitPlan:
     n_push: int = 1  # "downpour": steps whose gradients one push carries
     staleness_aware: bool = False
     staleness_bound: int = 0  # "ssp": clocks a unit may run ahead of the slowest
-
-
-def advance_cursor(sizes: list[int], cursor: tuple[int, int], n_rows: int) -> tuple[int, int]:
-    """Where :func:`take_rows` leaves the cursor after ``n_rows`` rows of blocks of ``sizes``."""
-    block_index, offset = cursor
-    while n_rows > 0:
-        taken = min(n_rows, sizes[block_index] - offset)
-        n_rows -= taken
-        offset += taken
-        if offset >= sizes[block_index]:
-            block_index, offset = (block_index + 1) % len(sizes), 0
-    return block_index, offset
+    claim_seconds: float = 0.05  # "downpour": steps claimed at a time, in seconds of work
 
 
 def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
@@ -136,6 +126,14 @@ class ShardCalls:
         for shard, where in zip(shards, ranges, strict=True):
             obj = worker.state.actors.get(shard.key) if shard._address == worker.address else None
             (self.remote if obj is None else self.local).append((obj or shard, where))
+        self.first = min(self.remote + self.local, key=lambda pair: pair[1].start)
+
+    def claim(self, n_steps: int) -> tuple[int, int]:
+        """Up to ``n_steps`` of the epoch's unclaimed steps, from the first shard."""
+        shard, _ = self.first
+        if shard in (obj for obj, _ in self.local):
+            return sync(self.loop, shard.claim, n_steps)
+        return shard.claim(n_steps).result()
 
     def pull(self, min_version: int) -> np.ndarray:
         return self._call("pull", lambda where: (min_version,))
@@ -278,33 +276,46 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
 
 
 def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    """Asynchronous steps claimed from the epoch's budget, about ``claim_seconds`` of work at a
+    time at this unit's pace, until none is left: a slow unit claims fewer."""
+    cursor, pace = carry["cursor"], carry.get("pace")
+    loss_sum, rows, staleness, done = 0.0, 0, [], 0
+    accumulated, n_accumulated = 0, 0
+
+    def push(step: int) -> None:
+        nonlocal accumulated, n_accumulated
+        lr = plan.learning_rate(step)
+        mean_grad = accumulated / n_accumulated
+        staleness.append(calls.push(mean_grad, lr, step, fetched, plan.staleness_aware))
+        accumulated, n_accumulated = 0, 0
+
     started = time.perf_counter()
-    cursor = carry["cursor"]
-    loss_sum, rows, staleness, accumulated, n_accumulated = 0.0, 0, [], 0, 0
-    for i in range(plan.n_steps):
-        step = plan.first_step + i
-        if i % plan.n_fetch == 0:
-            params, fetched = calls.pull_versioned()
-            if not np.isfinite(params).all():
-                seconds = time.perf_counter() - started
-                return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step, "seconds": seconds}
-        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
-        Y, weight = plan.encoder(y, weight, X.dtype)
-        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
-        accumulated, n_accumulated = accumulated + grad, n_accumulated + 1
-        loss_sum += float(batch_loss)
-        rows += Y.shape[0]
-        if n_accumulated == plan.n_push or i == plan.n_steps - 1:
-            mean_grad = accumulated / n_accumulated
-            lr = plan.learning_rate(step)
-            staleness.append(calls.push(mean_grad, lr, step, fetched, plan.staleness_aware))
-            accumulated, n_accumulated = 0, 0
+    while True:
+        first, granted = calls.claim(1 if pace is None else round(plan.claim_seconds / pace) or 1)
+        if granted == 0:
+            break
+        for step in range(first, first + granted):
+            if done % plan.n_fetch == 0:
+                params, fetched = calls.pull_versioned()
+                if not np.isfinite(params).all():
+                    return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step}
+            X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
+            Y, weight = plan.encoder(y, weight, X.dtype)
+            batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+            accumulated, n_accumulated = accumulated + grad, n_accumulated + 1
+            loss_sum += float(batch_loss)
+            rows += Y.shape[0]
+            done += 1
+            if n_accumulated == plan.n_push:
+                push(step)
+        pace = (time.perf_counter() - started) / done
+    if n_accumulated:  # the gradients of the last steps
+        push(step)
     return {
         "loss_sum": loss_sum,
         "rows": rows,
-        "carry": {"cursor": cursor},
+        "carry": {"cursor": cursor, "pace": pace},
         "staleness": staleness,
-        "seconds": time.perf_counter() - started,
     }
 
 
@@ -348,10 +359,9 @@ class ClusterTrainer:
     warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local",
     "downpour" and "ssp": each step uses ``batch_size`` rows, so the rate is unscaled.
 
-    "sync", "backup", "local" and "ssp" run one unit per worker for the whole epoch. "downpour"
-    cuts the epoch into short units (``unit_steps`` at first, then about ``unit_seconds``
-    each at the worker's pace) and keeps ``units_in_flight`` of them queued per worker,
-    refilling as they finish: a slow worker simply does less of the epoch.
+    Every strategy runs one unit per worker for the whole epoch. For "downpour" the epoch's
+    steps are a budget on the parameter server, which the units claim about
+    ``claim_seconds`` of work at a time: a slow worker simply does less of the epoch.
     """
 
     def __init__(
@@ -373,9 +383,7 @@ class ClusterTrainer:
         n_push: int = 1,
         staleness_aware: bool = False,
         staleness_bound: int = 0,
-        unit_steps: int = 8,
-        unit_seconds: float = 0.1,
-        units_in_flight: int = 2,
+        claim_seconds: float = 0.05,
         n_backup: int = 1,
     ) -> None:
         self.client = client
@@ -388,8 +396,7 @@ class ClusterTrainer:
         self.local_steps = local_steps
         self.n_fetch, self.n_push, self.staleness_aware = n_fetch, n_push, staleness_aware
         self.staleness_bound = staleness_bound
-        self.unit_steps, self.unit_seconds = unit_steps, unit_seconds
-        self.units_in_flight = units_in_flight
+        self.claim_seconds = claim_seconds
         self.units = data.units(client)
         # "backup": each step applies the first k - n_backup gradients to arrive
         k = len(self.units) - (min(n_backup, len(self.units) - 1) if strategy == "backup" else 0)
@@ -404,7 +411,6 @@ class ClusterTrainer:
         self.carries: list[dict] | None = None
         self.rounds = 0  # "local": averaging rounds done, the shards' version
         self.dropped = 0  # "backup": late pushes dropped so far
-        self.step_seconds: list[float | None] = [None] * len(self.units)  # "downpour": pace
         self.server: ParameterServer | None = None
         self.name = uuid.uuid4().hex[:8]
 
@@ -431,21 +437,23 @@ class ClusterTrainer:
             self.encoder,
             scaled(self.schedule, lr_factor),
             self.batch_size,
-            state.step,
-            self.steps_per_epoch,
-            self.strategy,
-            self.optimizer,
-            self.local_steps,
-            self.rounds,
-            self.n_fetch,
-            self.n_push,
-            self.staleness_aware,
-            self.staleness_bound,
+            first_step=state.step,
+            n_steps=self.steps_per_epoch,
+            strategy=self.strategy,
+            optimizer=self.optimizer,
+            local_steps=self.local_steps,
+            first_round=self.rounds,
+            n_fetch=self.n_fetch,
+            n_push=self.n_push,
+            staleness_aware=self.staleness_aware,
+            staleness_bound=self.staleness_bound,
+            claim_seconds=self.claim_seconds,
         )
+        steps = self.steps_per_epoch  # per unit; "downpour": in all, claimed by the units
         if self.strategy == "downpour":
-            results = self._run_queued_units(plan)
-        else:
-            results = self._run_one_unit_per_worker(plan)
+            steps *= len(self.units)
+            self.server.open_budget(state.step, steps)
+        results = self._run_one_unit_per_worker(plan)
         diverged = [r["diverged_at"] for _, r in results if "diverged_at" in r]
         params, opt_state, version = self.server.state()
         if diverged or not np.isfinite(params).all():
@@ -453,15 +461,12 @@ class ClusterTrainer:
         if self.strategy == "local":  # the optimizer states live on the units: keep their mean
             self.rounds = version
             opt_state = mean_states([carry["opt_state"] for carry in self.carries])
-        rows_per_unit = [0] * len(self.units)
-        for unit, result in results:
-            rows_per_unit[unit] += result["rows"]
-        steps = sum(rows_per_unit) // self.batch_size if self.strategy == "downpour" else 0
+        rows_per_unit = [result["rows"] for _, result in results]
         new_state = replace(
             state,
             params=params,
             opt_state=opt_state,
-            step=state.step + (steps or self.steps_per_epoch),
+            step=state.step + steps,
             samples=state.samples + sum(rows_per_unit),
         )
         extra = {"samples_per_worker": rows_per_unit}
@@ -500,51 +505,6 @@ class ClusterTrainer:
         if not any("diverged_at" in r for r in results):
             self.carries = [r["carry"] for r in results]
         return list(enumerate(results))
-
-    def _run_queued_units(self, plan: UnitPlan) -> list[tuple[int, dict]]:
-        """Short units, a few queued per worker, refilled as they finish, until the epoch's
-        ``k · steps_per_epoch`` steps are done. Nobody waits for anybody.
-
-        A unit is sized to take about ``unit_seconds`` on its worker, from the worker's last
-        measured pace: a slow worker gets short units, so that the epoch does not wait long
-        for its last one."""
-        budget = len(self.units) * self.steps_per_epoch
-        next_step = plan.first_step
-        unit_of = {}
-
-        def submit(unit: int):
-            nonlocal budget, next_step
-            pace = self.step_seconds[unit]
-            wanted = self.unit_steps if pace is None else round(self.unit_seconds / pace)
-            n_steps = min(max(wanted, 1), budget)
-            budget, first = budget - n_steps, next_step
-            next_step += n_steps
-            carry = self.carries[unit]
-            sizes = self.units[unit][2]
-            rows = n_steps * self.batch_size
-            self.carries[unit] = {"cursor": advance_cursor(sizes, carry["cursor"], rows)}
-            future = self._submit(unit, replace(plan, first_step=first, n_steps=n_steps), carry)
-            unit_of[future.key] = unit
-            return future
-
-        initial = [
-            submit(unit)
-            for _ in range(self.units_in_flight)
-            for unit in range(len(self.units))
-            if budget > 0
-        ]
-        results = []
-        queue = as_completed(initial)
-        for future in queue:
-            unit, result = unit_of[future.key], future.result()
-            results.append((unit, result))
-            if result["rows"]:
-                self.step_seconds[unit] = result["seconds"] * self.batch_size / result["rows"]
-            if "diverged_at" in result:
-                budget = 0
-            if budget > 0:
-                queue.add(submit(unit))
-        return results
 
     def _abort_on_first_error(self, futures: list) -> None:
         """Wait for the units; if one fails, release the others, which wait for its pushes."""

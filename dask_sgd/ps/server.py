@@ -149,6 +149,10 @@ class ParameterServer:
         answers = self._each("push", self._split(grad), [learning_rate] * n, [token] * n)
         return [version for version, _ in answers]
 
+    def open_budget(self, first_step: int, n_steps: int) -> None:
+        """Downpour: the epoch's steps, which the units claim from the first shard."""
+        self.shards[0].open_budget(first_step, n_steps).result()
+
     def snapshot(self) -> list[dict]:
         """Every shard's state; raises if the shards are not at one version."""
         snapshots = self._each("snapshot")

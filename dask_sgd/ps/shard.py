@@ -49,6 +49,7 @@ class ParameterShard:
         self.dropped = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self.clocks = [clock] * n_contributors  # "ssp": pushes each unit has made
+        self._next_step = self._budget_end = 0  # "downpour": the epoch's unclaimed steps
         self._pending: dict[int, tuple[Array, int, float]] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
 
@@ -129,6 +130,17 @@ class ParameterShard:
         """Unit ``unit`` pushes no more: nobody waits for its clock (it stopped on a fault)."""
         self.clocks[unit] = math.inf
         self._wake()
+
+    async def open_budget(self, first_step: int, n_steps: int) -> None:
+        """Downpour: the epoch's steps, ``first_step`` on, which units claim a few at a time."""
+        self._next_step, self._budget_end = first_step, first_step + n_steps
+
+    async def claim(self, n_steps: int) -> tuple[int, int]:
+        """Up to ``n_steps`` unclaimed steps of the epoch: the first one and how many."""
+        first = self._next_step
+        granted = max(0, min(n_steps, self._budget_end - first))
+        self._next_step += granted
+        return first, granted
 
     async def push_sync(
         self, step: int, grad: Array, learning_rate: float, token: Any = None
