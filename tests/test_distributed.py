@@ -345,49 +345,65 @@ def test_local_sgd_with_one_local_step_is_sync_sgd(client):
     assert local.step == sync.step
 
 
-def test_local_sgd_averages_after_every_local_round(client):
+@pytest.mark.parametrize("elastic_rate", [None, 0.5])
+def test_local_sgd_averages_after_every_local_round(client, elastic_rate):
     X, y = make_classification(n_samples=500, n_features=5, random_state=2)
     data = persist_blocks(client, *as_dask_array(X, y, 60), classifier=True, seed=0)
     model = LinearModel(5, 1)
     objective = Objective(model, get_loss("hinge"), get_penalty("l2", alpha=1e-3))
     optimizer = optim.momentum(0.5)
-    trainer = make_trainer(client, data, objective, optimizer, strategy="local", local_steps=4)
+    trainer = make_trainer(
+        client, data, objective, optimizer, strategy="local", local_steps=4,
+        elastic_rate=elastic_rate,
+    )  # fmt: skip
     try:
         units = [client.gather(blocks) for _, blocks, _ in trainer.units]
-        state = fit_epochs(trainer, model, optimizer, epochs=1)
+        state = fit_epochs(trainer, model, optimizer, epochs=2)
     finally:
         data.release()
 
-    # By hand: every unit runs 4 steps of its own momentum SGD, then all take the mean.
+    # By hand: every unit runs 4 steps of its own momentum SGD, then all take the mean, or
+    # (elastic) the center moves half-way to the mean and each copy a quarter of the way to
+    # the center it started the round from, keeping its own course across epochs.
     encoder = TargetEncoder(np.array([0, 1]))
-    params = model.init_params()
-    opt_states = [optimizer.init(params) for _ in units]
+    center = model.init_params()
+    copies = [center] * len(units)
+    opt_states = [optimizer.init(center) for _ in units]
     cursors = [(0, 0)] * len(units)
-    done = 0
-    while done < trainer.steps_per_epoch:
-        n = min(4, trainer.steps_per_epoch - done)
-        ends = []
-        for j, blocks in enumerate(units):
-            batches = []
-            for _ in range(n):
-                Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
-                batches.append((Xb, encoder(yb, None, Xb.dtype)[0], None))
-            unit_state = TrainState(params, opt_states[j], done)
-            unit_state, _, _ = run_minibatches(
-                unit_state, batches, objective, optimizer, schedules.constant(0.1)
-            )
-            ends.append(unit_state.params)
-            opt_states[j] = unit_state.opt_state
-        params = np.mean(ends, axis=0)
-        done += n
-    np.testing.assert_allclose(state.params, params, rtol=1e-10, atol=1e-12)
+    for _ in range(2):
+        done = 0
+        while done < trainer.steps_per_epoch:
+            n = min(4, trainer.steps_per_epoch - done)
+            for j, blocks in enumerate(units):
+                batches = []
+                for _ in range(n):
+                    Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
+                    batches.append((Xb, encoder(yb, None, Xb.dtype)[0], None))
+                unit_state = TrainState(copies[j], opt_states[j], done)
+                unit_state, _, _ = run_minibatches(
+                    unit_state, batches, objective, optimizer, schedules.constant(0.1)
+                )
+                copies[j], opt_states[j] = unit_state.params, unit_state.opt_state
+            mean = np.mean(copies, axis=0)
+            if elastic_rate is None:
+                center = mean
+                copies = [mean] * len(units)
+            else:
+                alpha = elastic_rate / len(units)
+                copies = [copy - alpha * (copy - center) for copy in copies]
+                center = center + elastic_rate * (mean - center)
+            done += n
+    np.testing.assert_allclose(state.params, center, rtol=1e-10, atol=1e-12)
 
 
-def test_local_strategy_parity_with_sklearn(client):
+@pytest.mark.parametrize("elastic_rate", [None, 0.9])
+def test_local_strategy_parity_with_sklearn(client, elastic_rate):
     ours, theirs = held_out(
         load_breast_cancer,
         as_dask_array,
-        lambda seed: SGDClassifier(loss="log_loss", strategy="local", random_state=seed),
+        lambda seed: SGDClassifier(
+            loss="log_loss", strategy="local", elastic_rate=elastic_rate, random_state=seed
+        ),
         lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
     )
     assert abs(ours - theirs) <= 0.02, (ours, theirs)

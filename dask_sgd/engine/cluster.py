@@ -65,6 +65,8 @@ class UnitPlan:
     staleness_aware: bool = False
     staleness_bound: int = 0  # "ssp": clocks a unit may run ahead of the slowest
     claim_seconds: float = 0.05  # "downpour": steps claimed at a time, in seconds of work
+    elastic_rate: float | None = None  # "local": β of elastic averaging; None averages
+    n_units: int = 1
 
 
 def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
@@ -141,8 +143,8 @@ class ShardCalls:
     def push_sync(self, step: int, grad: np.ndarray, lr: float, token) -> np.ndarray:
         return self._call("push_sync", lambda where: (step, grad[where], lr, token))
 
-    def push_average(self, step: int, params: np.ndarray, token) -> np.ndarray:
-        return self._call("push_average", lambda where: (step, params[where], token))
+    def push_average(self, step: int, params: np.ndarray, token, moving_rate=1.0) -> np.ndarray:
+        return self._call("push_average", lambda where: (step, params[where], token, moving_rate))
 
     def pull_versioned(self, min_clock: int | None = None) -> tuple[np.ndarray, dict[int, int]]:
         """θ and each shard's version (keyed by where its slice starts): at once, or once
@@ -242,8 +244,18 @@ def _run_backup_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
 
 
 def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+    """Rounds of ``local_steps`` steps on the unit's own copy, then an averaging round.
+
+    Plain averaging: every copy becomes the mean. Elastic averaging (Zhang et al. 2015) with
+    β = ``elastic_rate`` and α = β / k: the center moves ``θ ← θ + β (mean − θ)`` and each
+    copy is pulled towards the center it started the round from,
+    ``θ_j ← θ_j − α (θ_j − θ)``, keeping its own course between rounds.
+    """
     cursor = carry["cursor"]
-    state = TrainState(calls.pull(plan.first_round), carry["opt_state"], plan.first_step)
+    center = calls.pull(plan.first_round)
+    elastic = plan.elastic_rate is not None
+    own = carry.get("params") if elastic else None
+    state = TrainState(center if own is None else own, carry["opt_state"], plan.first_step)
     loss_sum, rows, done, round_ = 0.0, 0, 0, plan.first_round
 
     def minibatches(n_steps: int):
@@ -261,17 +273,26 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
         except NonFiniteParameters:  # the others still wait for this round: send NaN
             state = replace(state, params=np.full_like(state.params, np.nan))
             batch_loss, batch_rows = 0.0, 0
-        params = calls.push_average(round_, state.params, (round_, unit))
-        state = replace(state, params=params)
+        new_center = calls.push_average(
+            round_, state.params, (round_, unit), 1.0 if not elastic else plan.elastic_rate
+        )
+        if elastic:
+            pulled = state.params - plan.elastic_rate / plan.n_units * (state.params - center)
+            state = replace(state, params=pulled)
+        else:
+            state = replace(state, params=new_center)
+        center = new_center
         loss_sum, rows, done, round_ = (
             loss_sum + batch_loss,
             rows + batch_rows,
             done + n_steps,
             round_ + 1,
         )
-        if not np.isfinite(params).all():  # every unit sees the same average: all stop
+        if not np.isfinite(center).all():  # every unit sees the same center: all stop
             return {"loss_sum": loss_sum, "rows": rows, "diverged_at": state.step}
     carry = {"cursor": cursor, "opt_state": state.opt_state}
+    if elastic:
+        carry["params"] = state.params
     return {"loss_sum": loss_sum, "rows": rows, "carry": carry}
 
 
@@ -384,6 +405,7 @@ class ClusterTrainer:
         staleness_aware: bool = False,
         staleness_bound: int = 0,
         claim_seconds: float = 0.05,
+        elastic_rate: float | None = None,
         n_backup: int = 1,
     ) -> None:
         self.client = client
@@ -397,6 +419,7 @@ class ClusterTrainer:
         self.n_fetch, self.n_push, self.staleness_aware = n_fetch, n_push, staleness_aware
         self.staleness_bound = staleness_bound
         self.claim_seconds = claim_seconds
+        self.elastic_rate = elastic_rate
         self.units = data.units(client)
         # "backup": each step applies the first k - n_backup gradients to arrive
         k = len(self.units) - (min(n_backup, len(self.units) - 1) if strategy == "backup" else 0)
@@ -448,6 +471,8 @@ class ClusterTrainer:
             staleness_aware=self.staleness_aware,
             staleness_bound=self.staleness_bound,
             claim_seconds=self.claim_seconds,
+            elastic_rate=self.elastic_rate,
+            n_units=len(self.units),
         )
         steps = self.steps_per_epoch  # per unit; "downpour": in all, claimed by the units
         if self.strategy == "downpour":

@@ -101,6 +101,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "backup": workers whose gradients a step does without (at least one counts).
     local_steps : int, default=8
         "local": steps each worker takes between two averagings.
+    elastic_rate : float in (0, 1] or None, default=None
+        "local": elastic averaging (EASGD, Zhang et al. 2015) with this moving rate β: the
+        averaged model moves ``β`` of the way to the workers' mean, and each worker is
+        pulled ``β / k`` of the way to it but otherwise keeps its own copy. None: every
+        worker restarts from the mean.
     n_fetch, n_push : int, default=1
         "downpour": steps between two pulls of the parameters, and steps whose mean
         gradient one push carries.
@@ -126,7 +131,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     n_iter_ : int
         Epochs run by the last ``fit`` (1 for ``partial_fit``).
     t_ : int
-        Optimizer updates applied, plus one (scikit-learn's convention).
+        Steps taken, plus one (scikit-learn's convention): optimizer updates in process and
+        for "sync", "backup" and "local"; minibatches for "downpour"; steps per worker for
+        "ssp" (each worker's clock).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string column names.
@@ -134,7 +141,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         One record per epoch: "epoch", "loss" (the training objective, mean loss plus
         penalty, measured on each minibatch before its update: scikit-learn's convergence
         measure), "samples", "wall_time" (seconds since the start of
-        the call), "lr_factor" and, with early stopping, "validation_score".
+        the call), "lr_factor" and, with early stopping, "validation_score". On Dask input
+        also "samples_per_worker"; "dropped" ("backup": late gradients dropped);
+        "staleness_mean", "staleness_max" ("downpour", "ssp": updates applied between a
+        push's pull and the push) and "clock_lead_max" ("ssp": the largest number of steps a
+        worker was ahead of the slowest when it pushed).
 
     Examples
     --------
@@ -182,6 +193,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         strategy="sync",
         n_backup=1,
         local_steps=8,
+        elastic_rate=None,
         n_fetch=1,
         n_push=1,
         staleness_aware_lr=False,
@@ -215,6 +227,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.strategy = strategy
         self.n_backup = n_backup
         self.local_steps = local_steps
+        self.elastic_rate = elastic_rate
         self.n_fetch = n_fetch
         self.n_push = n_push
         self.staleness_aware_lr = staleness_aware_lr

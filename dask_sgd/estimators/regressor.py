@@ -31,8 +31,8 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
-average, batch_size, optimizer, strategy, n_backup, local_steps, n_fetch, n_push, \
-staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epochs
+average, batch_size, optimizer, strategy, n_backup, local_steps, elastic_rate, n_fetch, \
+n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epochs
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -86,6 +86,7 @@ staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epoch
         strategy="sync",
         n_backup=1,
         local_steps=8,
+        elastic_rate=None,
         n_fetch=1,
         n_push=1,
         staleness_aware_lr=False,
@@ -118,6 +119,7 @@ staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epoch
         self.strategy = strategy
         self.n_backup = n_backup
         self.local_steps = local_steps
+        self.elastic_rate = elastic_rate
         self.n_fetch = n_fetch
         self.n_push = n_push
         self.staleness_aware_lr = staleness_aware_lr

@@ -50,7 +50,7 @@ class ParameterShard:
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self.clocks = [clock] * n_contributors  # "ssp": pushes each unit has made
         self._next_step = self._budget_end = 0  # "downpour": the epoch's unclaimed steps
-        self._pending: dict[int, tuple[Array, int, float]] = {}
+        self._pending: dict[int, tuple[Array, int, Callable[[Array], None]]] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
 
     # --- the seed's interface ------------------------------------------------------------------
@@ -152,37 +152,45 @@ class ParameterShard:
         order); every caller then receives the new parameters. A gradient for a step that
         was already applied (a backup worker's late push) is dropped and counted.
         """
-        return await self._contribute(step, grad, learning_rate, token)
+        return await self._contribute(
+            step, grad, token, lambda mean: self._apply(mean, learning_rate)
+        )
 
-    async def push_average(self, step: int, params: Array, token: Any = None) -> tuple[Array, int]:
-        """Contribute parameters to averaging round ``step``; return their mean.
+    async def push_average(
+        self, step: int, params: Array, token: Any = None, moving_rate: float = 1.0
+    ) -> tuple[Array, int]:
+        """Contribute parameters to averaging round ``step``; return the new parameters.
 
         Local SGD: the shard's parameters become the mean of the ``n_contributors`` vectors
         (no optimizer step), with the same ordering and once-per-token rules as
-        :meth:`push_sync`.
+        :meth:`push_sync`. Elastic averaging (``moving_rate`` β < 1) moves them only that
+        far towards the mean: ``θ ← θ + β (mean − θ)``.
         """
-        return await self._contribute(step, params, None, token)
 
-    async def _contribute(self, step: int, value: Array, learning_rate, token) -> tuple[Array, int]:
+        def average(mean: Array) -> None:
+            moved = mean if moving_rate == 1 else self.params + moving_rate * (mean - self.params)
+            self.params = moved.astype(self.params.dtype, copy=False)
+
+        return await self._contribute(step, params, token, average)
+
+    async def _contribute(self, step: int, value: Array, token, apply) -> tuple[Array, int]:
+        """Add ``value`` to step ``step``; once it has every contribution, ``apply`` their mean."""
         if step < self.version:  # late: the step was applied without it (backup workers)
             self.dropped += 1
         elif not self._seen(token):
             self.pushes += 1
-            total, count, rate = self._pending.get(step, (0, 0, learning_rate))
-            self._pending[step] = (total + value, count + 1, rate)
+            total, count, first_apply = self._pending.get(step, (0, 0, apply))
+            self._pending[step] = (total + value, count + 1, first_apply)
             self._apply_ready_steps()
         return await self.pull(step + 1)
 
     def _apply_ready_steps(self) -> None:
         while self.version in self._pending:
-            total, count, rate = self._pending[self.version]
+            total, count, apply = self._pending[self.version]
             if count < self.n_contributors:
                 return
             del self._pending[self.version]
-            if rate is None:  # an averaging round
-                self.params = (total / count).astype(self.params.dtype, copy=False)
-            else:
-                self._apply(total / count, rate)
+            apply(total / count)
             self._advance()
 
     # --- consistency ---------------------------------------------------------------------------
