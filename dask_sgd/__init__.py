@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dask_sgd.estimators import SGDClassifier, SGDRegressor
+from dask_sgd.estimators._checkpoint import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["SGDClassifier", "SGDRegressor", "__version__"]
+__all__ = ["SGDClassifier", "SGDRegressor", "__version__", "load", "save"]

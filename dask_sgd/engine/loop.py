@@ -64,10 +64,13 @@ def train_epochs(
     validation_score: Callable[[TrainState], float] | None = None,
     first_epoch: int = 1,
     verbose: int = 0,
+    on_epoch: Callable[[TrainState, list[dict], bool], None] | None = None,
 ) -> EpochResult:
     """Run up to ``max_iter`` epochs, recording one history entry per epoch.
 
-    A step that leaves non-finite parameters raises ``ValueError`` naming the epoch.
+    ``on_epoch(state, history, finished)`` runs after every epoch (to write a checkpoint);
+    ``finished`` is true after the last one. A step that leaves non-finite parameters raises
+    ``ValueError`` naming the epoch.
     """
     history: list[dict] = []
     started = time.perf_counter()
@@ -100,7 +103,10 @@ def train_epochs(
                 f"-- Epoch {epoch}: avg. loss {record['loss']:.6f}{extra}, "
                 f"{rows} samples, {record['wall_time']:.2f} s"
             )
-        if monitor.observe(record["loss"], score):
+        converged = monitor.observe(record["loss"], score)
+        if on_epoch is not None:
+            on_epoch(state, history, converged or n_iter == max_iter)
+        if converged:
             if verbose:
                 print(f"Convergence after {n_iter} epochs took {record['wall_time']:.2f} seconds")
             return EpochResult(state, history, n_iter, True)

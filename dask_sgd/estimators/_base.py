@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from dataclasses import replace
 from functools import wraps
 from numbers import Integral, Real
 from typing import ClassVar
@@ -16,11 +18,18 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from dask_sgd import optim
 from dask_sgd.blocks import is_dask_collection, persist_blocks
+from dask_sgd.checkpoint import checkpoint_exists, load_checkpoint
 from dask_sgd.data import TargetEncoder, validation_split
 from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.local import iterate_minibatches
 from dask_sgd.engine.loop import ConvergenceMonitor, EpochResult, train_epochs
 from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.estimators._checkpoint import (
+    check_resumable,
+    restore_monitor,
+    restore_training_state,
+    write_training_checkpoint,
+)
 from dask_sgd.estimators._dask import check_dask_features, current_client
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
@@ -65,6 +74,7 @@ class BaseSGD(BaseEstimator):
         "n_shards": [Interval(Integral, 1, None, closed="left"), None],
         "scale_learning_rate": ["boolean"],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "checkpoint_path": [str, os.PathLike, None],
     }
 
     # --- what subclasses define -------------------------------------------------------------
@@ -232,7 +242,7 @@ class BaseSGD(BaseEstimator):
                 state, batches, objective, optimizer, learning_rate, average_start
             )
 
-        self._run_epochs(run_epoch, state, model, max_iter, is_partial, validation_score)
+        self._run_epochs(run_epoch, state, model, max_iter, is_partial, validation_score, rng)
 
     def _fit_dask(
         self,
@@ -308,23 +318,58 @@ class BaseSGD(BaseEstimator):
         """
         return TargetEncoder()
 
-    def _run_epochs(self, run_epoch, state, model, max_iter, is_partial, validation_score=None):
+    def _run_epochs(
+        self, run_epoch, state, model, max_iter, is_partial, validation_score=None, rng=None
+    ):
+        """Train up to ``max_iter`` epochs and store the result.
+
+        With ``checkpoint_path``, a checkpoint is written after every epoch, and ``fit``
+        first resumes from an unfinished fit's checkpoint there: its state, stopping rule,
+        history and, in process, the shuffling generator ``rng``.
+        """
         monitor = ConvergenceMonitor(
             tol=None if is_partial else self.tol,
             n_iter_no_change=self.n_iter_no_change,
             adaptive_eta0=self.eta0 if self.learning_rate == "adaptive" else None,
         )
         history = list(getattr(self, "history_", [])) if is_partial else []
+        path, epochs_done = self.checkpoint_path, 0
+        if path is not None and not is_partial and checkpoint_exists(path):
+            arrays, meta = load_checkpoint(path)
+            if not meta.get("complete", True):
+                check_resumable(meta, self, model)
+                state = restore_training_state(arrays, meta, state)
+                restore_monitor(meta, monitor)
+                if rng is not None and meta.get("rng") is not None:
+                    rng.bit_generator.state = meta["rng"]
+                history, epochs_done = meta["history"], meta["epochs_done"]
+
+        def write_checkpoint(state, new_history, finished):
+            write_training_checkpoint(
+                path,
+                self,
+                model,
+                state,
+                epochs_done=epochs_done + len(new_history),
+                monitor=monitor,
+                history=history + new_history,
+                rng=rng,
+                complete=finished or is_partial,
+            )
+
         result = train_epochs(
             run_epoch,
             state,
-            max_iter=max_iter,
+            max_iter=max(max_iter - epochs_done, 0),
             monitor=monitor,
             validation_score=validation_score,
             first_epoch=len(history) + 1,
             verbose=self.verbose,
+            on_epoch=None if path is None else write_checkpoint,
         )
-        self._finish(model, result, history, is_partial)
+        self._finish(
+            model, replace(result, n_iter=result.n_iter + epochs_done), history, is_partial
+        )
 
     def _finish(self, model: LinearModel, result: EpochResult, history: list, is_partial: bool):
         if not is_partial and not result.converged and self.tol is not None and result.n_iter > 1:

@@ -122,6 +122,12 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     warmup_epochs : float, default=1.0
         Dask input: the scaled learning rate is reached gradually, from the unscaled one,
         over this many epochs (0 turns warmup off).
+    checkpoint_path : str, path or None, default=None
+        A directory (or fsspec URL) where a checkpoint is written after every epoch of
+        ``fit`` and after every ``partial_fit``: numeric arrays and a JSON manifest, no
+        pickle, written atomically. If it holds the checkpoint of an unfinished ``fit``
+        of the same model, ``fit`` resumes from there (exactly, in process; on Dask, the
+        workers' positions in their blocks restart). :func:`dask_sgd.load` reads it.
 
     Attributes
     ----------
@@ -201,6 +207,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
+        checkpoint_path=None,
     ):
         self.loss = loss
         self.penalty = penalty
@@ -235,6 +242,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs
+        self.checkpoint_path = checkpoint_path
 
     @_fit_context(prefer_skip_nested_validation=True)
     @keep_state_on_error

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.shard import ParameterShard
 
@@ -29,18 +30,9 @@ def shard_ranges(size: int, n_shards: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
-def _map_tree(fn, *trees):
-    """Apply ``fn`` to the leaves of tuples and named tuples of arrays (optimizer states)."""
-    first = trees[0]
-    if isinstance(first, tuple):
-        children = [_map_tree(fn, *group) for group in zip(*trees, strict=True)]
-        return type(first)(*children) if hasattr(first, "_fields") else tuple(children)
-    return fn(*trees)
-
-
 def split_state(state: Any, ranges: list[slice]) -> list[Any]:
     """Each shard's part of an optimizer state: vectors are sliced, scalars are copied."""
-    return [_map_tree(lambda leaf, r=r: leaf[r] if np.ndim(leaf) else leaf, state) for r in ranges]
+    return [map_tree(lambda leaf, r=r: leaf[r] if np.ndim(leaf) else leaf, state) for r in ranges]
 
 
 def join_states(states: list[Any]) -> Any:
@@ -49,7 +41,7 @@ def join_states(states: list[Any]) -> Any:
     def join(*leaves):
         return np.concatenate(leaves) if np.ndim(leaves[0]) else leaves[0]
 
-    return _map_tree(join, *states)
+    return map_tree(join, *states)
 
 
 def mean_states(states: list[Any]) -> Any:
@@ -58,7 +50,7 @@ def mean_states(states: list[Any]) -> Any:
     def mean(*leaves):
         return np.mean(leaves, axis=0).astype(leaves[0].dtype) if np.ndim(leaves[0]) else leaves[0]
 
-    return _map_tree(mean, *states)
+    return map_tree(mean, *states)
 
 
 @dataclass
