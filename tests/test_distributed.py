@@ -16,8 +16,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.cluster import ClusterTrainer, take_rows
+from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.engine.units import take_rows
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ import numpy as np
 from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.shard import ParameterShard
+
+logger = logging.getLogger(__name__)
 
 Array = Any
 
@@ -64,6 +67,7 @@ class ParameterServer:
     shards: list[Any]
     ranges: list[slice]
     futures: list[Any]
+    name: str = ""
 
     @classmethod
     def start(
@@ -108,7 +112,7 @@ class ParameterServer:
             )
             for index, where in enumerate(ranges)
         ]
-        return cls(client.gather(futures), ranges, futures)
+        return cls(client.gather(futures), ranges, futures, name)
 
     def _each(self, method: str, *args_per_shard: list) -> list:
         calls = [
@@ -159,8 +163,19 @@ class ParameterServer:
         params = np.concatenate([s["params"] for s in snapshots])
         return params, join_states([s["opt_state"] for s in snapshots]), snapshots[0]["version"]
 
-    def abort(self, reason: str) -> None:
-        self._each("abort", [reason] * len(self.shards))
+    def abort(self, reason: str, skip: list[int] = ()) -> None:
+        """Fail every waiting and future pull on the shards, except those in ``skip`` (lost)."""
+        calls = [s.abort(reason) for i, s in enumerate(self.shards) if i not in skip]
+        for call in calls:
+            try:
+                call.result()
+            except (OSError, ValueError) as error:  # lost meanwhile: nobody waits on it
+                logger.debug("Could not abort a shard: %r", error)
+
+    def versions(self, skip: list[int] = ()) -> list[int]:
+        """Each shard's version, except those in ``skip`` (lost)."""
+        calls = [s.stats() for i, s in enumerate(self.shards) if i not in skip]
+        return [call.result()["version"] for call in calls]
 
     def restore(self, snapshots: list[dict]) -> None:
         self._each("restore", snapshots)
