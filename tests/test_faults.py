@@ -8,19 +8,27 @@ fit of the same data and seed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_worker
 from sklearn.datasets import make_classification
 
-from dask_sgd import optim, schedules
+import dask_sgd
+from dask_sgd import SGDClassifier, optim, schedules
 from dask_sgd.blocks import persist_blocks
+from dask_sgd.checkpoint import checkpoint_exists
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.cluster import ClusterTrainer
+from dask_sgd.engine.cluster import ClusterTrainer, TrainingFailed
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
@@ -137,3 +145,81 @@ def test_the_worker_holding_the_shard_dies_and_the_fit_goes_on(
     assert len(recoveries) == 1, records
     assert recoveries[0]["updates_lost"] <= snapshot_steps * (3 if strategy == "ssp" else 1)
     assert abs(loss - undisturbed[strategy]) <= 0.01 * undisturbed[strategy], (loss, undisturbed)
+
+
+# --- losing everything ----------------------------------------------------------------------
+
+
+def after_first_checkpoint(path, action) -> threading.Thread:
+    """Run ``action`` in a thread once the checkpoint at ``path`` exists (mid-fit)."""
+
+    def wait_then_act():
+        deadline = time.monotonic() + 60
+        while not checkpoint_exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        action()
+
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
+
+
+def fit_until_it_fails(path, match: str) -> float:
+    """Fit with checkpoints until the cluster goes away; the seconds the fit took."""
+    X, y = make_classification(n_samples=20_000, n_features=N_FEATURES, random_state=0)
+    clf = SGDClassifier(max_iter=200, tol=None, batch_size=16, checkpoint_path=path)
+    started = time.monotonic()
+    with pytest.raises(TrainingFailed, match=match):
+        clf.fit(da.from_array(X, chunks=2000), da.from_array(y, chunks=2000))
+    assert not hasattr(clf, "coef_")  # a failed fit leaves the estimator as it was
+    loaded = dask_sgd.load(path)  # the last checkpoint loads, and predicts
+    assert 1 <= loaded.n_iter_ < 200
+    assert loaded.score(X, y) > 0.6  # trained: well above chance
+    return time.monotonic() - started
+
+
+@pytest.mark.timeout(120)
+def test_losing_every_worker_fails_the_fit_in_bounded_time(tmp_path):
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        dask.config.set({"dask-sgd.no-workers-timeout": 3}),
+    ):
+
+        def kill_every_worker():
+            for nanny in cluster.workers.values():
+                nanny.close_gracefully("test: no restart")  # the Nanny closes, not restarts
+            with contextlib.suppress(OSError):  # the workers die before they answer
+                client.run(os._exit, 1)
+
+        after_first_checkpoint(tmp_path, kill_every_worker)
+        fit_until_it_fails(tmp_path, "all workers were lost")
+
+
+@pytest.mark.timeout(120)
+def test_losing_the_scheduler_fails_the_fit_at_once(tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    cli = [sys.executable, "-m"]
+    scheduler = subprocess.Popen(
+        [*cli[:2], "distributed.cli.dask_scheduler", "--scheduler-file", str(scheduler_file),
+         "--port", "0", "--dashboard-address", ":0"],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers = subprocess.Popen(
+        [*cli[:2], "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+         "--nthreads", "1", "--nworkers", "2"],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while not scheduler_file.exists():
+            time.sleep(0.1)
+        with Client(scheduler_file=str(scheduler_file)) as client:
+            client.wait_for_workers(2, timeout=60)
+            killed = []
+            after_first_checkpoint(tmp_path / "run", lambda: killed.append(scheduler.kill()))
+            seconds = fit_until_it_fails(tmp_path / "run", "Lost the connection to the Dask")
+            assert killed and seconds < 60
+    finally:
+        scheduler.kill()
+        workers.kill()
+        workers.wait(30)

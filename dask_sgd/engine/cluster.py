@@ -17,6 +17,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+import dask.config
 import numpy as np
 from distributed import wait
 
@@ -79,7 +80,7 @@ class ClusterTrainer:
         n_backup: int = 1,
         snapshot_steps: int = 1000,
         max_recoveries: int = 10,
-        no_workers_timeout: float = 60.0,
+        no_workers_timeout: float | None = None,
     ) -> None:
         self.client = client
         self.objective = objective
@@ -107,7 +108,10 @@ class ClusterTrainer:
         # "local" averages at the end of a segment: segments are whole rounds
         rounds = max(snapshot_steps // local_steps, 1) if strategy == "local" else 0
         self.segment_steps = rounds * local_steps or snapshot_steps
-        self.max_recoveries, self.no_workers_timeout = max_recoveries, no_workers_timeout
+        self.max_recoveries = max_recoveries
+        if no_workers_timeout is None:  # seconds without a worker before a fit gives up
+            no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
+        self.no_workers_timeout = float(no_workers_timeout)
         self.carries: list[dict] | None = None
         self.rounds = 0  # "local": averaging rounds done, the shards' version
         self.version = 0  # the shards' version at the last snapshot
@@ -280,11 +284,13 @@ class ClusterTrainer:
             self._raise_if_shards_lost()
 
     def _alive_workers(self) -> set[str]:
+        lost = f"Lost the connection to the Dask scheduler (client {self.client.status})."
         if self.client.status != "running":
-            raise TrainingFailed(
-                f"Lost the connection to the Dask scheduler (client {self.client.status})."
-            )
-        return set(self.client.scheduler_info(n_workers=-1)["workers"])
+            raise TrainingFailed(lost)
+        try:
+            return set(self.client.scheduler_info(n_workers=-1)["workers"])
+        except OSError as error:
+            raise TrainingFailed(lost) from error
 
     def _lost_shards(self) -> list[int]:
         alive = self._alive_workers()

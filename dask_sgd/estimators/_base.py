@@ -74,6 +74,7 @@ class BaseSGD(BaseEstimator):
         "n_shards": [Interval(Integral, 1, None, closed="left"), None],
         "scale_learning_rate": ["boolean"],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "snapshot_steps": [Interval(Integral, 1, None, closed="left")],
         "checkpoint_path": [str, os.PathLike, None],
     }
 
@@ -301,6 +302,7 @@ class BaseSGD(BaseEstimator):
                 staleness_aware=self.staleness_aware_lr,
                 staleness_bound=self.staleness_bound,
                 n_backup=self.n_backup,
+                snapshot_steps=self.snapshot_steps,
             )
             try:
                 self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)

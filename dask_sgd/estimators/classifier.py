@@ -122,6 +122,12 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     warmup_epochs : float, default=1.0
         Dask input: the scaled learning rate is reached gradually, from the unscaled one,
         over this many epochs (0 turns warmup off).
+    snapshot_steps : int, default=1000
+        Dask input: the client keeps a consistent snapshot of the parameter server every
+        this many steps. If a worker holding a shard dies, the shards are recreated from
+        the last snapshot on the surviving workers and training goes on: at most this
+        many steps are lost (``history_[i]["recoveries"]``). Smaller costs a little time per
+        snapshot (one round of task submissions).
     checkpoint_path : str, path or None, default=None
         A directory (or fsspec URL) where a checkpoint is written after every epoch of
         ``fit`` and after every ``partial_fit``: numeric arrays and a JSON manifest, no
@@ -151,7 +157,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         also "samples_per_worker"; "dropped" ("backup": late gradients dropped);
         "staleness_mean", "staleness_max" ("downpour", "ssp": updates applied between a
         push's pull and the push) and "clock_lead_max" ("ssp": the largest number of steps a
-        worker was ahead of the slowest when it pushed).
+        worker was ahead of the slowest when it pushed); "recoveries" when a parameter-server
+        shard was lost in that epoch: for each, the step of the snapshot it restarted
+        from, the updates lost and the reason.
 
     Examples
     --------
@@ -207,6 +215,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
+        snapshot_steps=1000,
         checkpoint_path=None,
     ):
         self.loss = loss
@@ -242,6 +251,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs
+        self.snapshot_steps = snapshot_steps
         self.checkpoint_path = checkpoint_path
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -33,7 +33,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
 average, batch_size, optimizer, strategy, n_backup, local_steps, elastic_rate, n_fetch, \
 n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epochs, \
-checkpoint_path
+snapshot_steps, checkpoint_path
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -95,6 +95,7 @@ checkpoint_path
         n_shards=None,
         scale_learning_rate=True,
         warmup_epochs=1.0,
+        snapshot_steps=1000,
         checkpoint_path=None,
     ):
         self.loss = loss
@@ -129,6 +130,7 @@ checkpoint_path
         self.n_shards = n_shards
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs
+        self.snapshot_steps = snapshot_steps
         self.checkpoint_path = checkpoint_path
 
     @_fit_context(prefer_skip_nested_validation=True)
