@@ -14,14 +14,17 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_worker
+from distributed.chaos import KillWorker
 from sklearn.datasets import make_classification
+from sklearn.metrics import log_loss
 
 import dask_sgd
 from dask_sgd import SGDClassifier, optim, schedules
@@ -38,49 +41,55 @@ N_FEATURES = 5
 CALLS: dict[str, int] = {}  # gradients computed in this worker process, per marker
 
 
-def first_to_create(path: str) -> bool:
-    """Create ``path``; False if some process did first (so that only one worker dies)."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class KillingObjective(Objective):
-    """The real objective; the ``at_call``-th gradient on a victim worker kills it (once)."""
+    """The real objective; the ``at_call``-th gradient on worker ``victim`` kills it, once
+    (the ``marker`` file says it happened)."""
 
-    victim: str = ""  # "shard": the worker holding a shard; "no shard": one without
+    victim: str = ""  # a worker's address
     at_call: int = 0
     marker: str = ""
 
     def loss_and_grad(self, theta, X, y, sample_weight=None):
-        worker = get_worker()
-        holds_shard = bool(worker.state.actors)
-        if self.victim and (self.victim == "shard") == holds_shard:
+        if get_worker().address == self.victim and not os.path.exists(self.marker):
             CALLS[self.marker] = CALLS.get(self.marker, 0) + 1
-            if CALLS[self.marker] == self.at_call and first_to_create(self.marker):
+            if CALLS[self.marker] == self.at_call:
+                Path(self.marker).touch()
                 os._exit(1)
         return super().loss_and_grad(theta, X, y, sample_weight)
 
 
-@pytest.fixture(scope="module")
-def client():
+def nanny_cluster():
     """Three worker processes, each under a Nanny that restarts it when it dies."""
-    with (
-        LocalCluster(n_workers=3, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
+    return LocalCluster(n_workers=3, threads_per_worker=1, dashboard_address=":0")
+
+
+@pytest.fixture
+def client():
+    """A fresh cluster per test: a Nanny whose restarted worker registers before the
+    scheduler has removed the dead one (under the same name) gives up, so a cluster that
+    has seen deaths may stay a worker short."""
+    with nanny_cluster() as cluster, Client(cluster) as client:
         yield client
 
 
-def train(client, *, victim="", at_call=0, marker="", epochs=3, **options):
-    """Train logistic regression with plain SGD; return the final training loss and trainer."""
+def wait_for_every_worker(client, n_workers: int = 3) -> None:
+    """Until the scheduler has ``n_workers`` workers (a Nanny restarts a dead one)."""
+    deadline = time.monotonic() + 60
+    while len(client.scheduler_info(n_workers=-1)["workers"]) < n_workers:
+        assert time.monotonic() < deadline, "a worker did not come back"
+        time.sleep(0.1)
+
+
+def train(client, *, victim="", at_call=0, marker="", epochs=2, **options):
+    """Train logistic regression with plain SGD, two epochs; in the second, the worker
+    holding the shard (``victim="shard"``) or another (``"no shard"``) dies at its
+    ``at_call``-th gradient. Return the final training loss and the history records."""
+    wait_for_every_worker(client)  # the victim of a previous test is back
     X, y = make_classification(n_samples=3000, n_features=N_FEATURES, random_state=0)
     model = LinearModel(N_FEATURES, 1)
     loss, penalty = get_loss("log_loss"), get_penalty("l2", alpha=1e-4)
-    objective = KillingObjective(model, loss, penalty, victim, at_call, marker)
+    objective = KillingObjective(model, loss, penalty)
     data = persist_blocks(
         client, da.from_array(X, chunks=500), da.from_array(y, chunks=500), classifier=True, seed=0
     )
@@ -93,13 +102,19 @@ def train(client, *, victim="", at_call=0, marker="", epochs=3, **options):
         schedules.constant(0.05),
         encoder,
         batch_size=16,
-        n_shards=1,
-        **options,
+        **{"n_shards": 1, **options},
     )
     state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
     records = []
     try:
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if epoch == 1 and victim:  # the shard exists: choose the victim by its address
+                holder = trainer.server.shards[0]._address
+                others = sorted(set(client.scheduler_info(n_workers=-1)["workers"]) - {holder})
+                address = holder if victim == "shard" else others[0]
+                trainer.objective = replace(
+                    objective, victim=address, at_call=at_call, marker=marker
+                )
             state, _, _, extra = trainer.run_epoch(state, 1.0)
             records.append(extra)
     finally:
@@ -110,24 +125,34 @@ def train(client, *, victim="", at_call=0, marker="", epochs=3, **options):
     return float(total) / len(X), records
 
 
+STRATEGIES = ["sync", "backup", "local", "downpour", "ssp"]
+#: Final loss against the undisturbed run's: 1 %; asynchronous runs differ by up to about
+#: 1 % from each other undisturbed (pushes apply in arrival order), so 2 % for those
+TOLERANCE = {"sync": 0.01, "backup": 0.01, "local": 0.01, "downpour": 0.02, "ssp": 0.02}
+
+
 @pytest.fixture(scope="module")
-def undisturbed(client):
-    return {strategy: train(client, strategy=strategy)[0] for strategy in ("sync", "local", "ssp")}
+def undisturbed():
+    with nanny_cluster() as cluster, Client(cluster) as client:
+        return {strategy: train(client, strategy=strategy)[0] for strategy in STRATEGIES}
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("strategy", ["sync", "local", "ssp"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_worker_without_a_shard_dies_and_the_fit_goes_on(client, undisturbed, tmp_path, strategy):
     loss, records = train(
-        client, victim="no shard", at_call=40, marker=str(tmp_path / "killed"), strategy=strategy
+        client, victim="no shard", at_call=20, marker=str(tmp_path / "killed"), strategy=strategy
     )
     assert (tmp_path / "killed").exists()
     assert not any("recoveries" in r for r in records)  # Dask reran the unit; no rollback
-    assert abs(loss - undisturbed[strategy]) <= 0.01 * undisturbed[strategy], (loss, undisturbed)
+    assert abs(loss - undisturbed[strategy]) <= TOLERANCE[strategy] * undisturbed[strategy], (
+        loss,
+        undisturbed,
+    )
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("strategy", ["sync", "local", "ssp"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_the_worker_holding_the_shard_dies_and_the_fit_goes_on(
     client, undisturbed, tmp_path, strategy
 ):
@@ -135,16 +160,56 @@ def test_the_worker_holding_the_shard_dies_and_the_fit_goes_on(
     loss, records = train(
         client,
         victim="shard",
-        at_call=40,
+        at_call=20,
         marker=str(tmp_path / "killed"),
         strategy=strategy,
         snapshot_steps=snapshot_steps,
+        n_shards=3,  # one per worker: the two that survive tell how far training had got
     )
     assert (tmp_path / "killed").exists()
     recoveries = [rec for r in records for rec in r.get("recoveries", [])]
     assert len(recoveries) == 1, records
-    assert recoveries[0]["updates_lost"] <= snapshot_steps * (3 if strategy == "ssp" else 1)
-    assert abs(loss - undisturbed[strategy]) <= 0.01 * undisturbed[strategy], (loss, undisturbed)
+    assert recoveries[0]["steps_redone"] <= snapshot_steps
+    # updates: steps for sync and backup, rounds for local, pushes of 3 workers otherwise
+    per_step = 3 if strategy in ("ssp", "downpour") else 1
+    assert 0 <= recoveries[0]["updates_lost"] <= snapshot_steps * per_step, recoveries
+    assert abs(loss - undisturbed[strategy]) <= TOLERANCE[strategy] * undisturbed[strategy], (
+        loss,
+        undisturbed,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_chaos_the_fit_completes_or_names_its_failure_and_never_hangs(client, tmp_path):
+    """Random workers die (distributed's KillWorker plugin) for a few seconds mid-fit."""
+    wait_for_every_worker(client)
+    X, y = make_classification(n_samples=8000, n_features=N_FEATURES, random_state=0)
+    dX, dy = da.from_array(X, chunks=500), da.from_array(y, chunks=500)
+    params = dict(loss="log_loss", optimizer="adagrad", learning_rate="constant", eta0=0.1)
+    params |= dict(batch_size=16, max_iter=3, tol=None, random_state=0, snapshot_steps=25)
+
+    def training_loss(clf):
+        return log_loss(y, clf.predict_proba(X))
+
+    undisturbed = training_loss(SGDClassifier(**params).fit(dX, dy))
+
+    def start_chaos():
+        client.register_plugin(KillWorker(delay="3 s", mode="segfault"), name="chaos")
+        time.sleep(5)
+        with contextlib.suppress(OSError):  # a worker may die as it is told
+            client.unregister_worker_plugin("chaos")
+
+    chaos = after_first_checkpoint(tmp_path, start_chaos)
+    clf = SGDClassifier(checkpoint_path=tmp_path, **params)
+    try:
+        clf.fit(dX, dy)
+    except TrainingFailed:
+        assert not hasattr(clf, "coef_")
+    else:
+        assert abs(training_loss(clf) - undisturbed) <= 0.02 * undisturbed
+    chaos.join()
+    dask_sgd.load(tmp_path).predict(X)  # the checkpoint stays loadable
+    wait_for_every_worker(client)  # the Nannies brought every worker back
 
 
 # --- losing everything ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import dask.config
 import numpy as np
-from distributed import wait
+from distributed import KilledWorker, wait
 
 from dask_sgd.blocks import DaskTrainingData
 from dask_sgd.data import TargetEncoder
@@ -174,20 +174,31 @@ class ClusterTrainer:
             try:
                 return self._try_segment(state, lr_factor, n_steps)
             except ShardLost as lost:
-                if len(self.recoveries) >= self.max_recoveries:
-                    raise TrainingFailed(
-                        f"{len(self.recoveries)} parameter-server recoveries in this fit, the "
-                        f"most allowed; the last: {lost}"
-                    ) from None
-                updates_lost = self._updates_since(snapshot[2])
-                logger.warning("%s; restarting from the snapshot at step %d", lost, state.step)
-                self.server.close()
-                self.carries, self.rounds, self.version = snapshot
-                self._wait_for_workers()
-                self._start_server(state)
-                self.recoveries.append(
-                    {"step": state.step, "updates_lost": updates_lost, "reason": str(lost)}
+                self._recover(state, snapshot, n_steps, str(lost))
+
+    def _recover(self, state: TrainState, snapshot: tuple, n_steps: int, reason: str) -> None:
+        """New shards on the surviving workers, holding the snapshot ``state``; the segment's
+        ``n_steps`` steps will be redone. ``history_`` records the updates the surviving
+        shards had applied since the snapshot (None when no shard survived to tell)."""
+        while True:
+            if len(self.recoveries) >= self.max_recoveries:
+                raise TrainingFailed(
+                    f"{len(self.recoveries)} parameter-server recoveries in this fit, the most "
+                    f"allowed; the last: {reason}"
                 )
+            logger.warning("%s; restarting from the snapshot at step %d", reason, state.step)
+            self.recoveries.append(
+                {"step": state.step, "steps_redone": n_steps,
+                 "updates_lost": self._updates_since(snapshot[2]), "reason": reason}
+            )  # fmt: skip
+            self.server.close()
+            self.carries, self.rounds, self.version = snapshot
+            self._wait_for_workers()
+            try:
+                self._start_server(state)
+                return
+            except (RuntimeError, OSError) as error:  # a worker died as the shards started
+                reason = f"starting the shards failed: {error!r}"
 
     def _try_segment(self, state: TrainState, lr_factor: float, n_steps: int):
         plan = UnitPlan(
@@ -222,6 +233,10 @@ class ClusterTrainer:
             raise
         except Exception as error:  # a unit or a call failed: was it a lost shard?
             self._raise_if_shards_lost(grace=2.0, cause=error)
+            if isinstance(error, KilledWorker):
+                raise TrainingFailed(
+                    f"Workers kept dying under a training task: {error}"
+                ) from error
             raise
         diverged = [r["diverged_at"] for _, r in results if "diverged_at" in r]
         if diverged or not np.isfinite(params).all():
@@ -315,10 +330,16 @@ class ClusterTrainer:
         """Release every unit that waits on a shard still alive."""
         self.server.abort("a training unit failed or a shard was lost", skip=lost)
 
-    def _updates_since(self, version: int) -> int:
-        """Updates the surviving shards applied since ``version``: what the rollback undoes."""
-        versions = self.server.versions(skip=self._lost_shards())
-        return max([v - version for v in versions], default=0)
+    def _updates_since(self, version: int) -> int | None:
+        """Updates the surviving shards applied since ``version``: what the rollback undoes
+        (None if no shard can tell)."""
+        if not self.server.shards:
+            return None
+        try:
+            versions = self.server.versions(skip=self._lost_shards())
+        except (RuntimeError, OSError):  # another shard was lost meanwhile
+            return None
+        return max([v - version for v in versions], default=None)
 
     def _wait_for_workers(self) -> None:
         """Wait (up to ``no_workers_timeout``) until some worker is there to take the shards."""

@@ -92,6 +92,8 @@ class ParameterServer:
                 f"{optimizer!r} is not elementwise: shards cannot apply it to their own slices."
             )
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            raise RuntimeError("No Dask worker to hold the parameter-server shards.")
         n_shards = min(n_shards or len(workers), params.size)
         ranges = shard_ranges(params.size, n_shards)
         states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
@@ -112,7 +114,12 @@ class ParameterServer:
             )
             for index, where in enumerate(ranges)
         ]
-        return cls(client.gather(futures), ranges, futures, name)
+        try:
+            return cls(client.gather(futures), ranges, futures, name)
+        except BaseException:
+            for future in futures:  # release the shards that did start
+                future.release()
+            raise
 
     def _each(self, method: str, *args_per_shard: list) -> list:
         calls = [
