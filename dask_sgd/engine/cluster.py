@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -51,9 +50,9 @@ class ClusterTrainer:
     warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local",
     "downpour" and "ssp": each step uses ``batch_size`` rows, so the rate is unscaled.
 
-    Every strategy runs one unit per worker for the whole epoch. For "downpour" the epoch's
-    steps are a budget on the parameter server, which the units claim about
-    ``claim_seconds`` of work at a time: a slow worker simply does less of the epoch.
+    Every strategy runs one unit per worker for each segment of an epoch. For "downpour" the
+    segment's steps are a budget on the parameter server, which the units claim about
+    ``claim_seconds`` of work at a time: a slow worker simply does less of the work.
     """
 
     def __init__(
@@ -118,7 +117,6 @@ class ClusterTrainer:
         self.dropped = 0  # "backup": late pushes the current server dropped so far
         self.recoveries: list[dict] = []
         self.server: ParameterServer | None = None
-        self.name = uuid.uuid4().hex[:8]
 
     def run_epoch(self, state: TrainState, lr_factor: float):
         """One epoch; returns the new state, summed loss, rows, and history fields."""
