@@ -226,7 +226,7 @@ class ClusterTrainer:
             results = self._run_one_unit_per_worker(plan)
             self._raise_if_shards_lost()
             params, opt_state, version = self.server.state()
-            dropped = max(shard["dropped"] for shard in self.server.stats())
+            dropped = self._dropped_since_last_segment()
         except (ShardLost, TrainingFailed, NonFiniteParameters):
             raise
         except Exception as error:  # a unit or a call failed: was it a lost shard?
@@ -243,7 +243,6 @@ class ClusterTrainer:
             self.rounds = version
             opt_state = mean_states([carry["opt_state"] for carry in self.carries])
         self.version = version
-        dropped, self.dropped = dropped - self.dropped, dropped
         new_state = replace(
             state,
             params=params,
@@ -252,6 +251,14 @@ class ClusterTrainer:
             samples=state.samples + sum(r["rows"] for _, r in results),
         )
         return new_state, results, dropped
+
+    def _dropped_since_last_segment(self) -> int:
+        """ "backup": the late pushes the shards dropped in this segment (0 otherwise)."""
+        if self.strategy != "backup":
+            return 0
+        dropped = max(shard["dropped"] for shard in self.server.stats())
+        dropped, self.dropped = dropped - self.dropped, dropped
+        return dropped
 
     def _submit(self, unit: int, plan: UnitPlan, carry: dict):
         worker, blocks, _ = self.units[unit]

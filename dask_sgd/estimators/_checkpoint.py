@@ -152,20 +152,16 @@ def save(estimator, path: str) -> None:
     """
     check_is_fitted(estimator)
     model = LinearModel(estimator.n_features_in_, estimator._n_outputs(), estimator.fit_intercept)
-    state = estimator._train_state
-    monitor = ConvergenceMonitor(tol=None, n_iter_no_change=1)
-    save_checkpoint(
+    write_training_checkpoint(
         path,
-        *training_checkpoint(
-            estimator,
-            model,
-            state,
-            epochs_done=estimator.n_iter_,
-            monitor=monitor,
-            history=estimator.history_,
-            rng=None,
-            complete=True,
-        ),
+        estimator,
+        model,
+        estimator._train_state,
+        epochs_done=estimator.n_iter_,
+        monitor=ConvergenceMonitor(tol=None, n_iter_no_change=1),  # no stopping rule to resume
+        history=estimator.history_,
+        rng=None,
+        complete=True,
     )
 
 
