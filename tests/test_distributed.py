@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from dataclasses import dataclass
+
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -321,6 +325,33 @@ def fit_epochs(trainer, model, optimizer, epochs=2):
     finally:
         trainer.close()
     return state
+
+
+@dataclass(frozen=True)
+class SlowObjective(Objective):
+    """The real objective, 50 ms per gradient: a segment outlasts the trainer's 1 s poll."""
+
+    def loss_and_grad(self, theta, X, y, sample_weight=None):
+        time.sleep(0.05)
+        return super().loss_and_grad(theta, X, y, sample_weight)
+
+
+def test_units_are_released_when_their_segment_ends(client):
+    """A finished unit still wanted would be rerun by Dask if its result's worker died."""
+    X, y = make_classification(n_samples=1600, n_features=5, random_state=1)
+    data = persist_blocks(client, *as_dask_array(X, y, 200), classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = SlowObjective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-4))
+    trainer = make_trainer(client, data, objective, optim.sgd(), strategy="ssp", snapshot_steps=25)
+    gc.disable()  # no collector to break a reference cycle that holds the units' futures
+    try:
+        fit_epochs(trainer, model, optim.sgd(), epochs=1)
+        held = [key for key, count in client.refcount.items() if "unit" in key and count]
+    finally:
+        gc.enable()
+        data.release()
+    assert trainer.steps_per_epoch > trainer.segment_steps  # more than one segment ran
+    assert held == []
 
 
 def test_local_sgd_with_one_local_step_is_sync_sgd(client):

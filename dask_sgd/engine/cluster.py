@@ -279,8 +279,15 @@ class ClusterTrainer:
     def _run_one_unit_per_worker(self, plan: UnitPlan) -> list[tuple[int, dict]]:
         """Each worker's unit runs the whole segment; the units wait for each other."""
         futures = [self._submit(unit, plan, self.carries[unit]) for unit in range(len(self.units))]
-        self._wait_for_units(futures)
-        results = self.client.gather(futures)
+        try:
+            self._wait_for_units(futures)
+            results = self.client.gather(futures)
+        finally:
+            # Release now, not when garbage collected: a reference cycle (through a timed-out
+            # wait's traceback) can hold these futures, and Dask reruns a finished unit that
+            # is still wanted when the worker holding its result dies.
+            for future in futures:
+                future.release()
         if not any("diverged_at" in r for r in results):
             self.carries = [r["carry"] for r in results]
         return list(enumerate(results))
