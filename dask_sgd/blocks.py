@@ -68,18 +68,20 @@ class DaskTrainingData:
         Dealing by index, not by where the scheduler happened to put the blocks, keeps the
         minibatches (and so the fit) the same from run to run. Every unit gets a worker of
         its own, preferring one that holds many of its rows; blocks held elsewhere move
-        once. Each unit is ``(worker, block futures, rows per block)``.
+        once. Each unit is ``(worker, block futures, their partition indices)``.
         """
         blocks = [
-            (f, s.n_rows) for f, s in zip(self.futures, self.summaries, strict=True) if s.n_rows
+            (f, s.n_rows, s.index)
+            for f, s in zip(self.futures, self.summaries, strict=True)
+            if s.n_rows
         ]
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
         n_units = min(len(workers), len(blocks))
         dealt = [blocks[j::n_units] for j in range(n_units)]
-        where = client.who_has([f for f, _ in blocks])
+        where = client.who_has([f for f, _, _ in blocks])
         held = Counter()  # (unit, worker) -> rows of the unit's blocks on that worker
         for unit, unit_blocks in enumerate(dealt):
-            for future, n_rows in unit_blocks:
+            for future, n_rows, _ in unit_blocks:
                 held[unit, where[future.key][0]] += n_rows
         chosen: dict[int, str] = {}
         for (unit, worker), _ in held.most_common():  # greedy: most rows held first
@@ -87,7 +89,7 @@ class DaskTrainingData:
                 chosen[unit] = worker
         free = iter(w for w in workers if w not in chosen.values())
         return [
-            (chosen.get(unit) or next(free), [f for f, _ in d], [n for _, n in d])
+            (chosen.get(unit) or next(free), [f for f, _, _ in d], [i for _, _, i in d])
             for unit, d in enumerate(dealt)
         ]
 

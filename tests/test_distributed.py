@@ -6,6 +6,7 @@ import gc
 import time
 from dataclasses import dataclass
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -26,6 +27,7 @@ from dask_sgd.engine.units import take_rows
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
+from dask_sgd.ps import ParameterServer
 
 
 def as_dask_array(X, y, rows_per_chunk=100):
@@ -272,13 +274,15 @@ def test_unsupported_options_on_dask_input_fail_before_training(client):
 
 
 @pytest.mark.parametrize("strategy", ["sync", "backup", "local", "downpour", "ssp"])
-def test_divergence_on_dask_input_keeps_the_fitted_state(client, strategy):
+def test_divergence_on_dask_input_names_the_partition_and_keeps_the_fitted_state(client, strategy):
     X, y = make_classification(n_samples=200, n_features=5, random_state=0)
     reg = SGDRegressor(strategy=strategy, random_state=0).fit(*as_dask_array(X, y.astype(float)))
     coef = reg.coef_.copy()
     reg.set_params(learning_rate="constant", eta0=1.0)
-    with pytest.raises(ValueError, match="overflow occurred at epoch #1"):
-        reg.fit(*as_dask_array(X * 1e300, y.astype(float)))
+    X[100:] *= 1e300  # partition 1 of 2: finite, but its gradients overflow at the second step
+    expected = r"overflow occurred at epoch #1 \(step \d+, partition 1: non-finite gradient"
+    with pytest.raises(ValueError, match=expected):
+        reg.fit(*as_dask_array(X, y.astype(float)))
     np.testing.assert_array_equal(reg.coef_, coef)
 
 
@@ -352,6 +356,41 @@ def test_units_are_released_when_their_segment_ends(client):
         data.release()
     assert trainer.steps_per_epoch > trainer.segment_steps  # more than one segment ran
     assert held == []
+
+
+def test_segments_shorten_to_snapshot_seconds_and_do_not_change_a_sync_fit(client):
+    X, y = make_classification(n_samples=800, n_features=5, random_state=1)
+    data = persist_blocks(client, *as_dask_array(X, y, 200), classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = SlowObjective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-4))
+    fits, segments = [], []
+    try:
+        for seconds in (30.0, 0.2):  # 50 ms steps: a 0.2 s segment is about 4 steps
+            trainer = make_trainer(client, data, objective, optim.sgd(), snapshot_seconds=seconds)
+            fits.append(fit_epochs(trainer, model, optim.sgd()).params)
+            segments.append(trainer.segment_steps)
+    finally:
+        data.release()
+    assert segments[0] >= trainer.steps_per_epoch == 25  # an epoch is one segment
+    assert 1 <= segments[1] <= 8
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-12)
+
+
+def test_shards_that_cannot_start_fail_in_bounded_time(client):
+    """Every worker thread is busy: the shards' tasks wait, and start gives up in time."""
+    busy = client.map(time.sleep, [3, 3], pure=False)
+    before = set(client.refcount)
+    started = time.monotonic()
+    with (
+        dask.config.set({"dask-sgd.shard-start-timeout": 0.5}),
+        pytest.raises(RuntimeError, match=r"did not start in 0\.5 s"),
+    ):
+        ParameterServer.start(client, np.zeros(4), optim.sgd())
+    assert time.monotonic() - started < 2.5
+    while set(client.refcount) - before:
+        assert time.monotonic() - started < 5, "the shards' futures were not released"
+        time.sleep(0.05)
+    client.gather(busy)
 
 
 def test_local_sgd_with_one_local_step_is_sync_sgd(client):

@@ -205,8 +205,8 @@ def test_diverging_learning_rate_raises_non_finite_parameters():
             state, iterate_minibatches(X, y, None, 10, None), objective, optimizer, constant(1e300)
         )
     assert isinstance(info.value, FloatingPointError)
-    assert info.value.step == 2  # the first step lands near 1e300, the second overflows
-    assert "step 2" in str(info.value)
+    assert info.value.step == 1  # step 0 lands near 1e300, step 1 overflows
+    assert "step 1" in str(info.value)
 
 
 # --- ConvergenceMonitor ----------------------------------------------------------------------
@@ -292,12 +292,13 @@ def test_train_epochs_names_the_epoch_of_a_non_finite_step():
     def run_epoch(state, lr_factor):
         calls.append(lr_factor)
         if len(calls) == 3:
-            raise NonFiniteParameters(step=29)
+            raise NonFiniteParameters(29, "gradient", partition=4)
         return state, 10.0, 5
 
     state = TrainState(params=np.zeros(2), opt_state=())
     monitor = ConvergenceMonitor(tol=None, n_iter_no_change=5)
-    with pytest.raises(ValueError, match=r"epoch #7 \(step 29\)") as info:
+    expected = r"epoch #7 \(step 29, partition 4: non-finite gradient, not applied\)"
+    with pytest.raises(ValueError, match=expected) as info:
         train_epochs(run_epoch, state, max_iter=10, monitor=monitor, first_epoch=5)
     assert not isinstance(info.value, NonFiniteParameters)
     assert "epoch #" in str(info.value)

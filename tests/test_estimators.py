@@ -353,3 +353,11 @@ def test_verbose_prints_epochs(binary, capsys):
     out = capsys.readouterr().out
     assert "-- Epoch 1" in out
     assert "-- Epoch 2" in out
+
+
+def test_clip_norm_tames_a_fit_that_unscaled_data_throws_off():
+    X, y = make_regression(n_samples=200, n_features=5, noise=1, random_state=0)
+    X = X * 100  # unscaled: the first gradients throw the coefficients far off
+    params = dict(learning_rate="constant", eta0=0.01, max_iter=20, tol=None, random_state=0)
+    assert SGDRegressor(**params).fit(X, y).score(X, y) < 0
+    assert SGDRegressor(clip_norm=10.0, **params).fit(X, y).score(X, y) > 0.99

@@ -8,6 +8,7 @@ fit of the same data and seed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -81,11 +82,12 @@ def wait_for_every_worker(client, n_workers: int = 3) -> None:
         time.sleep(0.1)
 
 
-def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16):
+def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epoch_2=None):
     """Train logistic regression with plain SGD for three epochs, two shards on three
     workers. With ``markers`` (two paths), the worker without a shard dies at its
-    ``at_call``-th gradient of epoch 2, and the worker holding shard 0 in epoch 3. Return
-    the final training loss and the history records."""
+    ``at_call``-th gradient of epoch 2, and the worker holding shard 0 in epoch 3.
+    ``in_epoch_2(holder)`` runs in a thread as epoch 2 starts, given the address of shard 0's
+    worker. Return the final training loss and the history records."""
     wait_for_every_worker(client)  # a victim of a previous fit is back
     X, y = make_classification(n_samples=1800, n_features=N_FEATURES, random_state=0)
     model = LinearModel(N_FEATURES, 1)
@@ -108,9 +110,13 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16):
         snapshot_steps=snapshot_steps,
     )
     state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
-    records = []
+    records, thread = [], None
     try:
         for epoch in range(3):
+            if epoch == 1 and in_epoch_2 is not None:
+                holder = trainer.server.shards[0]._address
+                thread = threading.Thread(target=in_epoch_2, args=(holder,), daemon=True)
+                thread.start()
             if epoch and markers:  # choose the victims by address, now that the shards exist
                 holders = [shard._address for shard in trainer.server.shards]
                 workers = client.scheduler_info(n_workers=-1)["workers"]
@@ -123,6 +129,8 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16):
     finally:
         trainer.close()
         data.release()
+        if thread is not None:
+            thread.join(60)
     Y, _ = encoder(y, None, X.dtype)
     total, _ = Objective(model, loss, penalty).loss_and_grad(state.params, X, Y)
     return float(total) / len(X), records
@@ -158,6 +166,40 @@ def test_workers_die_mid_fit_and_the_fit_goes_on(client, undisturbed, tmp_path, 
     assert 0 <= recovery["updates_lost"] <= snapshot_steps * per_step, recovery
     expected = undisturbed[strategy]
     assert abs(loss - expected) <= TOLERANCE[strategy] * expected, (loss, expected)
+
+
+def close_like_lifetime(client, address):
+    """What a worker does when its ``--lifetime`` ends: close itself gracefully."""
+
+    async def close_gracefully(dask_worker):
+        asyncio.get_running_loop().create_task(dask_worker.close_gracefully())
+
+    client.run(close_gracefully, workers=[address])
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("how", ["retire_workers", "lifetime"])
+def test_retiring_a_shard_holder_moves_its_shard_and_loses_no_step(client, undisturbed, how):
+    """The retirement waits for the next snapshot, where shard 0 moves; nothing is redone."""
+    retired = []
+
+    def retire(holder):
+        if how == "retire_workers":
+            client.retire_workers([holder])
+        else:
+            close_like_lifetime(client, holder)
+        deadline = time.monotonic() + 60
+        while holder in client.scheduler_info(n_workers=-1)["workers"]:
+            assert time.monotonic() < deadline, "the worker did not leave"
+            time.sleep(0.1)
+        retired.append(holder)
+
+    loss, records = train(client, "sync", in_epoch_2=retire)
+    assert retired, "the retiring worker is still there"
+    assert not any("recoveries" in record for record in records), records
+    moves = [move for record in records for move in record.get("shard_moves", [])]
+    assert [move["shards"] for move in moves] == [[0]]
+    assert abs(loss - undisturbed["sync"]) <= 1e-9 * undisturbed["sync"], (loss, undisturbed)
 
 
 @pytest.mark.timeout(240)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -216,6 +218,17 @@ def test_value_is_weighted_mean_loss_plus_penalty():
     assert objective.value(theta, X, y) == pytest.approx(
         per_row.mean() + 0.05 * 0.5 * (coef**2).sum(), rel=1e-12
     )
+
+
+def test_clip_norm_scales_a_long_gradient_down_and_keeps_a_short_one():
+    objective, theta, X, y, _ = make_objective("ovr", "log_loss", "l2", fit_intercept=True)
+    loss, grad = objective.loss_and_grad(theta, X, y)
+    norm = np.linalg.norm(grad)
+    clipped_loss, clipped = replace(objective, clip_norm=norm / 4).loss_and_grad(theta, X, y)
+    np.testing.assert_allclose(clipped, grad / 4, rtol=1e-12)  # same direction, norm / 4
+    assert clipped_loss == loss  # the loss is not clipped
+    _, kept = replace(objective, clip_norm=norm * 2).loss_and_grad(theta, X, y)
+    np.testing.assert_array_equal(kept, grad)
 
 
 def test_penalty_does_not_touch_the_intercept():

@@ -9,7 +9,9 @@ import pytest
 from distributed.utils_test import gen_cluster
 
 from dask_sgd import optim
+from dask_sgd.engine.steps import NonFiniteParameters
 from dask_sgd.ps import ParameterServer, ParameterShard, shard_ranges
+from dask_sgd.ps.retirement import ShardRetirement
 
 
 @gen_cluster(client=True)
@@ -114,11 +116,6 @@ async def test_bounded_staleness_holds_back_a_unit_too_far_ahead(c, s, a, b):
     assert version == 3
     np.testing.assert_array_equal(params, [-3.0])
     assert (await shard.stats())["pushes"] == 3
-    held = asyncio.ensure_future(shard.pull_bounded(3 - 1))
-    await asyncio.sleep(0.05)
-    assert not held.done()
-    await shard.retire(1)  # unit 1 stopped: nobody waits for it any more
-    await held
 
 
 @gen_cluster(client=True)
@@ -129,6 +126,43 @@ async def test_abort_releases_a_unit_waiting_for_the_slowest(c, s, a, b):
     await shard.abort("a training unit failed")
     with pytest.raises(RuntimeError, match="a training unit failed"):
         await held
+
+
+@gen_cluster(client=True)
+async def test_an_update_that_is_not_finite_is_refused(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.ones(2), optim.momentum(0.5), 2, actor=True)
+    await shard.push(np.array([1.0, 1.0]), 0.1, token=1)
+    before = await shard.snapshot()
+    with pytest.raises(NonFiniteParameters, match="parameters at step 1"):
+        await shard.push(np.array([1.0, np.inf]), 0.1, token=2)
+    first = asyncio.ensure_future(shard.push_sync(1, np.array([1e308, 0.0]), 1e10, (1, 0)))
+    with pytest.raises(NonFiniteParameters):  # the mean of two finite gradients overflows
+        await shard.push_sync(1, np.array([1e308, 0.0]), 1e10, (1, 1))
+    after = await shard.snapshot()
+    assert after["version"] == before["version"] == 1
+    np.testing.assert_array_equal(after["params"], before["params"])
+    np.testing.assert_array_equal(after["opt_state"].momentum, before["opt_state"].momentum)
+    await shard.abort("refused")
+    with pytest.raises(RuntimeError, match="refused"):
+        await first
+
+
+@gen_cluster(client=True)
+async def test_retiring_a_shard_holder_waits_until_its_shard_has_gone(c, s, a, b):
+    """Adaptive scaling down names the workers to retire; the plugin resolves the names."""
+    await c.register_plugin(ShardRetirement(), name=ShardRetirement.name)
+    shard = c.submit(
+        ParameterShard, np.zeros(2), optim.sgd(), actor=True, workers=[a.address],
+        key="dask-sgd-shard-0-test",
+    )  # fmt: skip
+    await shard
+    retiring = asyncio.ensure_future(c.retire_workers(names=[a.name]))
+    await asyncio.sleep(0.3)
+    assert not retiring.done()
+    assert s.workers[a.address].status.name == "closing_gracefully"  # no new work goes there
+    shard.release()  # the trainer moved the shard
+    assert list(await retiring) == [a.address]
+    assert a.address not in s.workers
 
 
 def test_shard_ranges_cover_everything_once():

@@ -27,6 +27,7 @@ from dask_sgd.engine.units import UnitPlan, train_unit
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
+from dask_sgd.ps.retirement import watch_retirements
 from dask_sgd.ps.server import mean_states
 from dask_sgd.schedules import Schedule, linear_scaling_factor, scaled, warmup
 
@@ -78,6 +79,7 @@ class ClusterTrainer:
         elastic_rate: float | None = None,
         n_backup: int = 1,
         snapshot_steps: int = 1000,
+        snapshot_seconds: float = 30.0,
         max_recoveries: int = 10,
         no_workers_timeout: float | None = None,
     ) -> None:
@@ -105,8 +107,12 @@ class ClusterTrainer:
             scaled(schedule, factor), round(warmup_epochs * self.steps_per_epoch), 1 / factor
         )
         # "local" averages at the end of a segment: segments are whole rounds
-        rounds = max(snapshot_steps // local_steps, 1) if strategy == "local" else 0
-        self.segment_steps = rounds * local_steps or snapshot_steps
+        self.steps_per_round = local_steps if strategy == "local" else 1
+        self.max_segment_steps = max(snapshot_steps // self.steps_per_round, 1) * (
+            self.steps_per_round
+        )
+        self.segment_steps = self.max_segment_steps  # shorter if steps are slow
+        self.snapshot_seconds = snapshot_seconds
         self.max_recoveries = max_recoveries
         if no_workers_timeout is None:  # seconds without a worker before a fit gives up
             no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
@@ -116,7 +122,9 @@ class ClusterTrainer:
         self.version = 0  # the shards' version at the last snapshot
         self.dropped = 0  # "backup": late pushes the current server dropped so far
         self.recoveries: list[dict] = []
+        self.shard_moves: list[dict] = []
         self.server: ParameterServer | None = None
+        watch_retirements(client)
 
     def run_epoch(self, state: TrainState, lr_factor: float):
         """One epoch; returns the new state, summed loss, rows, and history fields."""
@@ -128,7 +136,8 @@ class ClusterTrainer:
                 for _ in self.units
             ]
             self._start_server(state)
-        results, done, dropped, recoveries = [], 0, 0, len(self.recoveries)
+        results, done, dropped = [], 0, 0
+        recoveries, moves = len(self.recoveries), len(self.shard_moves)
         while done < self.steps_per_epoch:
             n_steps = min(self.segment_steps, self.steps_per_epoch - done)
             state, segment, segment_dropped = self._run_segment(state, lr_factor, n_steps)
@@ -148,11 +157,13 @@ class ClusterTrainer:
             extra["clock_lead_max"] = max(r.get("lead", 0) for _, r in results)
         if len(self.recoveries) > recoveries:
             extra["recoveries"] = self.recoveries[recoveries:]
+        if len(self.shard_moves) > moves:
+            extra["shard_moves"] = self.shard_moves[moves:]
         loss_sum = sum(r["loss_sum"] for _, r in results)
         return state, loss_sum, sum(rows_per_unit), extra
 
     def _start_server(self, state: TrainState) -> None:
-        """Shards holding ``state`` at the last snapshot's version, on the workers alive."""
+        """Shards holding ``state`` at the last snapshot's version, on the running workers."""
         self.server = ParameterServer.start(
             self.client,
             state.params,
@@ -166,13 +177,46 @@ class ClusterTrainer:
         self.dropped = 0
 
     def _run_segment(self, state: TrainState, lr_factor: float, n_steps: int):
-        """``n_steps`` steps from the snapshot ``state``; rerun from it if a shard is lost."""
+        """``n_steps`` steps from the snapshot ``state``; rerun from it if a shard is lost.
+        Then, at the new snapshot, shards on retiring workers move."""
         snapshot = (self.carries, self.rounds, self.version)
         while True:
+            started = time.perf_counter()
             try:
-                return self._try_segment(state, lr_factor, n_steps)
+                outcome = self._try_segment(state, lr_factor, n_steps)
+                break
             except ShardLost as lost:
                 self._recover(state, snapshot, n_steps, str(lost))
+        self._pace_segments(n_steps, time.perf_counter() - started)
+        self._move_shards_off_retiring_workers(outcome[0])
+        return outcome
+
+    def _pace_segments(self, n_steps: int, seconds: float) -> None:
+        """Segments of about ``snapshot_seconds`` at the last one's pace (whole rounds, at
+        most ``snapshot_steps``)."""
+        paced = int(n_steps * self.snapshot_seconds / max(seconds, 1e-6))
+        rounds = max(paced // self.steps_per_round, 1)
+        self.segment_steps = min(rounds * self.steps_per_round, self.max_segment_steps)
+
+    def _move_shards_off_retiring_workers(self, state: TrainState) -> None:
+        """Shards on a worker that retires gracefully restart elsewhere from the snapshot
+        ``state`` just taken, losing nothing (see :mod:`dask_sgd.ps.retirement`)."""
+        statuses = self._worker_statuses()
+        leaving = [
+            i for i, shard in enumerate(self.server.shards)
+            if statuses.get(shard._address, "running") != "running"
+        ]  # fmt: skip
+        if not leaving:
+            return
+        old = self.server
+        try:
+            self._start_server(state)
+        except (RuntimeError, OSError) as error:  # no other worker: they stay
+            logger.warning("Shards %s cannot leave their retiring worker: %r", leaving, error)
+            self.server = old
+            return
+        old.close()
+        self.shard_moves.append({"step": state.step, "shards": leaving})
 
     def _recover(self, state: TrainState, snapshot: tuple, n_steps: int, reason: str) -> None:
         """New shards on the surviving workers, holding the snapshot ``state``; the segment's
@@ -236,9 +280,6 @@ class ClusterTrainer:
                     f"Workers kept dying under a training task: {error}"
                 ) from error
             raise
-        diverged = [r["diverged_at"] for _, r in results if "diverged_at" in r]
-        if diverged or not np.isfinite(params).all():
-            raise NonFiniteParameters(diverged[0] if diverged else version)
         if self.strategy == "local":  # the optimizer states live on the units: keep their mean
             self.rounds = version
             opt_state = mean_states([carry["opt_state"] for carry in self.carries])
@@ -261,10 +302,11 @@ class ClusterTrainer:
         return dropped
 
     def _submit(self, unit: int, plan: UnitPlan, carry: dict):
-        worker, blocks, _ = self.units[unit]
+        worker, blocks, partitions = self.units[unit]
         return self.client.submit(
             train_unit,
             blocks,
+            partitions,
             self.server.shards,
             self.server.ranges,
             plan,
@@ -281,6 +323,12 @@ class ClusterTrainer:
         futures = [self._submit(unit, plan, self.carries[unit]) for unit in range(len(self.units))]
         try:
             self._wait_for_units(futures)
+            refused = [
+                f.exception() for f in futures
+                if f.status == "error" and isinstance(f.exception(), NonFiniteParameters)
+            ]  # fmt: skip
+            if refused:  # the cause; the other units failed because they were aborted
+                raise min(refused, key=lambda error: error.step)
             results = self.client.gather(futures)
         finally:
             # Release now, not when garbage collected: a reference cycle (through a timed-out
@@ -288,8 +336,7 @@ class ClusterTrainer:
             # is still wanted when the worker holding its result dies.
             for future in futures:
                 future.release()
-        if not any("diverged_at" in r for r in results):
-            self.carries = [r["carry"] for r in results]
+        self.carries = [r["carry"] for r in results]
         return list(enumerate(results))
 
     def _wait_for_units(self, futures: list) -> None:
@@ -310,17 +357,19 @@ class ClusterTrainer:
                 return
             self._raise_if_shards_lost()
 
-    def _alive_workers(self) -> set[str]:
+    def _worker_statuses(self) -> dict[str, str]:
+        """Every worker's address and status ("running", "closing_gracefully", ...)."""
         lost = f"Lost the connection to the Dask scheduler (client {self.client.status})."
         if self.client.status != "running":
             raise TrainingFailed(lost)
         try:
-            return set(self.client.scheduler_info(n_workers=-1)["workers"])
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
         except OSError as error:
             raise TrainingFailed(lost) from error
+        return {address: info["status"] for address, info in workers.items()}
 
     def _lost_shards(self) -> list[int]:
-        alive = self._alive_workers()
+        alive = self._worker_statuses()
         return [i for i, shard in enumerate(self.server.shards) if shard._address not in alive]
 
     def _raise_if_shards_lost(self, grace: float = 0.0, cause: BaseException | None = None):
@@ -356,7 +405,7 @@ class ClusterTrainer:
     def _wait_for_workers(self) -> None:
         """Wait (up to ``no_workers_timeout``) until some worker is there to take the shards."""
         deadline = time.monotonic() + self.no_workers_timeout
-        while not self._alive_workers():
+        while not self._worker_statuses():
             if time.monotonic() >= deadline:
                 raise TrainingFailed(
                     f"No Dask worker for {self.no_workers_timeout:.0f} s: all workers were lost."

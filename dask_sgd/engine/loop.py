@@ -69,8 +69,8 @@ def train_epochs(
     """Run up to ``max_iter`` epochs, recording one history entry per epoch.
 
     ``on_epoch(state, history, finished)`` runs after every epoch (to write a checkpoint);
-    ``finished`` is true after the last one. A step that leaves non-finite parameters raises
-    ``ValueError`` naming the epoch.
+    ``finished`` is true after the last one. A step with a non-finite gradient or result
+    raises ``ValueError`` naming the epoch, the step and (on Dask) the partition.
     """
     history: list[dict] = []
     started = time.perf_counter()
@@ -79,10 +79,12 @@ def train_epochs(
         try:
             state, loss_sum, rows, *extra = run_epoch(state, monitor.lr_factor)
         except NonFiniteParameters as error:
+            where = "" if error.partition is None else f", partition {error.partition}"
             raise ValueError(
-                f"Floating-point under-/overflow occurred at epoch #{epoch} (step {error.step}). "
-                "Scaling input data with StandardScaler or MinMaxScaler might help, "
-                "or a smaller learning rate (eta0)."
+                f"Floating-point under-/overflow occurred at epoch #{epoch} (step {error.step}"
+                f"{where}: non-finite {error.what}, not applied). Scaling input data with "
+                "StandardScaler or MinMaxScaler might help, or a smaller learning rate (eta0), "
+                "or clip_norm."
             ) from None
         score = validation_score(state) if validation_score is not None else None
         record = {

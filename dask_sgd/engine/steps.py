@@ -20,11 +20,19 @@ Array = Any
 
 
 class NonFiniteParameters(FloatingPointError):
-    """An update made the parameters NaN or infinite; the loop words it for the user."""
+    """A step met a NaN or an infinity, in a gradient or in the parameters it would make.
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"non-finite parameters after step {step}")
-        self.step = step
+    Nothing non-finite is ever applied: the step stops before. ``partition`` is the Dask
+    partition of the minibatch, where known. The loop words the error for the user.
+    """
+
+    def __init__(self, step: int, what: str = "parameters", partition: int | None = None):
+        where = "" if partition is None else f" in partition {partition}"
+        super().__init__(f"non-finite {what} at step {step}{where}")
+        self.step, self.what, self.partition = step, what, partition
+
+    def __reduce__(self):  # raised in a task or an actor, re-raised on the client
+        return type(self), (self.step, self.what, self.partition)
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ def run_minibatches(
 
     Returns the new state, the objective summed over the rows of each minibatch before its
     update (see :meth:`Objective.loss_and_grad`), and the number of rows seen. ``average_start > 0`` turns on averaging from that sample on.
-    Raises :class:`NonFiniteParameters` as soon as a step leaves non-finite parameters.
+    Raises :class:`NonFiniteParameters` before a step with a non-finite gradient or result.
     """
     params, opt_state = state.params, state.opt_state
     step, samples = state.step, state.samples
@@ -77,14 +85,16 @@ def run_minibatches(
     with np.errstate(over="ignore", invalid="ignore"):
         for X, y, sample_weight in batches:
             batch_loss, grad = objective.loss_and_grad(params, X, y, sample_weight)
+            if not bool(xp.isfinite(grad).all()):
+                raise NonFiniteParameters(step, "gradient")
             direction, opt_state = optimizer.update(grad, opt_state, params)
             params = apply_updates(params, direction, learning_rate(step))
+            if not bool(xp.isfinite(params).all()):
+                raise NonFiniteParameters(step)
             step += 1
             samples += X.shape[0]
             loss_sum += batch_loss
             rows += X.shape[0]
-            if not bool(xp.isfinite(params).all()):
-                raise NonFiniteParameters(step)
             if average is not None and samples >= average_start:
                 n_averaged += 1
                 average = average + (params - average) / n_averaged

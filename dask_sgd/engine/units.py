@@ -22,7 +22,9 @@ strategy is the unit's exchange policy:
 
 A unit that Dask reruns (its worker died) starts again from the same carry: its pushes of
 steps already applied are dropped (sync, backup, local) or recognised by their tokens (ssp),
-so no update applies twice.
+so no update applies twice. A non-finite gradient is never pushed: the unit fails with
+:class:`NonFiniteParameters` naming the step and the partition, and a shard refuses an update
+that would make its parameters non-finite the same way.
 """
 
 from __future__ import annotations
@@ -86,18 +88,49 @@ def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
     return np.concatenate(X), np.concatenate(y), weight, (block_index, offset)
 
 
+@dataclass
+class UnitData:
+    """A unit's blocks, the Dask partition each one is, and where the next minibatch starts."""
+
+    blocks: list[Block]
+    partitions: list[int]
+    cursor: tuple[int, int]
+
+    def next_minibatch(self, plan: UnitPlan):
+        """``(X, Y, sample_weight, partition)``: encoded targets, the partition it starts in."""
+        partition = self.partitions[self.cursor[0]]
+        X, y, weight, self.cursor = take_rows(self.blocks, self.cursor, plan.batch_size)
+        return (X, *plan.encoder(y, weight, X.dtype), partition)
+
+    def gradient(self, plan: UnitPlan, params: np.ndarray, step: int):
+        """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
+        finite (it is never pushed)."""
+        X, Y, weight, partition = self.next_minibatch(plan)
+        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        if not np.isfinite(grad).all():
+            raise NonFiniteParameters(step, "gradient", partition)
+        return float(batch_loss), grad, Y.shape[0]
+
+
 def train_unit(
-    blocks: list[Block], shards: list, ranges: list[slice], plan: UnitPlan, unit: int, carry
+    blocks: list[Block],
+    partitions: list[int],
+    shards: list,
+    ranges: list[slice],
+    plan: UnitPlan,
+    unit: int,
+    carry: dict,
 ) -> dict:
     """Run ``plan.n_steps`` steps of ``plan.strategy`` on this worker's blocks (a task).
 
-    ``carry`` is what the unit kept from its previous epoch: where it was in its blocks and,
-    for "local", its optimizer state. The unit leaves the worker's thread pool first: it
+    ``carry`` is what the unit kept from its previous segment: where it was in its blocks
+    and, for "local", its optimizer state. The unit leaves the worker's thread pool first: it
     waits for the other units at every exchange, and two units placed on one worker must not
     wait for each other's thread.
     """
     secede()
     calls = ShardCalls(shards, ranges)
+    data = UnitData(blocks, partitions, carry["cursor"])
     run = {
         "sync": _run_sync_steps,
         "backup": _run_backup_steps,
@@ -106,7 +139,7 @@ def train_unit(
         "ssp": _run_ssp_steps,
     }[plan.strategy]
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
-        return run(blocks, calls, plan, unit, carry)
+        return run(data, calls, plan, unit, carry)
 
 
 class ShardCalls:
@@ -172,9 +205,6 @@ class ShardCalls:
             max(lead for _, (_, _, lead) in answers),
         )
 
-    def retire(self, unit: int) -> None:
-        self._fan_out("retire", lambda where: (unit,))
-
     def push_sync_versioned(self, step, grad, lr: float, token) -> tuple[np.ndarray, int]:
         """Like :meth:`push_sync`, with the lowest version among the shards' answers."""
         answers = self._fan_out("push_sync", lambda where: (step, grad[where], lr, token))
@@ -204,44 +234,32 @@ class ShardCalls:
         return parts
 
 
-def _run_sync_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
-    cursor = carry["cursor"]
+def _run_sync_steps(data: UnitData, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
     params = calls.pull(plan.first_step)
     loss_sum, rows = 0.0, 0
     for step in range(plan.first_step, plan.first_step + plan.n_steps):
-        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
-        Y, weight = plan.encoder(y, weight, X.dtype)
-        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        batch_loss, grad, batch_rows = data.gradient(plan, params, step)
         params = calls.push_sync(step, grad, plan.learning_rate(step), (step, unit))
-        loss_sum += float(batch_loss)
-        rows += Y.shape[0]
-        if not np.isfinite(params).all():  # every unit sees the same parameters: all stop
-            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step + 1}
-    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}}
+        loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
+    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": data.cursor}}
 
 
-def _run_backup_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+def _run_backup_steps(data: UnitData, calls: ShardCalls, plan: UnitPlan, unit: int, carry):
     """Sync steps where a shard applies the first gradients to arrive; a late unit's push is
     dropped and the unit skips ahead to the step the shards are at."""
-    cursor = carry["cursor"]
     step, end = plan.first_step, plan.first_step + plan.n_steps
     params = calls.pull(step)
     loss_sum, rows = 0.0, 0
     while step < end:
-        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
-        Y, weight = plan.encoder(y, weight, X.dtype)
-        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+        batch_loss, grad, batch_rows = data.gradient(plan, params, step)
         lr = plan.learning_rate(step)
         params, version = calls.push_sync_versioned(step, grad, lr, (step, unit))
-        loss_sum += float(batch_loss)
-        rows += Y.shape[0]
-        if not np.isfinite(params).all():
-            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": version}
+        loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
         step = max(step + 1, version)
-    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": cursor}}
+    return {"loss_sum": loss_sum, "rows": rows, "carry": {"cursor": data.cursor}}
 
 
-def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+def _run_local_rounds(data: UnitData, calls: ShardCalls, plan: UnitPlan, unit: int, carry):
     """Rounds of ``local_steps`` steps on the unit's own copy, then an averaging round.
 
     Plain averaging: every copy becomes the mean. Elastic averaging (Zhang et al. 2015) with
@@ -249,18 +267,18 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
     copy is pulled towards the center it started the round from,
     ``θ_j ← θ_j − α (θ_j − θ)``, keeping its own course between rounds.
     """
-    cursor = carry["cursor"]
     center = calls.pull(plan.first_round)
     elastic = plan.elastic_rate is not None
     own = carry.get("params") if elastic else None
     state = TrainState(center if own is None else own, carry["opt_state"], plan.first_step)
     loss_sum, rows, done, round_ = 0.0, 0, 0, plan.first_round
+    partition = None  # of the minibatch being trained on
 
     def minibatches(n_steps: int):
-        nonlocal cursor
+        nonlocal partition
         for _ in range(n_steps):
-            X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
-            yield (X, *plan.encoder(y, weight, X.dtype))
+            *minibatch, partition = data.next_minibatch(plan)
+            yield minibatch
 
     while done < plan.n_steps:
         n_steps = min(plan.local_steps, plan.n_steps - done)
@@ -268,9 +286,8 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
             state, batch_loss, batch_rows = run_minibatches(
                 state, minibatches(n_steps), plan.objective, plan.optimizer, plan.learning_rate
             )
-        except NonFiniteParameters:  # the others still wait for this round: send NaN
-            state = replace(state, params=np.full_like(state.params, np.nan))
-            batch_loss, batch_rows = 0.0, 0
+        except NonFiniteParameters as error:
+            raise NonFiniteParameters(error.step, error.what, partition) from None
         new_center = calls.push_average(
             round_, state.params, (round_, unit), 1.0 if not elastic else plan.elastic_rate
         )
@@ -286,18 +303,16 @@ def _run_local_rounds(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carr
             done + n_steps,
             round_ + 1,
         )
-        if not np.isfinite(center).all():  # every unit sees the same center: all stop
-            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": state.step}
-    carry = {"cursor": cursor, "opt_state": state.opt_state}
+    carry = {"cursor": data.cursor, "opt_state": state.opt_state}
     if elastic:
         carry["params"] = state.params
     return {"loss_sum": loss_sum, "rows": rows, "carry": carry}
 
 
-def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+def _run_downpour_steps(data: UnitData, calls: ShardCalls, plan: UnitPlan, unit: int, carry):
     """Asynchronous steps claimed from the epoch's budget, about ``claim_seconds`` of work at a
     time at this unit's pace, until none is left: a slow unit claims fewer."""
-    cursor, pace = carry["cursor"], carry.get("pace")
+    pace = carry.get("pace")
     loss_sum, rows, staleness, done = 0.0, 0, [], 0
     accumulated, n_accumulated = 0, 0
 
@@ -316,15 +331,9 @@ def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, ca
         for step in range(first, first + granted):
             if done % plan.n_fetch == 0:
                 params, fetched = calls.pull_versioned()
-                if not np.isfinite(params).all():
-                    return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step}
-            X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
-            Y, weight = plan.encoder(y, weight, X.dtype)
-            batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+            batch_loss, grad, batch_rows = data.gradient(plan, params, step)
             accumulated, n_accumulated = accumulated + grad, n_accumulated + 1
-            loss_sum += float(batch_loss)
-            rows += Y.shape[0]
-            done += 1
+            loss_sum, rows, done = loss_sum + batch_loss, rows + batch_rows, done + 1
             if n_accumulated == plan.n_push:
                 push(step)
         pace = (time.perf_counter() - started) / done
@@ -333,27 +342,20 @@ def _run_downpour_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, ca
     return {
         "loss_sum": loss_sum,
         "rows": rows,
-        "carry": {"cursor": cursor, "pace": pace},
+        "carry": {"cursor": data.cursor, "pace": pace},
         "staleness": staleness,
     }
 
 
-def _run_ssp_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
+def _run_ssp_steps(data: UnitData, calls: ShardCalls, plan: UnitPlan, unit: int, carry) -> dict:
     """Bounded staleness: the unit's clock is its step. Before step ``t`` it pulls parameters
     that hold every unit's updates of the steps before ``t - τ`` (waiting for them), then
     pushes its gradient, which a shard applies at once."""
-    cursor = carry["cursor"]
     loss_sum, rows, staleness, lead = 0.0, 0, [], 0
     for step in range(plan.first_step, plan.first_step + plan.n_steps):
         params, fetched = calls.pull_versioned(min_clock=step - plan.staleness_bound)
-        if not np.isfinite(params).all():
-            calls.retire(unit)  # the others must not wait for this unit's clock
-            return {"loss_sum": loss_sum, "rows": rows, "diverged_at": step}
-        X, y, weight, cursor = take_rows(blocks, cursor, plan.batch_size)
-        Y, weight = plan.encoder(y, weight, X.dtype)
-        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
-        loss_sum += float(batch_loss)
-        rows += Y.shape[0]
+        batch_loss, grad, batch_rows = data.gradient(plan, params, step)
+        loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
         lr = plan.learning_rate(step)
         push_staleness, push_lead = calls.push_clocked(
             unit, grad, lr, (step, unit), fetched, plan.staleness_aware
@@ -363,7 +365,7 @@ def _run_ssp_steps(blocks, calls: ShardCalls, plan: UnitPlan, unit: int, carry) 
     return {
         "loss_sum": loss_sum,
         "rows": rows,
-        "carry": {"cursor": cursor},
+        "carry": {"cursor": data.cursor},
         "staleness": staleness,
         "lead": lead,
     }

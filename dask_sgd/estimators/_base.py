@@ -63,6 +63,7 @@ class BaseSGD(BaseEstimator):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
+        "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "strategy": [StrOptions({"sync", "backup", "local", "downpour", "ssp"})],
         "n_backup": [Interval(Integral, 0, None, closed="left")],
         "local_steps": [Interval(Integral, 1, None, closed="left")],
@@ -75,6 +76,7 @@ class BaseSGD(BaseEstimator):
         "scale_learning_rate": ["boolean"],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
         "snapshot_steps": [Interval(Integral, 1, None, closed="left")],
+        "snapshot_seconds": [Interval(Real, 0, None, closed="neither")],
         "checkpoint_path": [str, os.PathLike, None],
     }
 
@@ -185,7 +187,8 @@ class BaseSGD(BaseEstimator):
             alpha=self.alpha,
             loss=get_loss(self.loss, epsilon=self.epsilon),  # the binary loss sets t0
         )
-        return model, Objective(model, loss, penalty), optim.get_optimizer(self.optimizer), schedule
+        objective = Objective(model, loss, penalty, clip_norm=self.clip_norm)
+        return model, objective, optim.get_optimizer(self.optimizer), schedule
 
     def _start_state(self, model, optimizer, dtype, coef_init, intercept_init, is_partial):
         """The state to train from: kept (partial_fit), warm, given, or zeros."""
@@ -303,6 +306,7 @@ class BaseSGD(BaseEstimator):
                 staleness_bound=self.staleness_bound,
                 n_backup=self.n_backup,
                 snapshot_steps=self.snapshot_steps,
+                snapshot_seconds=self.snapshot_seconds,
             )
             try:
                 self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)

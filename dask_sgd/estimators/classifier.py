@@ -87,6 +87,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
         ``eta0`` (1e-3 for "adam").
+    clip_norm : float or None, default=None
+        Gradient-norm clipping: a minibatch gradient whose Euclidean norm exceeds this is
+        scaled down to it (per worker on Dask input). A gradient or an update that is NaN or
+        infinite is never applied, clipped or not: ``fit`` raises ``ValueError`` naming the
+        epoch, the step and, on Dask input, the partition.
     strategy : {"sync", "backup", "local", "downpour", "ssp"}, default="sync"
         How Dask input is trained (NumPy, pandas and SciPy input train in process):
         "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
@@ -128,6 +133,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         the last snapshot on the surviving workers and training goes on: at most this
         many steps are lost (``history_[i]["recoveries"]``). Smaller costs a little time per
         snapshot (one round of task submissions).
+    snapshot_seconds : float, default=30.0
+        Dask input: snapshots are also taken about this often: a segment between two
+        snapshots is shortened to about this long when steps are slow. A worker retiring
+        gracefully (``retire_workers``, ``Adaptive``, ``--lifetime``) waits for the next
+        snapshot, where its shards move to the other workers.
     checkpoint_path : str, path or None, default=None
         A directory (or fsspec URL) where a checkpoint is written after every epoch of
         ``fit`` and after every ``partial_fit``: numeric arrays and a JSON manifest, no
@@ -204,6 +214,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         average=False,
         batch_size=8,
         optimizer="sgd",
+        clip_norm=None,
         strategy="sync",
         n_backup=1,
         local_steps=8,
@@ -216,6 +227,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         scale_learning_rate=True,
         warmup_epochs=1.0,
         snapshot_steps=1000,
+        snapshot_seconds=30.0,
         checkpoint_path=None,
     ):
         self.loss = loss
@@ -240,6 +252,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.average = average
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.clip_norm = clip_norm
         self.strategy = strategy
         self.n_backup = n_backup
         self.local_steps = local_steps
@@ -252,6 +265,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs
         self.snapshot_steps = snapshot_steps
+        self.snapshot_seconds = snapshot_seconds
         self.checkpoint_path = checkpoint_path
 
     @_fit_context(prefer_skip_nested_validation=True)

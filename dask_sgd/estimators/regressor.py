@@ -31,9 +31,9 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
-average, batch_size, optimizer, strategy, n_backup, local_steps, elastic_rate, n_fetch, \
-n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, warmup_epochs, \
-snapshot_steps, checkpoint_path
+average, batch_size, optimizer, clip_norm, strategy, n_backup, local_steps, elastic_rate, \
+n_fetch, n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, \
+warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
     power_t : float, default=0.25
@@ -84,6 +84,7 @@ snapshot_steps, checkpoint_path
         average=False,
         batch_size=8,
         optimizer="sgd",
+        clip_norm=None,
         strategy="sync",
         n_backup=1,
         local_steps=8,
@@ -96,6 +97,7 @@ snapshot_steps, checkpoint_path
         scale_learning_rate=True,
         warmup_epochs=1.0,
         snapshot_steps=1000,
+        snapshot_seconds=30.0,
         checkpoint_path=None,
     ):
         self.loss = loss
@@ -119,6 +121,7 @@ snapshot_steps, checkpoint_path
         self.average = average
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.clip_norm = clip_norm
         self.strategy = strategy
         self.n_backup = n_backup
         self.local_steps = local_steps
@@ -131,6 +134,7 @@ snapshot_steps, checkpoint_path
         self.scale_learning_rate = scale_learning_rate
         self.warmup_epochs = warmup_epochs
         self.snapshot_steps = snapshot_steps
+        self.snapshot_seconds = snapshot_seconds
         self.checkpoint_path = checkpoint_path
 
     @_fit_context(prefer_skip_nested_validation=True)

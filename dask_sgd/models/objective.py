@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dask_sgd.losses import Loss
@@ -27,6 +27,9 @@ class Objective:
     model: LinearModel
     loss: Loss
     penalty: Penalty
+    #: rescale a gradient whose Euclidean norm exceeds this (keyword-only: subclasses may
+    #: add positional fields)
+    clip_norm: float | None = field(default=None, kw_only=True)
 
     def loss_and_grad(
         self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None
@@ -46,6 +49,10 @@ class Objective:
         where = self.model.layout.slice("coef")
         grad[where] += self.penalty.grad(theta[where])
         summed = self.loss.loss(y, raw).sum() + n_rows * self.penalty.value(theta[where])
+        if self.clip_norm is not None:
+            norm = float((grad * grad).sum()) ** 0.5
+            if norm > self.clip_norm:  # a NaN norm passes: the caller refuses the gradient
+                grad = grad * (self.clip_norm / norm)
         return summed, grad
 
     def value(self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None) -> float:

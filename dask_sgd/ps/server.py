@@ -8,7 +8,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import dask.config
 import numpy as np
+from distributed import wait
 
 from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
@@ -82,7 +84,8 @@ class ParameterServer:
         version: int = 0,
         clock: int = 0,
     ) -> ParameterServer:
-        """Create ``n_shards`` shards (default: one per worker), spread over the workers.
+        """Create ``n_shards`` shards (default: one per worker), spread over the running
+        workers.
 
         ``opt_state`` (the whole vector's optimizer state), ``version`` and the units'
         ``clock`` resume training.
@@ -91,9 +94,13 @@ class ParameterServer:
             raise ValueError(
                 f"{optimizer!r} is not elementwise: shards cannot apply it to their own slices."
             )
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        workers = sorted(
+            address
+            for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
+            if info["status"] == "running"  # not a worker that is retiring
+        )
         if not workers:
-            raise RuntimeError("No Dask worker to hold the parameter-server shards.")
+            raise RuntimeError("No running Dask worker to hold the parameter-server shards.")
         n_shards = min(n_shards or len(workers), params.size)
         ranges = shard_ranges(params.size, n_shards)
         states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
@@ -114,7 +121,13 @@ class ParameterServer:
             )
             for index, where in enumerate(ranges)
         ]
+        timeout = dask.config.get("dask-sgd.shard-start-timeout", 30.0)
         try:
+            try:  # bounded: a shard whose task Dask never runs must not hang the fit
+                wait(futures, timeout=timeout)
+            except TimeoutError:
+                message = f"The parameter-server shards did not start in {timeout} s."
+                raise RuntimeError(message) from None
             return cls(client.gather(futures), ranges, futures, name)
         except BaseException:
             for future in futures:  # release the shards that did start

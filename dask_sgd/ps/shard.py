@@ -2,17 +2,22 @@
 
 Every method is ``async``: Dask runs them on the worker's event loop, one at a time between
 awaits, so a shard needs no lock, and a caller can wait for a version without holding a
-thread. Updates never modify arrays in place, so a returned array stays valid.
+thread. Updates never modify arrays in place, so a returned array stays valid, and an
+update that would make the parameters NaN or infinite is refused (:class:`NonFiniteParameters`,
+naming the shard's version: the step for "sync" and "backup", the round for "local", the
+shard's update count for the asynchronous strategies).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from dask_sgd.engine.steps import NonFiniteParameters
 from dask_sgd.optim import GradientTransformation, apply_updates
 
 Array = Any
@@ -126,11 +131,6 @@ class ParameterShard:
         version = self._apply_push(grad, learning_rate, staleness, staleness_aware)
         return version, staleness, lead
 
-    async def retire(self, unit: int) -> None:
-        """Unit ``unit`` pushes no more: nobody waits for its clock (it stopped on a fault)."""
-        self.clocks[unit] = math.inf
-        self._wake()
-
     async def open_budget(self, first_step: int, n_steps: int) -> None:
         """Downpour: the epoch's steps, ``first_step`` on, which units claim a few at a time."""
         self._next_step, self._budget_end = first_step, first_step + n_steps
@@ -169,7 +169,7 @@ class ParameterShard:
 
         def average(mean: Array) -> None:
             moved = mean if moving_rate == 1 else self.params + moving_rate * (mean - self.params)
-            self.params = moved.astype(self.params.dtype, copy=False)
+            self._keep(moved.astype(self.params.dtype, copy=False), self.opt_state)
 
         return await self._contribute(step, params, token, average)
 
@@ -180,8 +180,9 @@ class ParameterShard:
         elif not self._seen(token):
             self.pushes += 1
             total, count, first_apply = self._pending.get(step, (0, 0, apply))
-            self._pending[step] = (total + value, count + 1, first_apply)
-            self._apply_ready_steps()
+            with np.errstate(over="ignore", invalid="ignore"):  # refused, not warned
+                self._pending[step] = (total + value, count + 1, first_apply)
+                self._apply_ready_steps()
         return await self.pull(step + 1)
 
     def _apply_ready_steps(self) -> None:
@@ -236,8 +237,16 @@ class ParameterShard:
         return self._advance()
 
     def _apply(self, grad: Array, learning_rate: float) -> None:
-        direction, self.opt_state = self.optimizer.update(grad, self.opt_state, self.params)
-        self.params = apply_updates(self.params, direction, learning_rate)
+        with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned
+            direction, opt_state = self.optimizer.update(grad, self.opt_state, self.params)
+            params = apply_updates(self.params, direction, learning_rate)
+        self._keep(params, opt_state)
+
+    def _keep(self, params: Array, opt_state: Any) -> None:
+        """The update's result, unless it is not finite: then the shard stays as it was."""
+        if not np.isfinite(params).all():
+            raise NonFiniteParameters(self.version)
+        self.params, self.opt_state = params, opt_state
 
     def _advance(self) -> int:
         self.version += 1
