@@ -1,0 +1,35 @@
+"""The time-to-accuracy harness runs end to end at a small size (``--quick``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import tta
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # dask-ml reads deprecated Dask config
+def test_time_to_accuracy_quick_run_writes_every_contender(tmp_path):
+    results = tta.main(["--quick", "--repeats", "1", "--output", str(tmp_path)])
+    rows = results["rows"]
+    assert len(rows) == len(tta.contenders(quick=True))
+    names = {row["contender"] for row in rows}
+    assert {f"dask_sgd {strategy}" for strategy in tta.STRATEGIES} <= names
+    assert "dask-ml Incremental(SGDClassifier)" in names
+    assert results["target_log_loss"] == pytest.approx(
+        tta.TARGET_RATIO * results["reference_log_loss"]
+    )
+    by_label = {(row["contender"], row["setting"]): row for row in rows}
+    # the reference's own solver, unregularized enough, reaches the target it defines
+    assert by_label["sklearn LogisticRegression", "tuned: max_iter"]["reached"]
+    for row in rows:  # a time only where the target was reached, else the best metric
+        assert row["reached"] == (row["best_log_loss"] <= results["target_log_loss"])
+        assert ("seconds_to_target" in row) == row["reached"]
+    saved = json.loads((tmp_path / "tta.json").read_text())
+    assert [row["contender"] for row in saved["rows"]] == [row["contender"] for row in rows]
+    table = (tmp_path / "tta.md").read_text()
+    assert table.count("\n| dask_sgd ") == len([n for n in names if "dask_sgd" in n]) + 2
+    assert "not reached" in table or all(row["reached"] for row in rows)
+    assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
