@@ -22,7 +22,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ STRATEGIES = ("sync", "backup", "local", "downpour", "ssp")
 
 @dataclass
 class Contender:
-    """A learner at one setting: ``make(budget)`` builds an unfitted model, ``fit(model, data)``
-    fits it; ``epochs`` says whether the budget counts passes over the data."""
+    """A learner at one setting: ``make(budget)`` builds an unfitted model, and
+    ``fit(model, data, budget)`` fits it (default: ``model.fit`` on the NumPy or, with
+    ``on_dask``, the Dask rows); ``epochs`` says whether the budget counts passes."""
 
     name: str
     setting: str
@@ -58,7 +59,7 @@ class Contender:
     budgets: list
     on_dask: bool = False
     epochs: bool = False
-    fit: Callable[[Any, dict, int | None], Any] = field(default=None)
+    fit: Callable[[Any, dict, int | None], Any] | None = None
 
     def run_fit(self, model, data: dict, budget):
         if self.fit is not None:

@@ -323,10 +323,8 @@ class ClusterTrainer:
         futures = [self._submit(unit, plan, self.carries[unit]) for unit in range(len(self.units))]
         try:
             self._wait_for_units(futures)
-            refused = [
-                f.exception() for f in futures
-                if f.status == "error" and isinstance(f.exception(), NonFiniteParameters)
-            ]  # fmt: skip
+            errors = [future.exception() for future in futures if future.status == "error"]
+            refused = [error for error in errors if isinstance(error, NonFiniteParameters)]
             if refused:  # the cause; the other units failed because they were aborted
                 raise min(refused, key=lambda error: error.step)
             results = self.client.gather(futures)
