@@ -38,6 +38,9 @@ class GradientTransformation:
 
     #: Whether a shard can apply the update to its own slice of the parameters.
     elementwise: ClassVar[bool] = True
+    #: Whether the direction is the gradient divided by its own running size (Adagrad,
+    #: RMSProp, Adam): a larger batch then calls for the square-root scaling rule.
+    normalizes: ClassVar[bool] = False
 
     def init(self, params: Array) -> State:
         raise NotImplementedError
@@ -95,6 +98,7 @@ class Trace(GradientTransformation):
 class ScaleByAdagrad(GradientTransformation):
     """Adagrad: ``G ← G + g²``, direction ``g / (√G + eps)``."""
 
+    normalizes: ClassVar[bool] = True
     eps: float = 1e-10
 
     def init(self, params):
@@ -110,6 +114,7 @@ class ScaleByAdagrad(GradientTransformation):
 class ScaleByRMS(GradientTransformation):
     """RMSProp: ``v ← decay·v + (1 − decay)·g²``, direction ``g / (√v + eps)``."""
 
+    normalizes: ClassVar[bool] = True
     decay: float = 0.9
     eps: float = 1e-8
 
@@ -126,6 +131,7 @@ class ScaleByRMS(GradientTransformation):
 class ScaleByAdam(GradientTransformation):
     """Adam with bias correction: direction ``m̂ / (√v̂ + eps)``."""
 
+    normalizes: ClassVar[bool] = True
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -154,6 +160,10 @@ class Chain(GradientTransformation):
     @property
     def elementwise(self) -> bool:  # type: ignore[override]
         return all(t.elementwise for t in self.transformations)
+
+    @property
+    def normalizes(self) -> bool:  # type: ignore[override]
+        return any(t.normalizes for t in self.transformations)
 
     def init(self, params):
         return tuple(t.init(params) for t in self.transformations)

@@ -134,6 +134,23 @@ def linear_scaling_factor(effective_batch: int, reference_batch: int) -> float:
     return effective_batch / reference_batch
 
 
+def batch_scaling_factor(effective_batch: int, reference_batch: int, *, normalized: bool) -> float:
+    """The learning rate's factor for a larger batch: the linear rule for SGD (Goyal et al.
+    2017), the square-root rule for optimizers that divide by the gradient's running size,
+    such as Adam (Malladi et al. 2022): their steps do not grow with the gradient, only its
+    noise falls.
+
+    Examples
+    --------
+    >>> batch_scaling_factor(4 * 256, 256, normalized=False)
+    4.0
+    >>> batch_scaling_factor(4 * 256, 256, normalized=True)
+    2.0
+    """
+    factor = linear_scaling_factor(effective_batch, reference_batch)
+    return math.sqrt(factor) if normalized else factor
+
+
 def warmup(schedule: Schedule, warmup_steps: int, start_factor: float) -> Schedule:
     """Gradual warmup: the factor on ``schedule`` grows linearly from ``start_factor`` to 1.
 

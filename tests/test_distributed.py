@@ -14,13 +14,16 @@ import pandas as pd
 import pytest
 from sklearn import linear_model
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
+from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
-from dask_sgd import SGDClassifier, SGDRegressor, optim, schedules
+import dask_sgd
+from dask_sgd import SGDClassifier, SGDRegressor, defaults, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.data import TargetEncoder
+from dask_sgd.datasets import make_linear_classification
 from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.steps import TrainState, run_minibatches
 from dask_sgd.engine.units import take_rows
@@ -114,6 +117,11 @@ def test_linear_scaling_rule_and_warmup(client):
         assert 0.01 < warm.schedule(steps // 2) < 0.01 * k
         assert make(batch_size=10, warmup_epochs=0).schedule(0) == pytest.approx(0.01 * k)
         assert make(batch_size=10, scale_learning_rate=False).schedule(steps) == 0.01
+        adam = ClusterTrainer(
+            client, data, objective, optim.adam(), schedules.constant(0.01), TargetEncoder(),
+            batch_size=10,
+        )  # fmt: skip
+        assert adam.schedule(steps) == pytest.approx(0.01 * k**0.5)  # the square-root rule
     finally:
         data.release()
 
@@ -122,6 +130,9 @@ def test_linear_scaling_rule_and_warmup(client):
 
 
 SEEDS = (0, 1, 2)
+#: scikit-learn's algorithm, what "auto" is in process: a strategy's parity tests run it on
+#: Dask input too (test_parity_with_sklearn_on_dask_input checks the Dask defaults)
+SKLEARN_ALGORITHM = dict(optimizer="sgd", learning_rate="optimal", batch_size=8)
 
 
 def held_out(load, convert, make_ours, make_theirs):
@@ -156,7 +167,9 @@ def held_out(load, convert, make_ours, make_theirs):
     ],
 )
 def test_parity_with_sklearn_on_dask_input(client, load, loss, batch_size, convert):
-    """Held-out accuracy (R² for diabetes), mean of three seeds, within 0.02 of sklearn's."""
+    """Held-out accuracy (R² for diabetes), mean of three seeds, no worse than sklearn's by
+    more than 0.02: the Dask defaults (but for the batch size), another algorithm than
+    scikit-learn's (Adam for classifiers), which often does better on these small sets."""
     ours_class, theirs_class = (
         (SGDRegressor, linear_model.SGDRegressor)
         if load is load_diabetes
@@ -168,7 +181,50 @@ def test_parity_with_sklearn_on_dask_input(client, load, loss, batch_size, conve
         lambda seed: ours_class(loss=loss, batch_size=batch_size, random_state=seed),
         lambda seed: theirs_class(loss=loss, random_state=seed),
     )
-    assert abs(ours - theirs) <= 0.02, (ours, theirs)
+    assert ours >= theirs - 0.02, (ours, theirs)
+
+
+def test_auto_settings_follow_the_input_of_the_first_call(client, tmp_path):
+    """Dask input: Adam, "invscaling", large batches; in process: scikit-learn's algorithm.
+    partial_fit and a saved model keep what the first call chose."""
+    X, y = make_classification(n_samples=20_000, n_features=5, random_state=0)
+    on_dask = SGDClassifier(loss="log_loss", random_state=0, max_iter=2, tol=None)
+    on_dask.fit(*as_dask_array(X, y, 5_000))
+    in_process = SGDClassifier(loss="log_loss", random_state=0, max_iter=2, tol=None).fit(X, y)
+    assert on_dask.batch_size_ == 10_000 // 64 and in_process.batch_size_ == 8
+    assert on_dask._schedule() == defaults.Schedule("invscaling", 1.0, 1.0, "adam")
+    assert in_process._schedule() == defaults.Schedule("optimal", 0.01, 0.5, "sgd")
+    assert type(on_dask._train_state.opt_state).__name__ == "AdamState"
+    assert on_dask.score(X, y) > 0.8
+
+    on_dask.partial_fit(X[:100], y[:100])  # in process now: Adam goes on from its state
+    assert (
+        on_dask._schedule() == defaults.Schedule("invscaling", 1.0, 1.0, "adam")
+        and on_dask.batch_size_ == 8
+    )
+    dask_sgd.save(on_dask, tmp_path / "model")
+    loaded = dask_sgd.load(tmp_path / "model")
+    assert loaded._schedule() == on_dask._schedule()
+    loaded.partial_fit(X[:100], y[:100])
+
+    # alpha=0 is refused only where "auto" means the "optimal" schedule
+    SGDClassifier(alpha=0, max_iter=1, tol=None).fit(*as_dask_array(X, y, 5_000))
+    with pytest.raises(ValueError, match="alpha must be > 0 since learning_rate is 'optimal'"):
+        SGDClassifier(alpha=0).fit(X, y)
+
+
+def test_the_dask_defaults_reach_the_optimum_of_a_large_problem(client):
+    """What the defaults are for: one pass over 100,000 rows lands within 1 % of the optimum's
+    held-out log-loss (scikit-learn's per-row settings take 12,500 steps per worker)."""
+    X, y = make_linear_classification(120_000, 20, chunk_rows=20_000, random_state=0)
+    X_train, y_train = X[:100_000], y[:100_000]
+    X_test, y_test = X[100_000:].compute(), y[100_000:].compute()
+    best = linear_model.LogisticRegression(C=1e6).fit(X_train.compute(), y_train.compute())
+    clf = SGDClassifier(loss="log_loss", max_iter=1, tol=None, random_state=0)
+    clf.fit(X_train, y_train)
+    assert clf.batch_size_ == 50_000 // 64  # two workers, at least 64 steps each
+    reference = log_loss(y_test, best.predict_proba(X_test))
+    assert log_loss(y_test, clf.predict_proba(X_test)) <= 1.01 * reference
 
 
 def test_predictions_on_dask_input_are_lazy_and_match(client):
@@ -473,7 +529,11 @@ def test_local_strategy_parity_with_sklearn(client, elastic_rate):
         load_breast_cancer,
         as_dask_array,
         lambda seed: SGDClassifier(
-            loss="log_loss", strategy="local", elastic_rate=elastic_rate, random_state=seed
+            loss="log_loss",
+            strategy="local",
+            elastic_rate=elastic_rate,
+            random_state=seed,
+            **SKLEARN_ALGORITHM,
         ),
         lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
     )
@@ -548,7 +608,7 @@ def test_downpour_parity_with_sklearn(client, staleness_aware_lr):
 def test_ssp_records_its_lead_within_the_bound(client, bound):
     X, y = make_classification(n_samples=2000, n_features=5, random_state=4)
     adagrad = dict(optimizer="adagrad", learning_rate="constant", eta0=0.1)
-    params = dict(max_iter=2, tol=None, random_state=0, **adagrad)
+    params = dict(max_iter=2, tol=None, random_state=0, batch_size=8, **adagrad)
     clf = SGDClassifier(strategy="ssp", staleness_bound=bound, **params)
     clf.fit(*as_dask_array(X, y, 250))
     for record in clf.history_:
@@ -588,10 +648,10 @@ def test_backup_applies_the_first_gradients_and_counts_the_dropped(client):
     X, y = make_classification(n_samples=1000, n_features=5, random_state=6)
     clf = SGDClassifier(strategy="backup", n_backup=1, max_iter=2, tol=None, random_state=0)
     clf.fit(*as_dask_array(X, y))
-    steps_per_epoch = int(np.ceil(1000 / clf.batch_size))  # one gradient counts per step
+    steps_per_epoch = int(np.ceil(1000 / clf.batch_size_))  # one gradient counts per step
     assert clf.t_ - 1 == 2 * steps_per_epoch
     for record in clf.history_:  # every gradient computed was either applied or dropped
-        assert record["samples"] // clf.batch_size == steps_per_epoch + record["dropped"]
+        assert record["samples"] // clf.batch_size_ == steps_per_epoch + record["dropped"]
     assert sum(r["dropped"] for r in clf.history_) > 0  # two workers race for each step
 
 
@@ -600,7 +660,9 @@ def test_backup_parity_with_sklearn(client):
     ours, theirs = held_out(
         load_breast_cancer,
         as_dask_array,
-        lambda seed: SGDClassifier(loss="log_loss", strategy="backup", random_state=seed),
+        lambda seed: SGDClassifier(
+            loss="log_loss", strategy="backup", random_state=seed, **SKLEARN_ALGORITHM
+        ),
         lambda seed: linear_model.SGDClassifier(loss="log_loss", random_state=seed),
     )
     assert ours >= theirs - 0.02, (ours, theirs)

@@ -250,7 +250,7 @@ def test_history_records_every_epoch(binary):
     times = [h["wall_time"] for h in clf.history_]
     assert times == sorted(times)
     assert clf.history_[-1]["loss"] < clf.history_[0]["loss"]
-    assert clf.t_ == 7 * int(np.ceil(len(X) / clf.batch_size)) + 1
+    assert clf.t_ == 7 * int(np.ceil(len(X) / clf.batch_size_)) + 1
 
 
 def test_partial_fit_continues_the_optimizer_state(binary):

@@ -20,6 +20,7 @@ import dask.config
 import numpy as np
 from distributed import KilledWorker, wait
 
+from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.steps import NonFiniteParameters, TrainState
@@ -29,7 +30,7 @@ from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
 from dask_sgd.ps.retirement import watch_retirements
 from dask_sgd.ps.server import mean_states
-from dask_sgd.schedules import Schedule, linear_scaling_factor, scaled, warmup
+from dask_sgd.schedules import Schedule, batch_scaling_factor, scaled, warmup
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class ClusterTrainer:
 
     "sync" and "backup": the learning rate follows the linear scaling rule (``k`` gradients
     of ``batch_size`` rows per step make an effective batch ``k`` times the reference
-    ``batch_size``; ``k`` excludes the ``n_backup`` backup workers), reached by a gradual
+    ``batch_size``; ``k`` excludes the ``n_backup`` backup workers), or the square-root
+    rule for optimizers that normalize the gradient (Adam, RMSProp, Adagrad), reached by a gradual
     warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local",
     "downpour" and "ssp": each step uses ``batch_size`` rows, so the rate is unscaled.
 
@@ -65,7 +67,7 @@ class ClusterTrainer:
         schedule: Schedule,
         encoder: TargetEncoder,
         *,
-        batch_size: int,
+        batch_size: int | str,
         n_shards: int | None = None,
         scale_learning_rate: bool = True,
         warmup_epochs: float = 1.0,
@@ -87,7 +89,6 @@ class ClusterTrainer:
         self.objective = objective
         self.optimizer = optimizer
         self.encoder = encoder
-        self.batch_size = batch_size
         self.n_shards = n_shards
         self.strategy = strategy
         self.local_steps = local_steps
@@ -96,13 +97,18 @@ class ClusterTrainer:
         self.claim_seconds = claim_seconds
         self.elastic_rate = elastic_rate
         self.units = data.units(client)
+        self.batch_size = batch_size = defaults.batch_size(
+            batch_size, data.n_rows / len(self.units)
+        )
         # "backup": each step applies the first k - n_backup gradients to arrive
         k = len(self.units) - (min(n_backup, len(self.units) - 1) if strategy == "backup" else 0)
         self.n_contributors = k
         self.steps_per_epoch = max(1, math.ceil(data.n_rows / (k * batch_size)))
         factor = 1
         if scale_learning_rate and strategy in ("sync", "backup"):
-            factor = linear_scaling_factor(k * batch_size, batch_size)
+            factor = batch_scaling_factor(
+                k * batch_size, batch_size, normalized=optimizer.normalizes
+            )
         self.schedule = warmup(
             scaled(schedule, factor), round(warmup_epochs * self.steps_per_epoch), 1 / factor
         )

@@ -16,7 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from dask_sgd import optim
+from dask_sgd import defaults, optim
 from dask_sgd.blocks import is_dask_collection, persist_blocks
 from dask_sgd.checkpoint import checkpoint_exists, load_checkpoint
 from dask_sgd.data import TargetEncoder, validation_split
@@ -53,7 +53,7 @@ class BaseSGD(BaseEstimator):
         "verbose": ["verbose"],
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
-        "learning_rate": [StrOptions({"constant", "optimal", "invscaling", "adaptive"})],
+        "learning_rate": [StrOptions({"auto", "constant", "optimal", "invscaling", "adaptive"})],
         "eta0": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, None, None, closed="neither")],
         "early_stopping": ["boolean"],
@@ -61,8 +61,8 @@ class BaseSGD(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(optim.OPTIMIZERS)), optim.GradientTransformation],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "optimizer": [StrOptions({"auto", *optim.OPTIMIZERS}), optim.GradientTransformation],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "strategy": [StrOptions({"sync", "backup", "local", "downpour", "ssp"})],
         "n_backup": [Interval(Integral, 0, None, closed="left")],
@@ -79,6 +79,9 @@ class BaseSGD(BaseEstimator):
         "snapshot_seconds": [Interval(Real, 0, None, closed="neither")],
         "checkpoint_path": [str, os.PathLike, None],
     }
+
+    #: the schedule that ``learning_rate="auto"`` is in process (scikit-learn's default)
+    _in_process_learning_rate: ClassVar[str] = "optimal"
 
     # --- what subclasses define -------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class BaseSGD(BaseEstimator):
     # --- validation ---------------------------------------------------------------------------
 
     def _more_validate_params(self) -> None:
-        if self.learning_rate == "optimal" and self.alpha == 0:
+        if self._schedule().learning_rate == "optimal" and self.alpha == 0:
             raise ValueError(
                 "alpha must be > 0 since learning_rate is 'optimal'. alpha is used "
                 "to compute the optimal learning rate."
@@ -140,6 +143,8 @@ class BaseSGD(BaseEstimator):
         """``fit`` (from scratch, up to max_iter epochs) or ``partial_fit`` (one epoch)."""
         first_call = not is_partial or not hasattr(self, "coef_")
         if first_call:
+            # what "auto" becomes is decided here, for this call and the partial_fits after it
+            self._auto_for_dask = is_dask_collection(X)
             self._more_validate_params()
             if is_partial:
                 self._check_first_partial_fit(classes)
@@ -175,20 +180,34 @@ class BaseSGD(BaseEstimator):
 
     # --- training -----------------------------------------------------------------------------
 
+    def _schedule(self) -> defaults.Schedule:
+        """The learning rate and optimizer, "auto" resolved (see :mod:`dask_sgd.defaults`)
+        for the input of the call that started training."""
+        return defaults.schedule(
+            self.learning_rate,
+            self.eta0,
+            self.power_t,
+            self.optimizer,
+            in_process=self._in_process_learning_rate,
+            on_dask=getattr(self, "_auto_for_dask", False),
+            classifier=is_classifier(self),
+        )
+
     def _components(self, n_features: int):
         """The model, objective, optimizer and schedule that the parameters describe."""
         model = LinearModel(n_features, self._n_outputs(), self.fit_intercept)
         loss = get_loss(self.loss, epsilon=self.epsilon, multinomial=self._is_multinomial())
         penalty = get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio)
+        chosen = self._schedule()
         schedule = get_schedule(
-            self.learning_rate,
-            eta0=self.eta0,
-            power_t=self.power_t,
+            chosen.learning_rate,
+            eta0=chosen.eta0,
+            power_t=chosen.power_t,
             alpha=self.alpha,
             loss=get_loss(self.loss, epsilon=self.epsilon),  # the binary loss sets t0
         )
         objective = Objective(model, loss, penalty, clip_norm=self.clip_norm)
-        return model, objective, optim.get_optimizer(self.optimizer), schedule
+        return model, objective, optim.get_optimizer(chosen.optimizer), schedule
 
     def _start_state(self, model, optimizer, dtype, coef_init, intercept_init, is_partial):
         """The state to train from: kept (partial_fit), warm, given, or zeros."""
@@ -238,9 +257,10 @@ class BaseSGD(BaseEstimator):
 
         rng = np.random.default_rng(self._seed()) if self.shuffle else None
         average_start = int(self.average) if self.average else 0
+        batch_size = self.batch_size_ = defaults.batch_size(self.batch_size)
 
         def run_epoch(state: TrainState, lr_factor: float):
-            batches = iterate_minibatches(X, Y, sample_weight, self.batch_size, rng)
+            batches = iterate_minibatches(X, Y, sample_weight, batch_size, rng)
             learning_rate = scaled(schedule, lr_factor)
             return run_minibatches(
                 state, batches, objective, optimizer, learning_rate, average_start
@@ -308,6 +328,7 @@ class BaseSGD(BaseEstimator):
                 snapshot_steps=self.snapshot_steps,
                 snapshot_seconds=self.snapshot_seconds,
             )
+            self.batch_size_ = trainer.batch_size
             try:
                 self._run_epochs(trainer.run_epoch, state, model, max_iter, is_partial)
             finally:
@@ -336,7 +357,7 @@ class BaseSGD(BaseEstimator):
         monitor = ConvergenceMonitor(
             tol=None if is_partial else self.tol,
             n_iter_no_change=self.n_iter_no_change,
-            adaptive_eta0=self.eta0 if self.learning_rate == "adaptive" else None,
+            adaptive_eta0=self.eta0 if self._schedule().learning_rate == "adaptive" else None,
         )
         history = list(getattr(self, "history_", [])) if is_partial else []
         path, epochs_done = self.checkpoint_path, 0

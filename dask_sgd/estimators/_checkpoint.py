@@ -76,7 +76,10 @@ def training_checkpoint(
     for index, leaf in enumerate(tree_leaves(state.opt_state)):
         arrays[f"opt_state.{index}"] = np.asarray(leaf)
     params, skipped = _json_params(estimator)
-    fitted = {"n_features_in": int(estimator.n_features_in_)}
+    fitted = {
+        "n_features_in": int(estimator.n_features_in_),
+        "on_dask": bool(getattr(estimator, "_auto_for_dask", False)),  # what "auto" became
+    }
     if hasattr(estimator, "feature_names_in_"):
         fitted["feature_names_in"] = _labels(estimator.feature_names_in_, "feature names")
     if hasattr(estimator, "classes_"):
@@ -183,6 +186,7 @@ def load(path: str):
         if "feature_names_in" in fitted:
             estimator.feature_names_in_ = _from_labels(fitted["feature_names_in"])
         model = LinearModel(layout["n_features"], layout["n_outputs"], layout["fit_intercept"])
+        estimator._auto_for_dask = fitted.get("on_dask", False)
         optimizer = estimator._components(layout["n_features"])[2]
         like = TrainState.create(
             model.init_params(dtype=arrays["params"].dtype),

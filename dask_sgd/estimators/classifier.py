@@ -33,6 +33,13 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     subgradient (coefficients get small, not exactly zero) and the rows are shuffled by
     another random generator.
 
+    The defaults depend on the input (:mod:`dask_sgd.defaults`). In process (NumPy, pandas,
+    SciPy) they are scikit-learn's algorithm in minibatches of 8 rows. On Dask input,
+    "auto" becomes Adam on 1024 rows per worker and step with a decaying rate, trained by
+    local SGD ("local"):
+    scikit-learn's per-row settings would take minutes per epoch and stall far from the
+    optimum on a million rows.
+
     Several classes are fitted one-vs-rest, all classes at once, except ``loss="log_loss"``,
     which fits a multinomial (softmax) model.
 
@@ -62,10 +69,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     epsilon : float, default=0.1
         Width of the "huber" and epsilon-insensitive losses.
     random_state : int, RandomState instance or None, default=None
-    learning_rate : {"optimal", "constant", "invscaling", "adaptive"}, default="optimal"
+    learning_rate : {"auto", "optimal", "constant", "invscaling", "adaptive"}, default="auto"
         "optimal" is ``1 / (alpha (t0 + t))``; "constant" is ``eta0``; "invscaling" is
         ``eta0 / (t + 1) ** power_t``; "adaptive" is ``eta0``, divided by 5 whenever
-        ``n_iter_no_change`` epochs pass without improvement. ``t`` counts updates.
+        ``n_iter_no_change`` epochs pass without improvement. ``t`` counts updates. "auto"
+        is "optimal" in process (scikit-learn's default) and "invscaling" on Dask input.
     eta0 : float, default=0.01
     power_t : float, default=0.5
     early_stopping : bool, default=False
@@ -79,20 +87,24 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         Start ``fit`` from the current coefficients.
     average : bool or int, default=False
         Averaged SGD: store the mean of the parameters over the updates from that sample on.
-    batch_size : int, default=8
-        Rows per minibatch. The learning rate applies to the minibatch's mean gradient, as
-        in PyTorch; ``batch_size=1`` is scikit-learn's per-sample SGD (and as slow as a
-        Python loop over rows can be).
-    optimizer : str or GradientTransformation, default="sgd"
+    batch_size : int or "auto", default="auto"
+        Rows per minibatch (on Dask input, per worker and step). The learning rate applies
+        to the minibatch's mean gradient, as in PyTorch; ``batch_size=1`` is scikit-learn's
+        per-sample SGD (and as slow as a Python loop over rows can be). "auto" is 8 in
+        process, and 1024 on Dask input, less on small data so that each worker takes at
+        least 64 steps per epoch (never less than 8). ``batch_size_`` holds the value used.
+    optimizer : str, GradientTransformation or "auto", default="auto"
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
-        :mod:`dask_sgd.optim`. The adaptive ones want ``learning_rate="constant"`` and a small
-        ``eta0`` (1e-3 for "adam").
+        :mod:`dask_sgd.optim`. The adaptive ones want a small ``eta0`` (1e-3 for "adam" at
+        a constant rate; the default 0.01 with "invscaling"). "auto" is "sgd" in process
+        and "adam" on Dask input, except under the "optimal" schedule (plain SGD's rates),
+        where it is "sgd".
     clip_norm : float or None, default=None
         Gradient-norm clipping: a minibatch gradient whose Euclidean norm exceeds this is
         scaled down to it (per worker on Dask input). A gradient or an update that is NaN or
         infinite is never applied, clipped or not: ``fit`` raises ``ValueError`` naming the
         epoch, the step and, on Dask input, the partition.
-    strategy : {"sync", "backup", "local", "downpour", "ssp"}, default="sync"
+    strategy : {"local", "sync", "backup", "downpour", "ssp"}, default="local"
         How Dask input is trained (NumPy, pandas and SciPy input train in process):
         "sync" is synchronous data parallelism, one minibatch of ``batch_size`` rows per
         worker and step, the mean of the workers' gradients applied once by the parameter
@@ -156,6 +168,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         Steps taken, plus one (scikit-learn's convention): optimizer updates in process and
         for "sync", "backup" and "local"; minibatches for "downpour"; steps per worker for
         "ssp" (each worker's clock).
+    batch_size_ : int
+        The ``batch_size`` of the last call (rows per worker and step on Dask input).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string column names.
@@ -203,7 +217,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         verbose=0,
         epsilon=0.1,
         random_state=None,
-        learning_rate="optimal",
+        learning_rate="auto",
         eta0=0.01,
         power_t=0.5,
         early_stopping=False,
@@ -212,10 +226,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         class_weight=None,
         warm_start=False,
         average=False,
-        batch_size=8,
-        optimizer="sgd",
+        batch_size="auto",
+        optimizer="auto",
         clip_norm=None,
-        strategy="sync",
+        strategy="local",
         n_backup=1,
         local_steps=8,
         elastic_rate=None,

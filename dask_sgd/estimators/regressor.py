@@ -35,14 +35,19 @@ average, batch_size, optimizer, clip_norm, strategy, n_backup, local_steps, elas
 n_fetch, n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, \
 warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
-    learning_rate : {"invscaling", "constant", "optimal", "adaptive"}, default="invscaling"
+    learning_rate : {"invscaling", "constant", "optimal", "adaptive", "auto"}, \
+default="invscaling"
+        As for :class:`dask_sgd.SGDClassifier`; "auto" is "invscaling" everywhere. The
+        default ``optimizer="auto"`` is plain SGD, on Dask input too (see
+        :mod:`dask_sgd.defaults`); with ``batch_size="auto"`` Dask input trains on 1024 rows
+        per worker and step.
     power_t : float, default=0.25
 
     Attributes
     ----------
     coef_ : ndarray of shape (n_features,)
     intercept_ : ndarray of shape (1,)
-    n_iter_, t_, n_features_in_, feature_names_in_, history_
+    n_iter_, t_, batch_size_, n_features_in_, feature_names_in_, history_
         As for :class:`dask_sgd.SGDClassifier`.
 
     Examples
@@ -59,6 +64,7 @@ warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
         **BaseSGD._parameter_constraints,
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
     }
+    _in_process_learning_rate: ClassVar[str] = "invscaling"
 
     def __init__(
         self,
@@ -82,10 +88,10 @@ warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
         n_iter_no_change=5,
         warm_start=False,
         average=False,
-        batch_size=8,
-        optimizer="sgd",
+        batch_size="auto",
+        optimizer="auto",
         clip_norm=None,
-        strategy="sync",
+        strategy="local",
         n_backup=1,
         local_steps=8,
         elastic_rate=None,
