@@ -2,9 +2,9 @@
 
 ``make demo`` (or ``python -m dask_sgd.demo``) starts two single-threaded workers, generates
 about a million rows on them, trains a logistic regression, and reports held-out metrics,
-wall time, samples per second and the dashboard address. It trains with local SGD
-(``--strategy local``, averaging every 32 steps), the faster of the two strategies here;
-``--strategy sync`` runs synchronous SGD.
+wall time, samples per second and the dashboard address. It trains with the estimator's
+defaults for Dask input (local SGD; Adam on up to 1024 rows per worker and step; see
+:mod:`dask_sgd.defaults`); ``--strategy`` picks another strategy.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-features", type=int, default=100)
     parser.add_argument("--n-workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=1024, help="rows per worker and step")
-    parser.add_argument("--strategy", choices=["sync", "local"], default="local")
-    parser.add_argument("--local-steps", type=int, default=32, help='for --strategy "local"')
+    parser.add_argument(
+        "--strategy", choices=["local", "sync", "backup", "downpour", "ssp"], default="local"
+    )
     args = parser.parse_args(argv)
 
     with (
@@ -50,15 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         clf = SGDClassifier(
             loss="log_loss",
-            optimizer="adam",
-            learning_rate="constant",
-            eta0=1e-3,
-            alpha=1e-6,
-            batch_size=args.batch_size,
             max_iter=args.epochs,
             tol=None,
             strategy=args.strategy,
-            local_steps=args.local_steps,
             random_state=0,
             verbose=1,
         )
