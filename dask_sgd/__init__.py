@@ -5,7 +5,16 @@ from __future__ import annotations
 from dask_sgd.engine.cluster import TrainingFailed
 from dask_sgd.estimators import SGDClassifier, SGDRegressor
 from dask_sgd.estimators._checkpoint import load, save
+from dask_sgd.progress import plot_history
 
 __version__ = "0.1.0"
 
-__all__ = ["SGDClassifier", "SGDRegressor", "TrainingFailed", "__version__", "load", "save"]
+__all__ = [
+    "SGDClassifier",
+    "SGDRegressor",
+    "TrainingFailed",
+    "__version__",
+    "load",
+    "plot_history",
+    "save",
+]

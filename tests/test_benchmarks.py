@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from benchmarks import tta
+from dask_sgd.benchmarks import tta
+from dask_sgd.cli import main as cli_main
 
 
 @pytest.mark.timeout(300)
@@ -33,3 +34,15 @@ def test_time_to_accuracy_quick_run_writes_every_contender(tmp_path):
     assert table.count("\n| dask_sgd ") == sum(r["contender"].startswith("dask_sgd") for r in rows)
     assert "not reached" in table or all(row["reached"] for row in rows)
     assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(180)
+def test_scaling_run_at_small_size_times_every_size(tmp_path):
+    sizes = ["--factors", "1", "2", "--rows-per-factor", "20000"]
+    assert cli_main(["bench", "scaling", *sizes, "--output", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "scaling.json").read_text())
+    assert [row["rows"] for row in saved["rows"]] == [20_000, 40_000]
+    for row in saved["rows"]:
+        assert row["seconds_per_epoch"] > 0 and row["peak_worker_memory_bytes"] > 0
+        assert row["reached"] == (row["best_log_loss"] <= 1.001 * saved["reference_log_loss"])
+    assert (tmp_path / "scaling.md").read_text().count("\n| 20,000 |") == 1

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
 
-from dask_sgd import SGDClassifier, SGDRegressor, optim
+from dask_sgd import SGDClassifier, SGDRegressor, optim, plot_history
 
 
 @pytest.fixture
@@ -348,11 +348,28 @@ def test_custom_optimizer_object_clones_and_pickles(regression):
     np.testing.assert_array_equal(restored.predict(X), reg.predict(X))
 
 
-def test_verbose_prints_epochs(binary, capsys):
+def test_verbose_prints_epochs_and_a_progress_bar(binary, capsys):
     SGDClassifier(verbose=1, max_iter=2, tol=None, random_state=0).fit(*binary)
-    out = capsys.readouterr().out
-    assert "-- Epoch 1" in out
-    assert "-- Epoch 2" in out
+    printed = capsys.readouterr()
+    assert "-- Epoch 1" in printed.out
+    assert "-- Epoch 2" in printed.out
+    bar = printed.err.replace("\r", "\n").splitlines()[-1]  # tqdm redraws in place
+    assert "2/2" in bar and "loss=" in bar and "samples_per_s=" in bar
+    SGDClassifier(max_iter=2, tol=None, random_state=0).fit(*binary)
+    assert capsys.readouterr() == ("", "")  # quiet by default
+
+
+def test_plot_history_draws_the_loss_against_time_and_epochs(binary):
+    import matplotlib.pyplot as plt
+
+    clf = SGDClassifier(max_iter=4, tol=None, random_state=0).fit(*binary)
+    figure = plot_history(clf.history_)
+    by_time, by_epoch = (axis.lines[0] for axis in figure.axes)
+    np.testing.assert_allclose(by_epoch.get_xdata(), [1, 2, 3, 4])
+    np.testing.assert_allclose(by_time.get_ydata(), [h["loss"] for h in clf.history_])
+    plt.close(figure)
+    with pytest.raises(ValueError, match="history is empty"):
+        plot_history([])
 
 
 def test_clip_norm_tames_a_fit_that_unscaled_data_throws_off():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,8 @@ from distributed import KilledWorker, wait
 
 from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData
+from dask_sgd.dashboard import TOPIC as DASHBOARD_TOPIC
+from dask_sgd.dashboard import show_on_dashboard
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.steps import NonFiniteParameters, TrainState
 from dask_sgd.engine.units import UnitPlan, train_unit
@@ -131,6 +134,8 @@ class ClusterTrainer:
         self.shard_moves: list[dict] = []
         self.server: ParameterServer | None = None
         watch_retirements(client)
+        show_on_dashboard(client)
+        self.fit_id = uuid.uuid4().hex[:8]  # the dashboard page shows the latest fit
 
     def run_epoch(self, state: TrainState, lr_factor: float):
         """One epoch; returns the new state, summed loss, rows, and history fields."""
@@ -193,9 +198,32 @@ class ClusterTrainer:
                 break
             except ShardLost as lost:
                 self._recover(state, snapshot, n_steps, str(lost))
-        self._pace_segments(n_steps, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._pace_segments(n_steps, seconds)
+        self._publish(outcome[0], outcome[1], seconds)
         self._move_shards_off_retiring_workers(outcome[0])
         return outcome
+
+    def _publish(self, state: TrainState, results: list, seconds: float) -> None:
+        """The segment's record for the dashboard page (:mod:`dask_sgd.dashboard`)."""
+        rows = sum(result["rows"] for _, result in results)
+        rates: dict[str, float] = {}
+        for unit, result in results:
+            worker = self.units[unit][0]
+            rates[worker] = rates.get(worker, 0.0) + result["rows"] / max(seconds, 1e-9)
+        record = {
+            "fit": self.fit_id,
+            "strategy": self.strategy,
+            "time": time.time(),
+            "step": int(state.step),
+            "loss": float(sum(result["loss_sum"] for _, result in results) / max(rows, 1)),
+            "rows_per_second": rates,
+            "pushes": [int(shard["pushes"]) for shard in self.server.stats()],
+        }
+        staleness = [s for _, result in results for s in result.get("staleness", [])]
+        if staleness:
+            record["staleness_mean"] = float(np.mean(staleness))
+        self.client.log_event(DASHBOARD_TOPIC, record)
 
     def _pace_segments(self, n_steps: int, seconds: float) -> None:
         """Segments of about ``snapshot_seconds`` at the last one's pace (whole rounds, at

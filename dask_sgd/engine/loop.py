@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dask_sgd.engine.steps import NonFiniteParameters, TrainState
+from dask_sgd.progress import EpochProgress
 
 #: run_epoch(state, lr_factor) -> (state, summed loss, rows seen[, extra history fields])
 EpochRunner = Callable[[TrainState, float], tuple]
@@ -73,43 +74,45 @@ def train_epochs(
     raises ``ValueError`` naming the epoch, the step and (on Dask) the partition.
     """
     history: list[dict] = []
-    started = time.perf_counter()
-    for n_iter in range(1, max_iter + 1):
-        epoch = first_epoch + n_iter - 1
-        try:
-            state, loss_sum, rows, *extra = run_epoch(state, monitor.lr_factor)
-        except NonFiniteParameters as error:
-            where = "" if error.partition is None else f", partition {error.partition}"
-            raise ValueError(
-                f"Floating-point under-/overflow occurred at epoch #{epoch} (step {error.step}"
-                f"{where}: non-finite {error.what}, not applied). Scaling input data with "
-                "StandardScaler or MinMaxScaler might help, or a smaller learning rate (eta0), "
-                "or clip_norm."
-            ) from None
-        score = validation_score(state) if validation_score is not None else None
-        record = {
-            "epoch": epoch,
-            "loss": loss_sum / max(rows, 1),
-            "samples": rows,
-            "wall_time": time.perf_counter() - started,
-            "lr_factor": monitor.lr_factor,
-        }
-        if score is not None:
-            record["validation_score"] = score
-        for fields in extra:
-            record.update(fields)
-        history.append(record)
-        if verbose:
-            extra = f", validation score {score:.6f}" if score is not None else ""
-            print(
-                f"-- Epoch {epoch}: avg. loss {record['loss']:.6f}{extra}, "
-                f"{rows} samples, {record['wall_time']:.2f} s"
+    with EpochProgress(max_iter, enabled=bool(verbose)) as progress:
+        started = time.perf_counter()
+        for n_iter in range(1, max_iter + 1):
+            epoch = first_epoch + n_iter - 1
+            try:
+                state, loss_sum, rows, *extra = run_epoch(state, monitor.lr_factor)
+            except NonFiniteParameters as error:
+                where = "" if error.partition is None else f", partition {error.partition}"
+                raise ValueError(
+                    f"Floating-point under-/overflow occurred at epoch #{epoch} (step {error.step}"
+                    f"{where}: non-finite {error.what}, not applied). Scaling input data with "
+                    "StandardScaler or MinMaxScaler might help, or a smaller learning rate (eta0), "
+                    "or clip_norm."
+                ) from None
+            score = validation_score(state) if validation_score is not None else None
+            record = {
+                "epoch": epoch,
+                "loss": loss_sum / max(rows, 1),
+                "samples": rows,
+                "wall_time": time.perf_counter() - started,
+                "lr_factor": monitor.lr_factor,
+            }
+            if score is not None:
+                record["validation_score"] = score
+            for fields in extra:
+                record.update(fields)
+            history.append(record)
+            validation = f", validation score {score:.6f}" if score is not None else ""
+            progress.epoch(
+                record,
+                f"-- Epoch {epoch}: avg. loss {record['loss']:.6f}{validation}, "
+                f"{rows} samples, {record['wall_time']:.2f} s",
             )
-        converged = monitor.observe(record["loss"], score)
-        if on_epoch is not None:
-            on_epoch(state, history, converged or n_iter == max_iter)
-        if converged:
-            if verbose:
-                print(f"Convergence after {n_iter} epochs took {record['wall_time']:.2f} seconds")
-            return EpochResult(state, history, n_iter, True)
-    return EpochResult(state, history, max_iter, False)
+            converged = monitor.observe(record["loss"], score)
+            if on_epoch is not None:
+                on_epoch(state, history, converged or n_iter == max_iter)
+            if converged:
+                progress.write(
+                    f"Convergence after {n_iter} epochs took {record['wall_time']:.2f} seconds"
+                )
+                return EpochResult(state, history, n_iter, True)
+        return EpochResult(state, history, max_iter, False)

@@ -1,14 +1,15 @@
 """Engine efficiency: samples per second of each strategy against a plain NumPy loop.
 
-    python -m benchmarks.engine_efficiency [--n-samples 1000000] [--n-features 100]
+    python -m dask_sgd.benchmarks.engine_efficiency [--n-samples 1000000] [--n-features 100]
 
 Every contender runs the same algorithm on the same rows: minibatch logistic regression
 with Adam (lr 1e-3, alpha 1e-6), ``batch_size`` rows per worker and step. The plain loop
 runs in this process; dask_sgd runs on a LocalCluster of single-threaded worker
 processes with 1 and with 2 workers ("sync"), and with 2 workers ("local", averaging
-every 8 and every 32 steps; "downpour", pulling and pushing every step). Times cover training epochs only (data generated and
-persisted before any clock starts). The per-step overhead is the sync strategy's step time
-minus the plain loop's, both with a batch of one row.
+every 8 and every 32 steps; "downpour", pulling and pushing every step). Times cover
+training epochs only (data generated and persisted before any clock starts). The per-step
+overhead of each strategy, with its defaults on 2 workers, is the time of a unit's step
+(one row, one worker) minus the plain loop's step on one row.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def numpy_loop(X, y, batch_size: int, epochs: int = 1) -> float:
 
 
 def dask_sgd_rate(
-    n_workers: int, X, y, batch_size: int, epochs: int, **strategy
+    n_workers: int, X, y, batch_size: int, epochs: int, strategy: str = "sync", **options
 ) -> tuple[float, float]:
-    """(samples per second, seconds per step) of a strategy, epochs after the first."""
+    """(samples per second, seconds per step of a unit) of a strategy, epochs after the
+    first; a unit's step is ``batch_size`` rows on one worker."""
     with (
         LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0") as c,
         Client(c) as client,
@@ -64,13 +66,14 @@ def dask_sgd_rate(
             max_iter=epochs + 1,
             tol=None,
             random_state=0,
-            **strategy,
+            strategy=strategy,
+            **options,
         ).fit(X, y)
         timed = clf.history_[1:]  # the first epoch also starts the parameter server
         seconds = timed[-1]["wall_time"] - clf.history_[0]["wall_time"]
         samples = sum(h["samples"] for h in timed)
-        steps = (clf.t_ - 1) * len(timed) / len(clf.history_)
-        return samples / seconds, seconds / steps
+        steps_per_unit = samples / (n_workers * batch_size)
+        return samples / seconds, seconds / steps_per_unit
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -108,9 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     small_X, small_y = X[: args.overhead_samples], y[: args.overhead_samples]
     tiny_compute = 1 / numpy_loop(X_local[: args.overhead_samples], y_local, 1)
-    _, step_seconds = dask_sgd_rate(2, small_X, small_y, 1, epochs=1)
-    results["sync_step_seconds_batch_1"] = step_seconds
-    results["sync_overhead_per_step_seconds"] = step_seconds - tiny_compute
+    for strategy in ("sync", "backup", "local", "downpour", "ssp"):
+        _, step_seconds = dask_sgd_rate(2, small_X, small_y, 1, epochs=1, strategy=strategy)
+        results[f"{strategy}_step_seconds_batch_1"] = step_seconds
+        results[f"{strategy}_overhead_per_step_seconds"] = step_seconds - tiny_compute
 
     for name, value in results.items():
         print(f"{name:>32}: {value:,.4g}")

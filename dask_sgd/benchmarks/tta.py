@@ -1,6 +1,6 @@
 """Time to accuracy: dask_sgd against its peers on one workload, side by side, in one run.
 
-    python -m benchmarks.tta --workload dense-logreg [--quick] [--repeats 3] [--output DIR]
+    python -m dask_sgd.benchmarks.tta --workload dense-logreg [--quick] [--repeats 3] [--output DIR]
 
 Follows ``BENCHMARKS.md``. The data is generated once, split, and persisted on one
 ``LocalCluster(n_workers=2, threads_per_worker=1)`` before any clock starts; single-process

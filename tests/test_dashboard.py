@@ -1,0 +1,131 @@
+"""The /dask-sgd page on the Dask dashboard: served during a fit, drawn in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_sgd import SGDClassifier
+from dask_sgd.datasets import make_linear_classification
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        port = cluster.dashboard_link.rsplit(":", 1)[1].split("/")[0]
+        yield f"http://127.0.0.1:{port}", client
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read()
+
+
+class FitInBackground:
+    """A downpour fit (so it has staleness) in a thread, short segments so records come fast."""
+
+    def __init__(self, client, epochs: int) -> None:
+        X, y = make_linear_classification(40_000, 10, chunk_rows=5_000, random_state=0)
+        self.clf = SGDClassifier(
+            strategy="downpour", batch_size=16, max_iter=epochs, tol=None,
+            snapshot_seconds=0.3, random_state=0,
+        )  # fmt: skip
+        self.thread = threading.Thread(target=lambda: self.clf.fit(X, y))
+        self.client = client
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive()
+
+
+def wait_for_records(base: str, at_least: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = json.loads(fetch(f"{base}/dask-sgd/metrics.json"))
+        except urllib.error.HTTPError as error:  # the fit has not registered the page yet
+            assert error.code == 404
+            answer = {"records": []}
+        if len(answer["records"]) >= at_least:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} records after {timeout} s")
+
+
+@pytest.mark.timeout(120)
+def test_the_page_and_the_fits_records_are_served_during_the_fit(cluster):
+    base, client = cluster
+    with FitInBackground(client, epochs=1) as fit:
+        answer = wait_for_records(base, at_least=3)
+        assert fit.thread.is_alive()  # live, not after the fact
+    record = answer["records"][-1]
+    assert record["strategy"] == "downpour" and record["loss"] > 0
+    assert len(record["rows_per_second"]) == 2  # one rate per worker
+    assert len(record["pushes"]) == 2 and sum(record["pushes"]) > 0
+    assert record["staleness_mean"] >= 0
+    page = fetch(f"{base}/dask-sgd").decode()
+    assert "pushes per parameter-server shard" in page and "metrics.json" in page
+    final = json.loads(fetch(f"{base}/dask-sgd/metrics.json"))
+    assert final["fit"] == answer["fit"] and len(final["records"]) > len(answer["records"])
+    losses = [r["loss"] for r in final["records"]]
+    assert losses[-1] < losses[0]
+
+
+def browser() -> str | None:
+    return next(filter(None, map(shutil.which, BROWSERS)), None)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(
+    browser() is None,
+    reason="no Chromium here (`make test` installs Debian's chromium package where apt-get "
+    "can; it could not on this machine)",
+)
+def test_a_headless_browser_draws_the_page_with_data_during_a_fit(cluster, tmp_path):
+    from matplotlib.image import imread
+
+    base, client = cluster
+    command = [
+        browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--window-size=1200,700", "--virtual-time-budget=5000",
+    ]  # fmt: skip
+    with FitInBackground(client, epochs=2) as fit:
+        wait_for_records(base, at_least=3)
+        dom = subprocess.run(
+            [*command, "--dump-dom", f"{base}/dask-sgd"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        shot = tmp_path / "dashboard.png"
+        subprocess.run(
+            [*command, f"--screenshot={shot}", f"{base}/dask-sgd"],
+            capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert fit.thread.is_alive()
+    assert "strategy downpour" in dom
+    loss_chart = dom[dom.index('id="loss"') : dom.index('id="rates"')]
+    assert loss_chart.count(" L") >= 2  # a drawn line through three or more records
+    assert dom.count('class="series"') >= 6  # loss, 2 worker rates, staleness, 2 shard bars
+    pixels = imread(shot)[:, :, :3]
+    assert pixels.shape[:2] == (700, 1200)
+    colored = np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max(axis=2) > 0.15
+    assert colored.sum() > 2000  # the plots' colored lines and bars, not a blank page
