@@ -38,11 +38,11 @@ def test_time_to_accuracy_quick_run_writes_every_contender(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_scaling_run_at_small_size_times_every_size(tmp_path):
-    sizes = ["--factors", "1", "2", "--rows-per-factor", "20000"]
+    sizes = ["--factors", "1", "2", "--rows-per-factor", "5000"]
     assert cli_main(["bench", "scaling", *sizes, "--output", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "scaling.json").read_text())
-    assert [row["rows"] for row in saved["rows"]] == [20_000, 40_000]
+    assert [row["rows"] for row in saved["rows"]] == [5_000, 10_000]
     for row in saved["rows"]:
         assert row["seconds_per_epoch"] > 0 and row["peak_worker_memory_bytes"] > 0
         assert row["reached"] == (row["best_log_loss"] <= 1.001 * saved["reference_log_loss"])
-    assert (tmp_path / "scaling.md").read_text().count("\n| 20,000 |") == 1
+    assert (tmp_path / "scaling.md").read_text().count("\n| 5,000 |") == 1

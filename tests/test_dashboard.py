@@ -40,10 +40,10 @@ def fetch(url: str) -> bytes:
 class FitInBackground:
     """A downpour fit (so it has staleness) in a thread, short segments so records come fast."""
 
-    def __init__(self, client, epochs: int) -> None:
-        X, y = make_linear_classification(40_000, 10, chunk_rows=5_000, random_state=0)
+    def __init__(self, client, rows: int) -> None:
+        X, y = make_linear_classification(rows, 10, chunk_rows=5_000, random_state=0)
         self.clf = SGDClassifier(
-            strategy="downpour", batch_size=16, max_iter=epochs, tol=None,
+            strategy="downpour", batch_size=16, max_iter=1, tol=None,
             snapshot_seconds=0.3, random_state=0,
         )  # fmt: skip
         self.thread = threading.Thread(target=lambda: self.clf.fit(X, y))
@@ -75,7 +75,7 @@ def wait_for_records(base: str, at_least: int, timeout: float = 60) -> dict:
 @pytest.mark.timeout(120)
 def test_the_page_and_the_fits_records_are_served_during_the_fit(cluster):
     base, client = cluster
-    with FitInBackground(client, epochs=1) as fit:
+    with FitInBackground(client, rows=40_000) as fit:
         answer = wait_for_records(base, at_least=3)
         assert fit.thread.is_alive()  # live, not after the fact
     record = answer["records"][-1]
@@ -109,7 +109,7 @@ def test_a_headless_browser_draws_the_page_with_data_during_a_fit(cluster, tmp_p
         browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
         "--window-size=1200,700", "--virtual-time-budget=5000",
     ]  # fmt: skip
-    with FitInBackground(client, epochs=2) as fit:
+    with FitInBackground(client, rows=60_000) as fit:
         wait_for_records(base, at_least=3)
         dom = subprocess.run(
             [*command, "--dump-dom", f"{base}/dask-sgd"],

@@ -26,7 +26,7 @@ def test_a_fit_goes_on_through_a_scale_up_and_the_next_fit_uses_the_new_worker()
     from dask_jobqueue.local import LocalCluster
 
     example = runpy.run_path(str(EXAMPLES / "hpc_slurm.py"))
-    X, y = make_linear_classification(400_000, 10, chunk_rows=50_000, random_state=0)
+    X, y = make_linear_classification(250_000, 10, chunk_rows=50_000, random_state=0)
     joined: list[float] = []
     with (
         LocalCluster(

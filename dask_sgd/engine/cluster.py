@@ -130,6 +130,7 @@ class ClusterTrainer:
         self.rounds = 0  # "local": averaging rounds done, the shards' version
         self.version = 0  # the shards' version at the last snapshot
         self.dropped = 0  # "backup": late pushes the current server dropped so far
+        self.pushes: list[int] = []  # pushes each shard of the current server has applied
         self.recoveries: list[dict] = []
         self.shard_moves: list[dict] = []
         self.server: ParameterServer | None = None
@@ -218,7 +219,7 @@ class ClusterTrainer:
             "step": int(state.step),
             "loss": float(sum(result["loss_sum"] for _, result in results) / max(rows, 1)),
             "rows_per_second": rates,
-            "pushes": [int(shard["pushes"]) for shard in self.server.stats()],
+            "pushes": self.pushes,
         }
         staleness = [s for _, result in results for s in result.get("staleness", [])]
         if staleness:
@@ -304,7 +305,9 @@ class ClusterTrainer:
             results = self._run_one_unit_per_worker(plan)
             self._raise_if_shards_lost()
             params, opt_state, version = self.server.state()
-            dropped = self._dropped_since_last_segment()
+            stats = self.server.stats()
+            self.pushes = [int(shard["pushes"]) for shard in stats]  # for the dashboard
+            dropped = self._dropped_since_last_segment(stats)
         except (ShardLost, TrainingFailed, NonFiniteParameters):
             raise
         except Exception as error:  # a unit or a call failed: was it a lost shard?
@@ -327,11 +330,11 @@ class ClusterTrainer:
         )
         return new_state, results, dropped
 
-    def _dropped_since_last_segment(self) -> int:
+    def _dropped_since_last_segment(self, stats: list[dict]) -> int:
         """ "backup": the late pushes the shards dropped in this segment (0 otherwise)."""
         if self.strategy != "backup":
             return 0
-        dropped = max(shard["dropped"] for shard in self.server.stats())
+        dropped = max(shard["dropped"] for shard in stats)
         dropped, self.dropped = dropped - self.dropped, dropped
         return dropped
 
