@@ -52,9 +52,11 @@ class ClusterTrainer:
     "sync" and "backup": the learning rate follows the linear scaling rule (``k`` gradients
     of ``batch_size`` rows per step make an effective batch ``k`` times the reference
     ``batch_size``; ``k`` excludes the ``n_backup`` backup workers), or the square-root
-    rule for optimizers that normalize the gradient (Adam, RMSProp, Adagrad), reached by a gradual
-    warmup from the unscaled rate over ``warmup_epochs``; both can be turned off. "local",
-    "downpour" and "ssp": each step uses ``batch_size`` rows, so the rate is unscaled.
+    rule for optimizers that normalize the gradient (Adam, RMSProp, Adagrad), reached by a
+    gradual warmup from the unscaled rate over ``warmup_epochs``; both can be turned off.
+    "local", "downpour" and "ssp": each step uses ``batch_size`` rows, so the rate is
+    unscaled. ``batch_size="auto"`` is chosen from the rows per worker
+    (:func:`dask_sgd.defaults.batch_size`).
 
     Every strategy runs one unit per worker for each segment of an epoch. For "downpour" the
     segment's steps are a budget on the parameter server, which the units claim about
