@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 from sklearn.datasets import make_classification, make_regression
 
 import dask_sgd
@@ -13,14 +12,9 @@ from dask_sgd.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
-def scheduler():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster),
-    ):
-        yield cluster.scheduler_address
+def scheduler(client):
+    """The address of the shared in-process cluster, for --scheduler."""
+    return client.cluster.scheduler_address
 
 
 def classification_frame(n=4000):

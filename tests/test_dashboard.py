@@ -12,7 +12,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from dask_sgd import SGDClassifier
 from dask_sgd.datasets import make_linear_classification
@@ -21,15 +20,11 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        port = cluster.dashboard_link.rsplit(":", 1)[1].split("/")[0]
-        yield f"http://127.0.0.1:{port}", client
+def cluster(client):
+    """The dashboard's base address (it listens on every interface: use the loopback one)
+    and the shared in-process cluster's client."""
+    port = client.dashboard_link.rsplit(":", 1)[1].split("/")[0]
+    return f"http://127.0.0.1:{port}", client
 
 
 def fetch(url: str) -> bytes:
