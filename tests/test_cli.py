@@ -91,6 +91,10 @@ def test_train_on_csv_with_the_embedded_cluster(tmp_path):
         (lambda d: [str(d / "rows.txt"), "--target", "y"], "Cannot tell the format"),
         (lambda d: [str(d / "rows.csv"), "--target", "f0", "--set", "alpha"], "PARAM=VALUE"),
         (
+            lambda d: [str(d / "rows.csv"), "--target", "label", "--set", "speed=9"],
+            "SGDClassifier has no parameter 'speed'",
+        ),
+        (
             lambda d: [
                 *(str(d / "rows.csv"), "--target", "label"),
                 *("--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1"),

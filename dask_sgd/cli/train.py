@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 def train(args) -> dict:
     X, y = read(args.data, args.target, args.format)
-    estimator = ESTIMATORS[args.estimator](**estimator_params(args))
+    cls = ESTIMATORS[args.estimator]
+    params = estimator_params(args)
+    unknown = sorted(set(params) - set(cls().get_params()))
+    if unknown:
+        raise DataError(f"{cls.__name__} has no parameter {', '.join(map(repr, unknown))}.")
+    estimator = cls(**params)
     estimator._validate_params()  # scikit-learn's own check, before any cluster starts
     with connect(args.scheduler, args.n_workers, args.connect_timeout) as client:
         print(f"dashboard: {client.dashboard_link}")
