@@ -97,7 +97,7 @@ def run_size(client, n_train: int, dtype, X_test, y_test, target: float) -> dict
         "seconds_to_target": reached and reached["seconds"],
         "epochs_to_target": reached and reached["epochs"],
         "samples_per_second": n_train * (len(walls) - 1) / (walls[-1] - walls[0]),
-        "best_log_loss": min(fit["log_loss"] for fit in fits),
+        "best_log_loss": min(run["log_loss"] for run in fits),
         "peak_worker_memory_bytes": memory.peak,
         "data_bytes": n_train * (W1["n_features"] * np.dtype(dtype).itemsize + 8),
     }
