@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import dask
 import numpy as np
 import pandas as pd
+from distributed import wait
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class DaskTrainingData:
 
         Dealing by index, not by where the scheduler happened to put the blocks, keeps the
         minibatches (and so the fit) the same from run to run. Every unit gets a worker of
-        its own, preferring one that holds many of its rows; blocks held elsewhere move
-        once. Each unit is ``(worker, block futures, their partition indices)``.
+        its own, preferring one that holds many of its rows. Blocks held elsewhere move
+        to their unit's worker now, once, as aligned copies (:func:`aligned_block`), and
+        the blocks they were copied from are released. Each unit is
+        ``(worker, block futures, their partition indices)``.
         """
         blocks = [
             (f, s.n_rows, s.index)
@@ -79,19 +82,41 @@ class DaskTrainingData:
         n_units = min(len(workers), len(blocks))
         dealt = [blocks[j::n_units] for j in range(n_units)]
         where = client.who_has([f for f, _, _ in blocks])
+        holder = {key: workers[0] if workers else None for key, workers in where.items()}
         held = Counter()  # (unit, worker) -> rows of the unit's blocks on that worker
         for unit, unit_blocks in enumerate(dealt):
             for future, n_rows, _ in unit_blocks:
-                held[unit, where[future.key][0]] += n_rows
+                held[unit, holder[future.key]] += n_rows
         chosen: dict[int, str] = {}
         for (unit, worker), _ in held.most_common():  # greedy: most rows held first
-            if unit not in chosen and worker not in chosen.values():
+            if worker is not None and unit not in chosen and worker not in chosen.values():
                 chosen[unit] = worker
         free = iter(w for w in workers if w not in chosen.values())
-        return [
-            (chosen.get(unit) or next(free), [f for f, _, _ in d], [i for _, _, i in d])
-            for unit, d in enumerate(dealt)
-        ]
+        units, moved = [], []
+        for unit, unit_blocks in enumerate(dealt):
+            worker = chosen.get(unit) or next(free)
+            futures = []
+            for future, _, _ in unit_blocks:
+                if holder[future.key] != worker:
+                    future = self._move(client, future, worker)
+                    moved.append(future)
+                futures.append(future)
+            units.append((worker, futures, [i for _, _, i in unit_blocks]))
+        wait(moved)
+        return units
+
+    def _move(self, client: Any, future: Any, worker: str) -> Any:
+        """An aligned copy of a block on ``worker``, in place of the block (released)."""
+        moved = client.submit(
+            aligned_block,
+            future,
+            key=f"{future.key}-on-{worker}",
+            workers=[worker],
+            allow_other_workers=True,  # a lost worker must not leave it unschedulable
+            pure=False,
+        )
+        self.futures[self.futures.index(future)] = moved
+        return moved
 
     def release(self) -> None:
         for future in self.futures:
@@ -147,6 +172,19 @@ def load_block(X, y, sample_weight, dtype, seed: int) -> Block:
     order = np.random.default_rng(seed).permutation(X.shape[0])
     return Block(
         np.ascontiguousarray(X[order]), y[order], None if weight is None else weight[order]
+    )
+
+
+def aligned_block(block: Block) -> Block:
+    """``block`` with every array aligned for its dtype, copied where it is not.
+
+    Dask gives a task the arrays it received from another worker as views into the
+    message, at whatever offset they arrived: float64 rows 58 bytes past a 64-byte boundary,
+    say, not even 8-byte aligned. NumPy's matrix products then leave BLAS for a generic
+    loop, about 7 times slower on W1's minibatches (``docs/benchmarks.md``).
+    """
+    return Block(
+        *(a if a is None or a.flags.aligned else np.require(a, requirements="A") for a in block)
     )
 
 

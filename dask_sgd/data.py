@@ -35,7 +35,8 @@ def encode_targets(y: np.ndarray, classes: np.ndarray, *, one_hot: bool, dtype: 
 class TargetEncoder:
     """Encodes a minibatch's targets, and folds class weights into its sample weights.
 
-    Workers encode as they train, so raw labels can stay in the persisted blocks.
+    Workers encode each block as a training unit starts, so raw labels can stay in the
+    persisted blocks.
     ``classes=None`` is regression: targets become one float column.
     """
 

@@ -24,12 +24,17 @@ class Penalty:
     def value(self, coef: Array) -> Array:
         """The penalty, as a scalar of ``coef``'s array module (no device sync on a GPU)."""
         xp = get_namespace(coef)
-        l1 = xp.abs(coef).sum()
-        l2 = 0.5 * (coef * coef).sum()
-        return self.alpha * (self.l1_ratio * l1 + (1 - self.l1_ratio) * l2)
+        value = xp.zeros((), dtype=coef.dtype)
+        if self.l1_ratio:  # each step computes this: skip the parts that are zero
+            value = value + self.l1_ratio * xp.abs(coef).sum()
+        if self.l1_ratio != 1:
+            value = value + (1 - self.l1_ratio) * 0.5 * (coef * coef).sum()
+        return self.alpha * value
 
     def grad(self, coef: Array) -> Array:
         xp = get_namespace(coef)
+        if not self.l1_ratio:
+            return self.alpha * coef
         return self.alpha * (self.l1_ratio * xp.sign(coef) + (1 - self.l1_ratio) * coef)
 
 

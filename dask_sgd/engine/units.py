@@ -38,7 +38,7 @@ import numpy as np
 from distributed import get_worker, secede
 from distributed.utils import sync
 
-from dask_sgd.blocks import Block
+from dask_sgd.blocks import Block, aligned_block
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.steps import NonFiniteParameters, TrainState, run_minibatches
 from dask_sgd.models import Objective
@@ -90,17 +90,29 @@ def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
 
 @dataclass
 class UnitData:
-    """A unit's blocks, the Dask partition each one is, and where the next minibatch starts."""
+    """A unit's blocks, the Dask partition each one is, and where the next minibatch starts.
+
+    The blocks' targets are encoded as the losses take them (and class weights folded into
+    their sample weights) once per block, not once per minibatch.
+    """
 
     blocks: list[Block]
     partitions: list[int]
     cursor: tuple[int, int]
 
+    @classmethod
+    def encoded(cls, blocks: list[Block], partitions, cursor, encoder: TargetEncoder):
+        """The blocks as training takes them. A block that Dask had to fetch (its unit was
+        rerun on another worker) is copied once if it arrived unaligned."""
+        aligned = [aligned_block(block) for block in blocks]
+        encoded = [Block(X, *encoder(y, weight, X.dtype)) for X, y, weight in aligned]
+        return cls(encoded, partitions, cursor)
+
     def next_minibatch(self, plan: UnitPlan):
         """``(X, Y, sample_weight, partition)``: encoded targets, the partition it starts in."""
         partition = self.partitions[self.cursor[0]]
-        X, y, weight, self.cursor = take_rows(self.blocks, self.cursor, plan.batch_size)
-        return (X, *plan.encoder(y, weight, X.dtype), partition)
+        X, Y, weight, self.cursor = take_rows(self.blocks, self.cursor, plan.batch_size)
+        return X, Y, weight, partition
 
     def gradient(self, plan: UnitPlan, params: np.ndarray, step: int):
         """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
@@ -130,7 +142,7 @@ def train_unit(
     """
     secede()
     calls = ShardCalls(shards, ranges)
-    data = UnitData(blocks, partitions, carry["cursor"])
+    data = UnitData.encoded(blocks, partitions, carry["cursor"], plan.encoder)
     run = {
         "sync": _run_sync_steps,
         "backup": _run_backup_steps,

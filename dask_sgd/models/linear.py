@@ -57,4 +57,5 @@ class LinearModel:
         intercept_grad = draw.sum(axis=0)
         if not self.fit_intercept:
             intercept_grad = xp.zeros_like(intercept_grad)
-        return xp.concatenate([xp.reshape(coef_grad, -1), intercept_grad]).astype(theta.dtype)
+        flat = xp.concatenate([xp.reshape(coef_grad, -1), intercept_grad])
+        return flat.astype(theta.dtype, copy=False)

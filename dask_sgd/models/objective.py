@@ -41,14 +41,17 @@ class Objective:
         gradient is that of the weighted mean loss plus the penalty.
         """
         raw = self.model.raw(theta, X)
-        draw = self.loss.dloss(y, raw).clip(-MAX_DLOSS, MAX_DLOSS)
+        loss_sum, draw = self.loss.loss_sum_and_dloss(y, raw)
+        if not self.loss.bounded_dloss:
+            draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
         if sample_weight is not None:
             draw = draw * sample_weight[:, None]
         n_rows = X.shape[0]
-        grad = self.model.grad(theta, X, draw) / n_rows
+        grad = self.model.grad(theta, X, draw)
+        grad /= n_rows
         where = self.model.layout.slice("coef")
         grad[where] += self.penalty.grad(theta[where])
-        summed = self.loss.loss(y, raw).sum() + n_rows * self.penalty.value(theta[where])
+        summed = loss_sum + n_rows * self.penalty.value(theta[where])
         if self.clip_norm is not None:
             norm = float((grad * grad).sum()) ** 0.5
             if norm > self.clip_norm:  # a NaN norm passes: the caller refuses the gradient
