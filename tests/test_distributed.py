@@ -21,7 +21,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import dask_sgd
 from dask_sgd import SGDClassifier, SGDRegressor, defaults, optim, schedules
-from dask_sgd.blocks import persist_blocks
+from dask_sgd.blocks import Block, aligned_block, persist_blocks
 from dask_sgd.data import TargetEncoder
 from dask_sgd.datasets import make_linear_classification
 from dask_sgd.engine.cluster import ClusterTrainer
@@ -122,6 +122,50 @@ def test_linear_scaling_rule_and_warmup(client):
             batch_size=10,
         )  # fmt: skip
         assert adam.schedule(steps) == pytest.approx(0.01 * k**0.5)  # the square-root rule
+    finally:
+        data.release()
+
+
+def test_aligned_block_copies_only_what_is_unaligned():
+    buffer = np.zeros(8 * 30 + 1, dtype=np.uint8)
+    unaligned = np.frombuffer(buffer.data, dtype=np.float64, count=30, offset=1).reshape(10, 3)
+    assert not unaligned.flags.aligned
+    y = np.arange(10)
+
+    X, same_y, weight = aligned_block(Block(unaligned, y, None))
+
+    assert X.flags.aligned and X.flags.c_contiguous
+    np.testing.assert_array_equal(X, unaligned)
+    assert same_y is y and weight is None  # aligned arrays are not copied
+
+
+def test_blocks_held_elsewhere_move_to_their_unit_and_the_originals_are_released(client):
+    a, b = sorted(client.scheduler_info()["workers"])
+    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+    with dask.annotate(workers=[a], allow_other_workers=False):  # every block starts on a
+        X, y = as_dask_array(X, y, 50)
+        data = persist_blocks(client, X, y, classifier=True, seed=0)
+    originals = [f.key for f in data.futures]
+    assert all(held == [a] for held in client.who_has(data.futures).values())
+    try:
+        units = data.units(client)
+
+        where = client.who_has([f for _, futures, _ in units for f in futures])
+        assert sorted(worker for worker, _, _ in units) == [a, b]
+        for worker, futures, _ in units:
+            assert all(where[f.key] == [worker] for f in futures)
+        moved = set(originals) - {f.key for f in data.futures}
+        assert len(moved) == 4  # unit b's blocks, and only those
+
+        def in_memory(dask_scheduler):
+            return [
+                k for k in moved if k in dask_scheduler.tasks and dask_scheduler.tasks[k].who_has
+            ]
+
+        deadline = time.monotonic() + 5
+        while client.run_on_scheduler(in_memory):
+            assert time.monotonic() < deadline, "the moved blocks' originals are still held"
+            time.sleep(0.05)
     finally:
         data.release()
 

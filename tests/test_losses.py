@@ -342,3 +342,59 @@ def test_loss_names():
     assert not isinstance(get_loss("log_loss", multinomial=False), MultinomialLogLoss)
     with pytest.raises(ValueError, match="not supported"):
         get_loss("absolute_error")
+
+
+# --- the training step's shortcuts ---------------------------------------------------------
+
+ALL_LOSSES = [(name, dict(epsilon=EPSILON)) for name in CLASSIFICATION_LOSSES] + [
+    ("log_loss", dict(multinomial=True))
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("name", "options"), ALL_LOSSES)
+def test_loss_sum_and_dloss_equal_loss_and_dloss(name, options, dtype):
+    loss = get_loss(name, **options)
+    y, raw = grid([-1.0, 1.0])
+    raw = np.concatenate([raw, 40 * raw], axis=1)  # margins up to ±124 as well
+    y = np.concatenate([y, y], axis=1)
+    if options.get("multinomial"):  # one-hot rows of 2 classes
+        raw = raw.reshape(-1, 2)
+        y = np.eye(2)[np.arange(raw.shape[0]) % 2]
+    y, raw = y.astype(dtype), raw.astype(dtype)
+
+    loss_sum, dloss = loss.loss_sum_and_dloss(y, raw)
+
+    rtol, atol = (1e-5, 1e-7) if dtype == np.float32 else (1e-12, 1e-15)
+    np.testing.assert_allclose(loss_sum, loss.loss(y, raw).sum(), rtol=rtol)
+    np.testing.assert_allclose(dloss, loss.dloss(y, raw), rtol=rtol, atol=atol)
+    assert dloss.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_log_loss_does_not_overflow(dtype):
+    y = np.array([[1.0, -1.0, 1.0, -1.0]], dtype=dtype)
+    raw = np.array([[1e4, 1e4, -1e4, -1e4]], dtype=dtype)
+
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        loss_sum, dloss = LogLoss().loss_sum_and_dloss(y, raw)
+
+    assert loss_sum == pytest.approx(2e4)
+    np.testing.assert_allclose(dloss, [[0.0, 1.0, -1.0, 0.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "options"), ALL_LOSSES)
+def test_bounded_dloss_is_what_the_objective_may_skip_clipping_for(name, options):
+    """A loss that says its derivative is bounded keeps it below 4 (modified Huber's bound)
+    on raw values up to 1e12; the squared losses say it is not, and it is not."""
+    loss = get_loss(name, **options)
+    raw = np.array([-1e12, -1e6, -3.0, 0.0, 3.0, 1e6, 1e12])
+    if options.get("multinomial"):
+        y, raw = np.eye(2)[[0, 1] * 4][:7], np.stack([raw, -raw], axis=1)
+    else:
+        y = np.where(np.arange(7) % 2, 1.0, -1.0)[:, None]
+        raw = raw[:, None]
+
+    largest = np.abs(loss.dloss(y, raw)).max()
+
+    assert (largest <= 4) == loss.bounded_dloss, largest
