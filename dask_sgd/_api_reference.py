@@ -26,7 +26,8 @@ SECTIONS = [
     (
         "What \"auto\" means",
         {"dask_sgd.defaults.batch_size": defaults.batch_size,
-         "dask_sgd.defaults.schedule": defaults.schedule},
+         "dask_sgd.defaults.schedule": defaults.schedule,
+         "dask_sgd.defaults.n_shards": defaults.n_shards},
     ),
     (
         "Optimizers",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from distributed.utils_test import gen_cluster
 
-from dask_sgd import optim
+from dask_sgd import defaults, optim
 from dask_sgd.engine.steps import NonFiniteParameters
 from dask_sgd.ps import ParameterServer, ParameterShard, shard_ranges
 from dask_sgd.ps.retirement import ShardRetirement
@@ -176,7 +176,7 @@ def test_shard_ranges_cover_everything_once():
 
 def test_server_spreads_shards_and_joins_them(client):
     theta = np.arange(10.0)
-    server = ParameterServer.start(client, theta, optim.sgd())
+    server = ParameterServer.start(client, theta, optim.sgd(), n_shards=2)
     try:
         assert len(server.shards) == 2
         workers = client.who_has(server.futures)
@@ -192,6 +192,19 @@ def test_server_spreads_shards_and_joins_them(client):
         np.testing.assert_array_equal(server.get(), theta - 0.5)
     finally:
         server.close()
+
+
+def test_default_shards_follow_the_model_size(client):
+    """A small model gets one shard (each shard is one more message per unit and exchange);
+    a large one one per MIN_SHARD_SIZE parameters, at most one per worker."""
+    sizes = {}
+    for size in (101, 2 * defaults.MIN_SHARD_SIZE, 5 * defaults.MIN_SHARD_SIZE):
+        server = ParameterServer.start(client, np.zeros(size), optim.sgd())
+        try:
+            sizes[size] = len(server.shards)
+        finally:
+            server.close()
+    assert list(sizes.values()) == [1, 2, 2]
 
 
 def test_server_refuses_a_global_transformation(client):

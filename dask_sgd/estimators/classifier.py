@@ -132,7 +132,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     staleness_bound : int, default=3
         "ssp": steps a worker may run ahead of the slowest one (0 keeps them in lockstep).
     n_shards : int or None, default=None
-        Parameter-server shards for Dask input; None is one per worker.
+        Parameter-server shards for Dask input; None is one per 131,072 parameters, at
+        most one per worker (one for most linear models: fewer messages per exchange).
     scale_learning_rate : bool, default=True
         Dask input: the linear scaling rule, the learning rate times the number of workers
         ``k`` (the effective batch ``k · batch_size`` over the reference ``batch_size``).

@@ -12,6 +12,7 @@ import dask.config
 import numpy as np
 from distributed import wait
 
+from dask_sgd import defaults
 from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.shard import ParameterShard
@@ -84,8 +85,8 @@ class ParameterServer:
         version: int = 0,
         clock: int = 0,
     ) -> ParameterServer:
-        """Create ``n_shards`` shards (default: one per worker), spread over the running
-        workers.
+        """Create ``n_shards`` shards, spread over the running workers (default: one per
+        :data:`dask_sgd.defaults.MIN_SHARD_SIZE` parameters, at most one per worker).
 
         ``opt_state`` (the whole vector's optimizer state), ``version`` and the units'
         ``clock`` resume training.
@@ -101,7 +102,7 @@ class ParameterServer:
         )
         if not workers:
             raise RuntimeError("No running Dask worker to hold the parameter-server shards.")
-        n_shards = min(n_shards or len(workers), params.size)
+        n_shards = defaults.n_shards(n_shards, params.size, len(workers))
         ranges = shard_ranges(params.size, n_shards)
         states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
         name = uuid.uuid4().hex[:8]
