@@ -33,17 +33,18 @@ def fetch(url: str) -> bytes:
 
 
 class FitInBackground:
-    """A downpour fit (so it has staleness) in a thread, short segments from the first on so
-    that records come fast."""
+    """A downpour fit (so it has staleness) on two shards in a thread, short segments from
+    the first on so that records come fast. ``earlier_fit`` is the page's fit before it."""
 
-    def __init__(self, client, rows: int) -> None:
+    def __init__(self, client, base: str, rows: int) -> None:
         X, y = make_linear_classification(rows, 10, chunk_rows=5_000, random_state=0)
         self.clf = SGDClassifier(
-            strategy="downpour", batch_size=16, max_iter=1, tol=None,
+            strategy="downpour", batch_size=16, max_iter=1, tol=None, n_shards=2,
             snapshot_steps=200, snapshot_seconds=0.3, random_state=0,
         )  # fmt: skip
         self.thread = threading.Thread(target=lambda: self.clf.fit(X, y))
         self.client = client
+        self.earlier_fit = records(base)["fit"]
 
     def __enter__(self):
         self.thread.start()
@@ -54,15 +55,21 @@ class FitInBackground:
         assert not self.thread.is_alive()
 
 
-def wait_for_records(base: str, at_least: int, timeout: float = 60) -> dict:
+def records(base: str) -> dict:
+    """The page's latest fit and its records (none before a fit has registered the page)."""
+    try:
+        return json.loads(fetch(f"{base}/dask-sgd/metrics.json"))
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+        return {"fit": None, "records": []}
+
+
+def wait_for_records(base: str, fit: FitInBackground, at_least: int, timeout=60) -> dict:
+    """At least ``at_least`` records of ``fit`` (not of a fit of an earlier test)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            answer = json.loads(fetch(f"{base}/dask-sgd/metrics.json"))
-        except urllib.error.HTTPError as error:  # the fit has not registered the page yet
-            assert error.code == 404
-            answer = {"records": []}
-        if len(answer["records"]) >= at_least:
+        answer = records(base)
+        if answer["fit"] != fit.earlier_fit and len(answer["records"]) >= at_least:
             return answer
         time.sleep(0.2)
     raise AssertionError(f"fewer than {at_least} records after {timeout} s")
@@ -71,8 +78,8 @@ def wait_for_records(base: str, at_least: int, timeout: float = 60) -> dict:
 @pytest.mark.timeout(120)
 def test_the_page_and_the_fits_records_are_served_during_the_fit(cluster):
     base, client = cluster
-    with FitInBackground(client, rows=40_000) as fit:
-        answer = wait_for_records(base, at_least=3)
+    with FitInBackground(client, base, rows=40_000) as fit:
+        answer = wait_for_records(base, fit, at_least=3)
         assert fit.thread.is_alive()  # live, not after the fact
     record = answer["records"][-1]
     assert record["strategy"] == "downpour" and record["loss"] > 0
@@ -107,8 +114,8 @@ def test_a_headless_browser_draws_the_page_with_data_during_a_fit(cluster, tmp_p
         browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
         "--window-size=1200,700", "--virtual-time-budget=5000",
     ]  # fmt: skip
-    with FitInBackground(client, rows=60_000) as fit:
-        wait_for_records(base, at_least=3)
+    with FitInBackground(client, base, rows=60_000) as fit:
+        wait_for_records(base, fit, at_least=3)
         dom = subprocess.run(
             [*command, "--dump-dom", f"{base}/dask-sgd"],
             capture_output=True, text=True, timeout=60, check=True,
