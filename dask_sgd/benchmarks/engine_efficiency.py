@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     X_local, y_local = X.compute(), y.compute()
     results: dict = {"n_samples": args.n_samples, "n_features": args.n_features}
-    results["numpy_loop"] = numpy_loop(X_local, y_local, args.batch_size)
+    # the best of three: this machine's speed drifts, and the limit is what it can reach
+    results["numpy_loop"] = max(numpy_loop(X_local, y_local, args.batch_size) for _ in range(3))
     for k in (1, 2):
         rate, _ = dask_sgd_rate(k, X, y, args.batch_size, epochs=2)
         results[f"dask_sgd_{k}_workers"] = rate
