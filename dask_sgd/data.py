@@ -33,10 +33,10 @@ def encode_targets(y: np.ndarray, classes: np.ndarray, *, one_hot: bool, dtype: 
 
 @dataclass(frozen=True)
 class TargetEncoder:
-    """Encodes a minibatch's targets, and folds class weights into its sample weights.
+    """Encodes targets, and folds class weights into their sample weights.
 
-    Workers encode each block as a training unit starts, so raw labels can stay in the
-    persisted blocks.
+    In process it encodes all of ``y`` once; on Dask, each block as a training unit
+    starts, so raw labels can stay in the persisted blocks.
     ``classes=None`` is regression: targets become one float column.
     """
 

@@ -8,9 +8,9 @@ runs in this process, BLAS on one thread; dask_sgd runs on a LocalCluster of
 single-threaded worker processes with 1 and with 2 workers ("sync"; "local", averaging
 every 32 steps), and with 2 workers ("local", averaging every 8 steps; "downpour", pulling
 and pushing every step). Times cover training epochs only (data generated and persisted
-before any clock starts). The per-step
-overhead of each strategy, with its defaults on 2 workers, is the time of a unit's step
-(one row, one worker) minus the plain loop's step on one row.
+before any clock starts). The per-step overhead of each strategy, with its defaults on 2
+workers, is the time of a unit's step (one row, one worker) minus the plain loop's step on
+one row.
 """
 
 from __future__ import annotations
@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     results["dask_sgd_downpour_2_workers"] = rate
     results["downpour_fraction_of_2x_numpy_loop"] = rate / (2 * results["numpy_loop"])
 
-    small_X, small_y = X[: args.overhead_samples], y[: args.overhead_samples]
+    # 8 blocks, so that each worker runs a unit (the first rows alone are a single block)
+    rows = args.overhead_samples // 8
+    small_X = X[: args.overhead_samples].rechunk((rows, -1))
+    small_y = y[: args.overhead_samples].rechunk(rows)
     tiny_compute = 1 / numpy_loop(X_local[: args.overhead_samples], y_local, 1)
     for strategy in ("sync", "backup", "local", "downpour", "ssp"):
         _, step_seconds = dask_sgd_rate(2, small_X, small_y, 1, epochs=1, strategy=strategy)

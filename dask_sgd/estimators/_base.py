@@ -341,7 +341,8 @@ class BaseSGD(BaseEstimator):
         """How targets become model outputs and weights; a classifier learns its classes here.
 
         ``labels`` and ``counts`` are the distinct targets and how often each occurs (empty
-        for regression). In process the encoder runs once on ``y``; on Dask, once per block and segment.
+        for regression). In process the encoder runs once on ``y``; on Dask, on each block
+        as a unit starts.
         """
         return TargetEncoder()
 
