@@ -79,6 +79,8 @@ class DaskTrainingData:
             if s.n_rows
         ]
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            raise RuntimeError("No Dask worker to train on.")
         n_units = min(len(workers), len(blocks))
         dealt = [blocks[j::n_units] for j in range(n_units)]
         where = client.who_has([f for f, _, _ in blocks])

@@ -101,6 +101,10 @@ class ClusterTrainer:
         self.staleness_bound = staleness_bound
         self.claim_seconds = claim_seconds
         self.elastic_rate = elastic_rate
+        if no_workers_timeout is None:  # seconds without a worker before a fit gives up
+            no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
+        self.no_workers_timeout = float(no_workers_timeout)
+        self._wait_for_workers()  # the workers that computed the blocks may have left
         self.units = data.units(client)
         self.batch_size = batch_size = defaults.batch_size(
             batch_size, data.n_rows / len(self.units)
@@ -125,9 +129,6 @@ class ClusterTrainer:
         self.segment_steps = self.max_segment_steps  # shorter if steps are slow
         self.snapshot_seconds = snapshot_seconds
         self.max_recoveries = max_recoveries
-        if no_workers_timeout is None:  # seconds without a worker before a fit gives up
-            no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
-        self.no_workers_timeout = float(no_workers_timeout)
         self.carries: list[dict] | None = None
         self.rounds = 0  # "local": averaging rounds done, the shards' version
         self.version = 0  # the shards' version at the last snapshot
