@@ -84,7 +84,7 @@ class DaskTrainingData:
         n_units = min(len(workers), len(blocks))
         dealt = [blocks[j::n_units] for j in range(n_units)]
         where = client.who_has([f for f, _, _ in blocks])
-        holder = {key: workers[0] if workers else None for key, workers in where.items()}
+        holder = {key: held_by[0] if held_by else None for key, held_by in where.items()}
         held = Counter()  # (unit, worker) -> rows of the unit's blocks on that worker
         for unit, unit_blocks in enumerate(dealt):
             for future, n_rows, _ in unit_blocks:
@@ -98,26 +98,28 @@ class DaskTrainingData:
         for unit, unit_blocks in enumerate(dealt):
             worker = chosen.get(unit) or next(free)
             futures = []
-            for future, _, _ in unit_blocks:
+            for future, _, index in unit_blocks:
                 if holder[future.key] != worker:
-                    future = self._move(client, future, worker)
+                    future = self._move(client, index, worker)
                     moved.append(future)
                 futures.append(future)
             units.append((worker, futures, [i for _, _, i in unit_blocks]))
         wait(moved)
         return units
 
-    def _move(self, client: Any, future: Any, worker: str) -> Any:
-        """An aligned copy of a block on ``worker``, in place of the block (released)."""
+    def _move(self, client: Any, index: int, worker: str) -> Any:
+        """An aligned copy of block ``index`` on ``worker``, in its place (the block is
+        released)."""
+        block = self.futures[index]
         moved = client.submit(
             aligned_block,
-            future,
-            key=f"{future.key}-on-{worker}",
+            block,
+            key=f"{block.key}-on-{worker}",
             workers=[worker],
             allow_other_workers=True,  # a lost worker must not leave it unschedulable
             pure=False,
         )
-        self.futures[self.futures.index(future)] = moved
+        self.futures[index] = moved
         return moved
 
     def release(self) -> None:
