@@ -159,8 +159,13 @@ def test_workers_die_mid_fit_and_the_fit_goes_on(client, undisturbed, tmp_path, 
     loss, records = train(client, strategy, markers=markers, snapshot_steps=snapshot_steps)
     assert all(os.path.exists(marker) for marker in markers)
     assert "recoveries" not in records[1], records  # no rollback for a unit's worker
-    (recovery,) = records[2]["recoveries"]
-    assert recovery["steps_redone"] <= snapshot_steps
+    recoveries = records[2]["recoveries"]
+    # The kill causes the first recovery. On a loaded machine, Dask can close one more
+    # worker in the turmoil (its "Cannot remove replica ... while ... long-running" race):
+    # if that worker held a shard, that is one more recovery.
+    recovery = recoveries[0]
+    assert "shard(s) [0] lost" in recovery["reason"], recoveries
+    assert all(r["steps_redone"] <= snapshot_steps for r in recoveries), recoveries
     # updates: steps for sync and backup, rounds for local, pushes of 3 workers otherwise
     per_step = 3 if strategy in ("ssp", "downpour") else 1
     assert 0 <= recovery["updates_lost"] <= snapshot_steps * per_step, recovery
