@@ -100,13 +100,13 @@ def _generate_blocks(
     )
 
     def block(seed_block, block_info=None):
-        """X with y as its last column: one generated block serves both."""
+        """X with y as its last column, row-major: one generated block serves both."""
         n_rows = rows[block_info[0]["chunk-location"][0]]
         rng = np.random.default_rng(int(seed_block[0]))
         X, y = draw(rng, n_rows)
         flip = rng.random(n_rows) < flip_y
         y[flip] = rng.integers(0, 2, flip.sum())
-        return np.column_stack([X, y]).astype(dtype)
+        return np.ascontiguousarray(np.column_stack([X, y]), dtype=dtype)
 
     Xy = da.map_blocks(
         block,

@@ -21,7 +21,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import dask_sgd
 from dask_sgd import SGDClassifier, SGDRegressor, defaults, optim, schedules
-from dask_sgd.blocks import Block, aligned_block, persist_blocks
+from dask_sgd.blocks import Block, aligned_block, persist_blocks, shuffled_rows
 from dask_sgd.data import TargetEncoder
 from dask_sgd.datasets import make_linear_classification
 from dask_sgd.engine.cluster import ClusterTrainer
@@ -137,6 +137,23 @@ def test_aligned_block_copies_only_what_is_unaligned():
     assert X.flags.aligned and X.flags.c_contiguous
     np.testing.assert_array_equal(X, unaligned)
     assert same_y is y and weight is None  # aligned arrays are not copied
+
+
+@pytest.mark.parametrize("layout", ["row-major", "column-major", "columns of a wider array"])
+def test_shuffled_rows_are_a_row_major_copy_in_any_layout(layout):
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((50, 5))
+    X = {
+        "row-major": wide[:, :4].copy(),
+        "column-major": np.asfortranarray(wide[:, :4]),
+        "columns of a wider array": np.asfortranarray(wide)[:, 1:],
+    }[layout]
+    order = rng.permutation(50)
+
+    shuffled = shuffled_rows(X, order)
+
+    np.testing.assert_array_equal(shuffled, X[order])
+    assert shuffled.flags.c_contiguous and not np.shares_memory(shuffled, X)
 
 
 def test_blocks_held_elsewhere_move_to_their_unit_and_the_originals_are_released(client):
