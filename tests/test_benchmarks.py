@@ -44,5 +44,6 @@ def test_scaling_run_at_small_size_times_every_size(tmp_path):
     assert [row["rows"] for row in saved["rows"]] == [5_000, 10_000]
     for row in saved["rows"]:
         assert row["seconds_per_epoch"] > 0 and row["peak_worker_memory_bytes"] > 0
+        assert 0 < row["setup_seconds"] < max(run["seconds"] for run in row["fits"])
         assert row["reached"] == (row["best_log_loss"] <= 1.001 * saved["reference_log_loss"])
     assert (tmp_path / "scaling.md").read_text().count("\n| 5,000 |") == 1

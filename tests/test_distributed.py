@@ -12,6 +12,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from distributed import wait
 from sklearn import linear_model
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
 from sklearn.metrics import log_loss
@@ -154,6 +155,28 @@ def test_shuffled_rows_are_a_row_major_copy_in_any_layout(layout):
 
     np.testing.assert_array_equal(shuffled, X[order])
     assert shuffled.flags.c_contiguous and not np.shares_memory(shuffled, X)
+
+
+def test_blocks_are_made_on_their_units_worker_and_none_moves(client):
+    """Unit 1's partitions are all on worker a: their blocks are made on b, not moved."""
+    a, b = sorted(client.scheduler_info()["workers"])
+    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+    with dask.annotate(workers=[a], allow_other_workers=False):
+        X, y = client.persist(as_dask_array(X, y, 50))
+    wait([X, y])
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    try:
+        made = [f.key for f in data.futures]
+        where = client.who_has(data.futures)
+        assert [where[key] for key in made] == [[a], [b]] * 4  # dealt by index: a, b, a, ...
+        units = data.units(client)
+        assert [f.key for f in data.futures] == made  # nothing moved
+        assert [(worker, indices) for worker, _, indices in units] == [
+            (a, [0, 2, 4, 6]),
+            (b, [1, 3, 5, 7]),
+        ]
+    finally:
+        data.release()
 
 
 def test_blocks_held_elsewhere_move_to_their_unit_and_the_originals_are_released(client):
