@@ -122,6 +122,10 @@ class DaskTrainingData:
 
 
 def running_workers(client: Any) -> list[str]:
+    """Every worker's address, sorted (the client's last list, were it disconnected: so
+    say so instead)."""
+    if client.status != "running":
+        raise RuntimeError(f"Lost the connection to the Dask scheduler (client {client.status}).")
     return sorted(client.scheduler_info(n_workers=-1)["workers"])
 
 

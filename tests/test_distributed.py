@@ -12,7 +12,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import wait
+from distributed import Client, wait
 from sklearn import linear_model
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
 from sklearn.metrics import log_loss
@@ -177,6 +177,14 @@ def test_blocks_are_made_on_their_units_worker_and_none_moves(client):
         ]
     finally:
         data.release()
+
+
+def test_a_client_that_lost_its_scheduler_says_so(client):
+    X, y = as_dask_array(*make_classification(n_samples=200, n_features=4, random_state=0))
+    with Client(client.scheduler.address) as other:
+        data = persist_blocks(other, X, y, classifier=True, seed=0)
+    with pytest.raises(RuntimeError, match="Lost the connection to the Dask scheduler"):
+        data.units(other)  # not "no worker": the scheduler still has both
 
 
 def test_blocks_held_elsewhere_move_to_their_unit_and_the_originals_are_released(client):
