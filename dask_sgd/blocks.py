@@ -122,8 +122,8 @@ class DaskTrainingData:
 
 
 def running_workers(client: Any) -> list[str]:
-    """Every worker's address, sorted (the client's last list, were it disconnected: so
-    say so instead)."""
+    """Every worker's address, sorted. A disconnected client would answer with the last
+    list it had (or none): raise instead."""
     if client.status != "running":
         raise RuntimeError(f"Lost the connection to the Dask scheduler (client {client.status}).")
     return sorted(client.scheduler_info(n_workers=-1)["workers"])
@@ -148,7 +148,8 @@ def unit_workers(held: Counter, n_units: int, workers: list[str]) -> list[str]:
 
 def dealt_workers(client: Any, x_parts: list) -> list[str | None]:
     """For each partition, the worker :meth:`DaskTrainingData.units` will train its block on
-    if no partition is empty (None for all where the caller restricts the workers).
+    if no partition is empty (None for all if there is no worker, or if the caller
+    restricts the workers with ``dask.annotate``).
 
     Making each block there moves the partition to it while the blocks are being made,
     instead of moving the block afterwards.

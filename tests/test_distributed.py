@@ -158,7 +158,7 @@ def test_shuffled_rows_are_a_row_major_copy_in_any_layout(layout):
 
 
 def test_blocks_are_made_on_their_units_worker_and_none_moves(client):
-    """Unit 1's partitions are all on worker a: their blocks are made on b, not moved."""
+    """Every partition is on worker a: unit 1's blocks are made on b, none is moved later."""
     a, b = sorted(client.scheduler_info()["workers"])
     X, y = make_classification(n_samples=400, n_features=4, random_state=0)
     with dask.annotate(workers=[a], allow_other_workers=False):
