@@ -79,7 +79,7 @@ class DaskTrainingData:
             for f, s in zip(self.futures, self.summaries, strict=True)
             if s.n_rows
         ]
-        workers = running_workers(client)
+        workers = sorted(worker_statuses(client))
         if not workers:
             raise RuntimeError("No Dask worker to train on.")
         n_units = min(len(workers), len(blocks))
@@ -121,12 +121,13 @@ class DaskTrainingData:
             future.release()
 
 
-def running_workers(client: Any) -> list[str]:
-    """Every worker's address, sorted. A disconnected client would answer with the last
-    list it had (or none): raise instead."""
+def worker_statuses(client: Any) -> dict[str, str]:
+    """Every worker's address and status ("running", "closing_gracefully", ...). A
+    disconnected client would answer with the last list it had (or none): raise instead."""
     if client.status != "running":
         raise RuntimeError(f"Lost the connection to the Dask scheduler (client {client.status}).")
-    return sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {address: info["status"] for address, info in workers.items()}
 
 
 def holders(client: Any, keys: list) -> dict:
@@ -154,7 +155,7 @@ def dealt_workers(client: Any, x_parts: list) -> list[str | None]:
     Making each block there moves the partition to it while the blocks are being made,
     instead of moving the block afterwards.
     """
-    workers = running_workers(client)
+    workers = sorted(worker_statuses(client))
     if not workers or "workers" in dask.get_annotations():
         return [None] * len(x_parts)
     n_units = min(len(workers), len(x_parts))

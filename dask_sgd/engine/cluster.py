@@ -22,7 +22,7 @@ import numpy as np
 from distributed import KilledWorker, wait
 
 from dask_sgd import defaults
-from dask_sgd.blocks import DaskTrainingData
+from dask_sgd.blocks import DaskTrainingData, worker_statuses
 from dask_sgd.dashboard import TOPIC as DASHBOARD_TOPIC
 from dask_sgd.dashboard import show_on_dashboard
 from dask_sgd.data import TargetEncoder
@@ -398,13 +398,10 @@ class ClusterTrainer:
     def _worker_statuses(self) -> dict[str, str]:
         """Every worker's address and status ("running", "closing_gracefully", ...)."""
         lost = f"Lost the connection to the Dask scheduler (client {self.client.status})."
-        if self.client.status != "running":
-            raise TrainingFailed(lost)
         try:
-            workers = self.client.scheduler_info(n_workers=-1)["workers"]
-        except OSError as error:
+            return worker_statuses(self.client)
+        except (RuntimeError, OSError) as error:
             raise TrainingFailed(lost) from error
-        return {address: info["status"] for address, info in workers.items()}
 
     def _lost_shards(self) -> list[int]:
         alive = self._worker_statuses()
