@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dask_sgd.engine.cluster import TrainingFailed
+from dask_sgd.errors import TrainingFailed
 from dask_sgd.estimators import SGDClassifier, SGDRegressor
 from dask_sgd.estimators._checkpoint import load, save
 from dask_sgd.progress import plot_history

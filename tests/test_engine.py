@@ -8,7 +8,8 @@ import scipy.sparse as sp
 
 from dask_sgd.engine.local import iterate_minibatches
 from dask_sgd.engine.loop import ConvergenceMonitor, train_epochs
-from dask_sgd.engine.steps import NonFiniteParameters, TrainState, run_minibatches
+from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.optim import apply_updates, get_optimizer

@@ -32,8 +32,9 @@ from dask_sgd import SGDClassifier, optim, schedules
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.checkpoint import checkpoint_exists
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.cluster import ClusterTrainer, TrainingFailed
+from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.steps import TrainState
+from dask_sgd.errors import TrainingFailed
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty

@@ -9,7 +9,7 @@ import pytest
 from distributed.utils_test import gen_cluster
 
 from dask_sgd import defaults, optim
-from dask_sgd.engine.steps import NonFiniteParameters
+from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.ps import ParameterServer, ParameterShard, shard_ranges
 from dask_sgd.ps.retirement import ShardRetirement
 

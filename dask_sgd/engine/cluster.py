@@ -26,8 +26,9 @@ from dask_sgd.blocks import DaskTrainingData, worker_statuses
 from dask_sgd.dashboard import TOPIC as DASHBOARD_TOPIC
 from dask_sgd.dashboard import show_on_dashboard
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.steps import NonFiniteParameters, TrainState
+from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.units import UnitPlan, train_unit
+from dask_sgd.errors import NonFiniteParameters, ShardLost, TrainingFailed
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
@@ -36,14 +37,6 @@ from dask_sgd.ps.server import mean_states
 from dask_sgd.schedules import Schedule, batch_scaling_factor, scaled, warmup
 
 logger = logging.getLogger(__name__)
-
-
-class ShardLost(RuntimeError):
-    """A parameter-server shard died with its worker."""
-
-
-class TrainingFailed(RuntimeError):
-    """Training on the cluster cannot go on: lost workers, scheduler or recoveries."""
 
 
 class ClusterTrainer:

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dask_sgd.engine.steps import NonFiniteParameters, TrainState
+from dask_sgd.engine.steps import TrainState
+from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.progress import EpochProgress
 
 #: run_epoch(state, lr_factor) -> (state, summed loss, rows seen[, extra history fields])

@@ -13,26 +13,11 @@ from typing import Any
 import numpy as np
 
 from dask_sgd._array import get_namespace
+from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation, apply_updates
 
 Array = Any
-
-
-class NonFiniteParameters(FloatingPointError):
-    """A step met a NaN or an infinity, in a gradient or in the parameters it would make.
-
-    Nothing non-finite is ever applied: the step stops before. ``partition`` is the Dask
-    partition of the minibatch, where known. The loop words the error for the user.
-    """
-
-    def __init__(self, step: int, what: str = "parameters", partition: int | None = None):
-        where = "" if partition is None else f" in partition {partition}"
-        super().__init__(f"non-finite {what} at step {step}{where}")
-        self.step, self.what, self.partition = step, what, partition
-
-    def __reduce__(self):  # raised in a task or an actor, re-raised on the client
-        return type(self), (self.step, self.what, self.partition)
 
 
 @dataclass(frozen=True)

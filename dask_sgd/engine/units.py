@@ -40,7 +40,8 @@ from distributed.utils import sync
 
 from dask_sgd.blocks import Block, aligned_block
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.steps import NonFiniteParameters, TrainState, run_minibatches
+from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule

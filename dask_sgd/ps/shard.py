@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dask_sgd.engine.steps import NonFiniteParameters
+from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.optim import GradientTransformation, apply_updates
 
 Array = Any
