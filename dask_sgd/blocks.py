@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from distributed import wait
 
+from dask_sgd.workers import staying_workers
+
 logger = logging.getLogger(__name__)
 
 Array = Any
@@ -28,6 +30,14 @@ class Block(NamedTuple):
     X: np.ndarray
     y: np.ndarray
     sample_weight: np.ndarray | None
+
+
+class Unit(NamedTuple):
+    """A training unit: its worker, its blocks (futures) and their partition indices."""
+
+    worker: str
+    blocks: list[Any]
+    partitions: list[int]
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class DaskTrainingData:
         unique, inverse = np.unique(labels, return_inverse=True)
         return unique, np.bincount(inverse, weights=counts).astype(int)
 
-    def units(self, client: Any) -> list[tuple[str, list[Any], list[int]]]:
+    def units(self, client: Any) -> list[Unit]:
         """The non-empty blocks dealt to one training unit per worker, by block index.
 
         Dealing by index, not by where the scheduler happened to put the blocks, keeps the
@@ -71,15 +81,14 @@ class DaskTrainingData:
         its own, preferring one that holds many of its rows (:func:`persist_blocks` makes
         each block on the worker this chooses, when it can tell). Blocks held elsewhere
         move to their unit's worker now, once, as aligned copies (:func:`aligned_block`),
-        and the blocks they were copied from are released. Each unit is
-        ``(worker, block futures, their partition indices)``.
+        and the blocks they were copied from are released.
         """
         blocks = [
             (f, s.n_rows, s.index)
             for f, s in zip(self.futures, self.summaries, strict=True)
             if s.n_rows
         ]
-        workers = sorted(worker_statuses(client))
+        workers = staying_workers(client)
         if not workers:
             raise RuntimeError("No Dask worker to train on.")
         n_units = min(len(workers), len(blocks))
@@ -97,9 +106,52 @@ class DaskTrainingData:
                     future = self._move(client, index, worker)
                     moved.append(future)
                 futures.append(future)
-            units.append((worker, futures, [i for _, _, i in unit_blocks]))
+            units.append(Unit(worker, futures, [i for _, _, i in unit_blocks]))
         wait(moved)
         return units
+
+    def redeal(self, client: Any, units: list[Unit], workers: list[str]) -> list[Unit]:
+        """The units for the workers ``workers`` (sorted), changing as little as it can.
+
+        A unit whose worker is still there keeps its blocks; a new worker gets a unit (while
+        there are more blocks than units); the blocks of units whose worker has left go to
+        the units with the fewest rows, and then blocks move from the busiest unit to the
+        idlest for as long as that evens them out. A block moves to its new unit's worker
+        once, as an aligned copy. The units come in the order of their workers.
+        """
+        rows = {s.index: s.n_rows for s in self.summaries}
+        kept = {unit.worker: list(unit.partitions) for unit in units if unit.worker in workers}
+        orphans = sorted(i for unit in units if unit.worker not in kept for i in unit.partitions)
+        n_units = min(len(workers), sum(1 for n in rows.values() if n))
+        for worker in workers:
+            if len(kept) < n_units and worker not in kept:
+                kept[worker] = []
+        load = lambda worker: sum(rows[i] for i in kept[worker])
+        for index in orphans:
+            kept[min(kept, key=lambda worker: (load(worker), worker))].append(index)
+        while True:  # even out: the busiest unit's smallest block goes to the idlest unit
+            busiest = max(kept, key=lambda worker: (load(worker), worker))
+            idlest = min(kept, key=lambda worker: (load(worker), worker))
+            if len(kept[busiest]) < 2:
+                break
+            block = min(kept[busiest], key=lambda index: rows[index])
+            if load(idlest) + rows[block] >= load(busiest):
+                break
+            kept[busiest].remove(block)
+            kept[idlest].append(block)
+        holder = holders(client, [self.futures[i].key for ws in kept.values() for i in ws])
+        new_units, moved = [], []
+        for worker in sorted(kept):
+            futures = []
+            for index in sorted(kept[worker]):
+                future = self.futures[index]
+                if holder[future.key] != worker:
+                    future = self._move(client, index, worker)
+                    moved.append(future)
+                futures.append(future)
+            new_units.append(Unit(worker, futures, sorted(kept[worker])))
+        wait(moved)
+        return new_units
 
     def _move(self, client: Any, index: int, worker: str) -> Any:
         """An aligned copy of block ``index`` on ``worker``, in its place (the block is
@@ -119,15 +171,6 @@ class DaskTrainingData:
     def release(self) -> None:
         for future in self.futures:
             future.release()
-
-
-def worker_statuses(client: Any) -> dict[str, str]:
-    """Every worker's address and status ("running", "closing_gracefully", ...). A
-    disconnected client would answer with the last list it had (or none): raise instead."""
-    if client.status != "running":
-        raise RuntimeError(f"Lost the connection to the Dask scheduler (client {client.status}).")
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    return {address: info["status"] for address, info in workers.items()}
 
 
 def holders(client: Any, keys: list) -> dict:
@@ -155,7 +198,7 @@ def dealt_workers(client: Any, x_parts: list) -> list[str | None]:
     Making each block there moves the partition to it while the blocks are being made,
     instead of moving the block afterwards.
     """
-    workers = sorted(worker_statuses(client))
+    workers = staying_workers(client)
     if not workers or "workers" in dask.get_annotations():
         return [None] * len(x_parts)
     n_units = min(len(workers), len(x_parts))

@@ -1,9 +1,10 @@
 """A page on the Dask dashboard, ``/dask-sgd``: the fits on the cluster, live.
 
 The trainer publishes one record per segment (every few seconds) as a Dask structured event
-(``Client.log_event``, topic ``dask-sgd``): the training loss, rows per second of each worker,
-the staleness of asynchronous pushes and each parameter-server shard's push count. A
-scheduler plugin, registered by every fit on a cluster, serves the page and the records
+(``Client.log_event``, topic ``dask-sgd``): the training loss, the number of workers
+training, rows per second of each worker, the staleness of asynchronous pushes and each
+parameter-server shard's push count. A scheduler plugin, registered by the first fit on a
+cluster, serves the page and the records
 (``/dask-sgd/metrics.json``) from the scheduler's own web server, the one that serves the
 dashboard. The page draws the latest fit's records and refreshes every second; it needs no
 JavaScript library.
@@ -73,14 +74,6 @@ def latest_fit(events) -> dict:
         return {"fit": None, "records": []}
     fit = records[-1].get("fit")
     return {"fit": fit, "records": [r for r in records if r.get("fit") == fit]}
-
-
-def show_on_dashboard(client: Any) -> None:
-    """Register :class:`DashboardPage` on the scheduler (once; later calls do nothing)."""
-    try:
-        client.register_plugin(DashboardPage(), name=DashboardPage.name)
-    except (ImportError, OSError, RuntimeError) as error:  # a scheduler without dask_sgd
-        logger.warning("The /dask-sgd dashboard page is not available: %r", error)
 
 
 PAGE = r"""<!DOCTYPE html>
@@ -160,7 +153,8 @@ async function refresh() {
     if (!records.length) return;
     const t0 = records[0].time, last = records[records.length - 1];
     document.getElementById("status").textContent =
-      `fit ${answer.fit}: strategy ${last.strategy}, step ${last.step}, ` +
+      `fit ${answer.fit}: strategy ${last.strategy}, ${last.workers} workers, ` +
+      `step ${last.step}, ` +
       `${records.length} segments, ${(last.time - t0).toFixed(1)} s`;
     lines(document.getElementById("loss"),
           {loss: records.map(r => [r.time - t0, r.loss])}, "seconds since the start");

@@ -18,6 +18,7 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from dask_sgd import SGDClassifier
 from dask_sgd.datasets import make_linear_classification
+from dask_sgd.engine.strategies import STRATEGIES
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -26,9 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-features", type=int, default=100)
     parser.add_argument("--n-workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument(
-        "--strategy", choices=["local", "sync", "backup", "downpour", "ssp"], default="local"
-    )
+    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="local")
     args = parser.parse_args(argv)
 
     with (

@@ -58,9 +58,10 @@ class Warmup:
     schedule: Schedule
     warmup_steps: int
     start_factor: float
+    start_step: int = 0
 
     def __call__(self, step: int) -> float:
-        progress = min(step / self.warmup_steps, 1.0)
+        progress = min(max(step - self.start_step, 0) / self.warmup_steps, 1.0)
         return (self.start_factor + (1 - self.start_factor) * progress) * self.schedule(step)
 
 
@@ -151,8 +152,11 @@ def batch_scaling_factor(effective_batch: int, reference_batch: int, *, normaliz
     return math.sqrt(factor) if normalized else factor
 
 
-def warmup(schedule: Schedule, warmup_steps: int, start_factor: float) -> Schedule:
-    """Gradual warmup: the factor on ``schedule`` grows linearly from ``start_factor`` to 1.
+def warmup(
+    schedule: Schedule, warmup_steps: int, start_factor: float, start_step: int = 0
+) -> Schedule:
+    """Gradual warmup: the factor on ``schedule`` moves linearly from ``start_factor`` (up
+    to step ``start_step``) to 1 (``warmup_steps`` later).
 
     With the linear scaling rule (``scaled(s, k)`` and ``start_factor=1/k``) this ramps the
     learning rate from the single-worker value to ``k`` times it over ``warmup_steps``.
@@ -165,7 +169,7 @@ def warmup(schedule: Schedule, warmup_steps: int, start_factor: float) -> Schedu
     """
     if warmup_steps <= 0 or start_factor == 1:
         return schedule
-    return Warmup(schedule, warmup_steps, start_factor)
+    return Warmup(schedule, warmup_steps, start_factor, start_step)
 
 
 def get_schedule(

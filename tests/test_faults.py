@@ -38,6 +38,7 @@ from dask_sgd.errors import TrainingFailed
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
+from dask_sgd.workers import worker_statuses
 
 N_FEATURES = 5
 CALLS: dict[str, int] = {}  # gradients computed in this worker process, per marker
@@ -78,7 +79,7 @@ def client():
 def wait_for_every_worker(client, n_workers: int = 3) -> None:
     """Until the scheduler has ``n_workers`` workers (a Nanny restarts a dead one)."""
     deadline = time.monotonic() + 60
-    while len(client.scheduler_info(n_workers=-1)["workers"]) < n_workers:
+    while len(worker_statuses(client)) < n_workers:
         assert time.monotonic() < deadline, "a worker did not come back"
         time.sleep(0.1)
 
@@ -88,7 +89,13 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
     workers. With ``markers`` (two paths), the worker without a shard dies at its
     ``at_call``-th gradient of epoch 2, and the worker holding shard 0 in epoch 3.
     ``in_epoch_2(holder)`` runs in a thread as epoch 2 starts, given the address of shard 0's
-    worker. Return the final training loss and the history records."""
+    worker. Return the final training loss and the history records.
+
+    The trainer keeps its three units whatever the workers do (``follow_workers=False``),
+    so that a disturbed fit must end where the undisturbed one does: one that follows them
+    trains on two units until the Nanny's new worker joins, a different (not a worse) fit.
+    ``tests/test_elastic.py`` tests following the workers; the chaos test below, the
+    estimator's default, which follows them."""
     wait_for_every_worker(client)  # a victim of a previous fit is back
     X, y = make_classification(n_samples=1800, n_features=N_FEATURES, random_state=0)
     model = LinearModel(N_FEATURES, 1)
@@ -109,6 +116,7 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
         n_shards=2,
         strategy=strategy,
         snapshot_steps=snapshot_steps,
+        follow_workers=False,
     )
     state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
     records, thread = [], None
@@ -120,7 +128,7 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
                 thread.start()
             if epoch and markers:  # choose the victims by address, now that the shards exist
                 holders = [shard._address for shard in trainer.server.shards]
-                workers = client.scheduler_info(n_workers=-1)["workers"]
+                workers = worker_statuses(client)
                 victim = holders[0] if epoch == 2 else min(set(workers) - set(holders))
                 trainer.objective = replace(
                     objective, victim=victim, at_call=at_call, marker=markers[epoch - 1]
@@ -195,7 +203,7 @@ def test_retiring_a_shard_holder_moves_its_shard_and_loses_no_step(client, undis
         else:
             close_like_lifetime(client, holder)
         deadline = time.monotonic() + 60
-        while holder in client.scheduler_info(n_workers=-1)["workers"]:
+        while holder in worker_statuses(client):
             assert time.monotonic() < deadline, "the worker did not leave"
             time.sleep(0.1)
         retired.append(holder)

@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 # when it collects their Popen objects and pipes
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_fit_goes_on_through_a_scale_up_and_the_next_fit_uses_the_new_worker():
+def test_a_job_that_starts_during_a_fit_trains_in_it():
     from dask_jobqueue.local import LocalCluster
 
     example = runpy.run_path(str(EXAMPLES / "hpc_slurm.py"))
@@ -53,7 +53,11 @@ def test_a_fit_goes_on_through_a_scale_up_and_the_next_fit_uses_the_new_worker()
         thread.join()
         assert joined[0] < ended, "the second job's worker joined after the fit"
         assert len(clf.history_) == 4
-        assert all(len(h["samples_per_worker"]) == 1 for h in clf.history_)  # one unit
+        assert clf.history_[0]["samples_per_worker"][0] > 0  # the first job's worker trained
+        changes = [c for h in clf.history_ for c in h.get("membership", [])]
+        assert [c["workers"] for c in changes] == [2], clf.history_  # the second job's joined
+        assert clf.history_[-1]["workers"] == 2
+        assert min(clf.history_[-1]["samples_per_worker"]) > 0  # and both trained
 
         clf.partial_fit(X, y)  # the next call trains on both workers
         assert len(clf.history_[-1]["samples_per_worker"]) == 2

@@ -76,7 +76,7 @@ def test_linear_model_layout_and_init():
     theta = model.init_params()
     assert theta.shape == (15,) and theta.dtype == np.float64
     assert not theta.any()
-    assert model.init_params(np, dtype="float32").dtype == np.float32
+    assert model.init_params(xp=np, dtype="float32").dtype == np.float32
 
 
 @pytest.mark.parametrize("n_outputs", [1, 3])

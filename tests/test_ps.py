@@ -9,18 +9,25 @@ import pytest
 from distributed.utils_test import gen_cluster
 
 from dask_sgd import defaults, optim
-from dask_sgd.errors import NonFiniteParameters
-from dask_sgd.ps import ParameterServer, ParameterShard, shard_ranges
+from dask_sgd.errors import NonFiniteParameters, TrainingAborted
+from dask_sgd.ps import (
+    Averaging,
+    Clocked,
+    MeanGradientStep,
+    ParameterServer,
+    ParameterShard,
+    shard_ranges,
+)
 from dask_sgd.ps.retirement import ShardRetirement
 
 
 @gen_cluster(client=True)
-async def test_put_get_add_count_versions(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.zeros(3), optim.sgd(), actor=True)
-    assert await shard.put(np.array([1.0, 2.0, 3.0])) == 1
-    assert await shard.add(np.ones(3), token="t1") == 2
-    assert await shard.add(np.ones(3), token="t1") == 2  # the same token applies once
-    np.testing.assert_array_equal(await shard.get(), [2.0, 3.0, 4.0])
+async def test_a_request_the_rule_does_not_know_is_refused(c, s, a, b):
+    shard = await c.submit(ParameterShard, np.zeros(3), optim.sgd(), Clocked(1), actor=True)
+    with pytest.raises(ValueError, match="Clocked has no request 'claim'"):
+        await shard.call("claim", 1)  # the budget is Downpour's, not bounded staleness'
+    _, version = await shard.call("pull_bounded", 0)
+    assert version == 0
 
 
 @gen_cluster(client=True)
@@ -30,18 +37,21 @@ async def test_push_applies_the_optimizer_once_per_token(c, s, a, b):
     await shard.push(np.array([1.0, 2.0]), 0.1, token=("unit", 0))
     await shard.push(np.array([1.0, 2.0]), 0.1, token=("unit", 1))
     # momentum: m1 = g, m2 = 0.5 g + g; θ = 1 - 0.1 (g + 1.5 g)
-    np.testing.assert_allclose(await shard.get(), 1 - 0.25 * np.array([1.0, 2.0]))
-    assert (await shard.stats())["pushes"] == 2
+    params, version = await shard.pull()
+    np.testing.assert_allclose(params, 1 - 0.25 * np.array([1.0, 2.0]))
+    assert version == (await shard.stats())["pushes"] == 2
 
 
 @gen_cluster(client=True)
 async def test_synchronous_step_waits_for_every_contributor(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.zeros(2), optim.sgd(), 2, actor=True)
-    first = asyncio.ensure_future(shard.push_sync(0, np.array([1.0, 0.0]), 1.0, token=(0, 0)))
+    shard = await c.submit(
+        ParameterShard, np.zeros(2), optim.sgd(), MeanGradientStep(2), actor=True
+    )
+    first = asyncio.ensure_future(shard.push(0, np.array([1.0, 0.0]), (0, 0), 1.0))
     await asyncio.sleep(0.05)
     assert not first.done()  # one of two gradients has arrived
     assert (await shard.stats())["version"] == 0
-    second = await shard.push_sync(0, np.array([3.0, 2.0]), 1.0, token=(0, 1))
+    second = await shard.push(0, np.array([3.0, 2.0]), (0, 1), 1.0)
     params, version = await first
     np.testing.assert_array_equal(params, [-2.0, -1.0])  # minus the mean gradient
     np.testing.assert_array_equal(second[0], params)
@@ -50,11 +60,13 @@ async def test_synchronous_step_waits_for_every_contributor(c, s, a, b):
 
 @gen_cluster(client=True)
 async def test_synchronous_steps_apply_in_order(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 1, actor=True)
-    later = asyncio.ensure_future(shard.push_sync(1, np.array([10.0]), 1.0, token=1))
+    shard = await c.submit(
+        ParameterShard, np.zeros(1), optim.sgd(), MeanGradientStep(1), actor=True
+    )
+    later = asyncio.ensure_future(shard.push(1, np.array([10.0]), 1, 1.0))
     await asyncio.sleep(0.05)
     assert not later.done()  # step 1 waits for step 0
-    await shard.push_sync(0, np.array([1.0]), 1.0, token=0)
+    await shard.push(0, np.array([1.0]), 0, 1.0)
     params, version = await later
     assert version == 2
     np.testing.assert_array_equal(params, [-11.0])
@@ -62,36 +74,36 @@ async def test_synchronous_steps_apply_in_order(c, s, a, b):
 
 @gen_cluster(client=True)
 async def test_duplicate_synchronous_push_is_not_counted_twice(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 2, actor=True)
-    first = asyncio.ensure_future(shard.push_sync(0, np.array([2.0]), 1.0, token="same"))
-    rerun = asyncio.ensure_future(shard.push_sync(0, np.array([2.0]), 1.0, token="same"))
+    shard = await c.submit(
+        ParameterShard, np.zeros(1), optim.sgd(), MeanGradientStep(2), actor=True
+    )
+    first = asyncio.ensure_future(shard.push(0, np.array([2.0]), "same", 1.0))
+    rerun = asyncio.ensure_future(shard.push(0, np.array([2.0]), "same", 1.0))
     await asyncio.sleep(0.05)
     assert not first.done() and not rerun.done()
-    await shard.push_sync(0, np.array([4.0]), 1.0, token="other")
+    await shard.push(0, np.array([4.0]), "other", 1.0)
     np.testing.assert_array_equal((await first)[0], [-3.0])
 
 
 @gen_cluster(client=True)
-async def test_snapshot_and_restore(c, s, a, b):
+async def test_a_snapshot_keeps_its_state_while_the_shard_goes_on(c, s, a, b):
     shard = await c.submit(ParameterShard, np.zeros(2), optim.adam(), actor=True)
     await shard.push(np.ones(2), 0.1)
     saved = await shard.snapshot()
+    params = saved["params"].copy()
     await shard.push(np.ones(2), 0.1)
     assert (await shard.stats())["version"] == 2
-    await shard.restore(saved)
-    restored = await shard.snapshot()
-    assert restored["version"] == 1
-    np.testing.assert_array_equal(restored["params"], saved["params"])
-    assert int(restored["opt_state"].count) == 1
+    assert saved["version"] == 1 and int(saved["opt_state"].count) == 1
+    np.testing.assert_array_equal(saved["params"], params)  # updates never work in place
 
 
 @gen_cluster(client=True)
 async def test_averaging_round_sets_the_mean_without_the_optimizer(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.zeros(2), optim.adam(), 2, actor=True)
-    first = asyncio.ensure_future(shard.push_average(0, np.array([1.0, 4.0]), token=(0, 0)))
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.adam(), Averaging(2), actor=True)
+    first = asyncio.ensure_future(shard.push(0, np.array([1.0, 4.0]), (0, 0), 1.0))
     await asyncio.sleep(0.05)
     assert not first.done()
-    params, version = await shard.push_average(0, np.array([3.0, 0.0]), token=(0, 1))
+    params, version = await shard.push(0, np.array([3.0, 0.0]), (0, 1), 1.0)
     np.testing.assert_array_equal(params, [2.0, 2.0])
     np.testing.assert_array_equal((await first)[0], params)
     assert version == 1
@@ -101,17 +113,17 @@ async def test_averaging_round_sets_the_mean_without_the_optimizer(c, s, a, b):
 @gen_cluster(client=True)
 async def test_bounded_staleness_holds_back_a_unit_too_far_ahead(c, s, a, b):
     """Two units, bound 1: unit 0 may compute step t only once unit 1 has pushed t - 1 times."""
-    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 2, actor=True)
+    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), Clocked(2), actor=True)
     for step in range(2):  # unit 0 runs ahead: steps 0 and 1 need nothing from unit 1
-        _, version = await shard.pull_bounded(step - 1)
-        _, _, lead = await shard.push_clocked(0, np.array([1.0]), 1.0, (step, 0), version)
+        _, version = await shard.call("pull_bounded", step - 1)
+        _, _, lead = await shard.push(0, np.array([1.0]), 1.0, (step, 0), version)
         assert lead == step
-    held = asyncio.ensure_future(shard.pull_bounded(2 - 1))  # step 2: two clocks ahead
+    held = asyncio.ensure_future(shard.call("pull_bounded", 2 - 1))  # step 2: two clocks ahead
     await asyncio.sleep(0.05)
     assert not held.done()
     # a rerun of unit 1's push must not tick its clock twice
     for _ in range(2):
-        await shard.push_clocked(1, np.array([1.0]), 1.0, (0, 1), 0)
+        await shard.push(1, np.array([1.0]), 1.0, (0, 1), 0)
     params, version = await held
     assert version == 3
     np.testing.assert_array_equal(params, [-3.0])
@@ -120,30 +132,38 @@ async def test_bounded_staleness_holds_back_a_unit_too_far_ahead(c, s, a, b):
 
 @gen_cluster(client=True)
 async def test_abort_releases_a_unit_waiting_for_the_slowest(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), 2, actor=True)
-    held = asyncio.ensure_future(shard.pull_bounded(1))
+    shard = await c.submit(ParameterShard, np.zeros(1), optim.sgd(), Clocked(2), actor=True)
+    held = asyncio.ensure_future(shard.call("pull_bounded", 1))
     await asyncio.sleep(0.05)
     await shard.abort("a training unit failed")
-    with pytest.raises(RuntimeError, match="a training unit failed"):
+    with pytest.raises(TrainingAborted, match="a training unit failed"):
         await held
 
 
 @gen_cluster(client=True)
 async def test_an_update_that_is_not_finite_is_refused(c, s, a, b):
-    shard = await c.submit(ParameterShard, np.ones(2), optim.momentum(0.5), 2, actor=True)
+    shard = await c.submit(ParameterShard, np.ones(2), optim.momentum(0.5), actor=True)
     await shard.push(np.array([1.0, 1.0]), 0.1, token=1)
     before = await shard.snapshot()
     with pytest.raises(NonFiniteParameters, match="parameters at step 1"):
         await shard.push(np.array([1.0, np.inf]), 0.1, token=2)
-    first = asyncio.ensure_future(shard.push_sync(1, np.array([1e308, 0.0]), 1e10, (1, 0)))
-    with pytest.raises(NonFiniteParameters):  # the mean of two finite gradients overflows
-        await shard.push_sync(1, np.array([1e308, 0.0]), 1e10, (1, 1))
     after = await shard.snapshot()
     assert after["version"] == before["version"] == 1
     np.testing.assert_array_equal(after["params"], before["params"])
     np.testing.assert_array_equal(after["opt_state"].momentum, before["opt_state"].momentum)
-    await shard.abort("refused")
-    with pytest.raises(RuntimeError, match="refused"):
+
+    rule = MeanGradientStep(2)
+    synchronous = await c.submit(ParameterShard, np.ones(2), optim.momentum(0.5), rule, actor=True)
+    before = await synchronous.snapshot()
+    first = asyncio.ensure_future(synchronous.push(0, np.array([1e308, 0.0]), (0, 0), 1e10))
+    with pytest.raises(NonFiniteParameters):  # the mean of two finite gradients overflows
+        await synchronous.push(0, np.array([1e308, 0.0]), (0, 1), 1e10)
+    after = await synchronous.snapshot()
+    assert after["version"] == before["version"] == 0
+    np.testing.assert_array_equal(after["params"], before["params"])
+    np.testing.assert_array_equal(after["opt_state"].momentum, before["opt_state"].momentum)
+    await synchronous.abort("refused")
+    with pytest.raises(TrainingAborted, match="refused"):
         await first
 
 
@@ -165,6 +185,21 @@ async def test_retiring_a_shard_holder_waits_until_its_shard_has_gone(c, s, a, b
     assert a.address not in s.workers
 
 
+@gen_cluster(client=True)
+async def test_scaling_down_prefers_a_worker_without_a_shard(c, s, a, b):
+    await c.register_plugin(ShardRetirement(), name=ShardRetirement.name)
+    for holder, other in ((a, b), (b, a)):
+        shard = c.submit(
+            ParameterShard, np.zeros(2), optim.sgd(), actor=True, workers=[holder.address],
+            key=f"dask-sgd-shard-0-{holder.name}",
+        )  # fmt: skip
+        await shard
+        assert s.workers_to_close(n=1) == [other.address]
+        shard.release()
+        while any(ws.actors for ws in s.workers.values()):
+            await asyncio.sleep(0.01)
+
+
 def test_shard_ranges_cover_everything_once():
     ranges = shard_ranges(11, 4)
     covered = np.concatenate([np.arange(11)[r] for r in ranges])
@@ -181,15 +216,16 @@ def test_server_spreads_shards_and_joins_them(client):
         assert len(server.shards) == 2
         workers = client.who_has(server.futures)
         assert len({w for ws in workers.values() for w in ws}) == 2
-        np.testing.assert_array_equal(server.get(), theta)
-        server.push(np.ones(10), 0.5, token="x")
-        params, versions = server.pull(min_version=1)
-        np.testing.assert_array_equal(params, theta - 0.5)
-        assert versions == [1, 1]
-        snapshot = server.snapshot()
-        server.add(np.ones(10))
-        server.restore(snapshot)
-        np.testing.assert_array_equal(server.get(), theta - 0.5)
+        np.testing.assert_array_equal(server.state()[0], theta)
+        grad = np.ones(10)
+        calls = [
+            s.push(grad[where], 0.5, "x")
+            for s, where in zip(server.shards, server.ranges, strict=True)
+        ]
+        [call.result() for call in calls]
+        params, _, version = server.state()
+        np.testing.assert_array_equal(params, theta - 0.5)  # each shard applied its slice
+        assert server.versions() == [1, 1] and version == 1
     finally:
         server.close()
 

@@ -13,6 +13,7 @@ from distributed.comm import tcp
 from dask_sgd import SGDClassifier
 from dask_sgd.blocks import persist_blocks
 from dask_sgd.datasets import make_linear_classification
+from dask_sgd.workers import worker_statuses
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_blocks_moved_between_worker_processes_arrive_aligned(tls_client):
     """Arrays fetched from another worker can arrive at any byte offset; NumPy's matrix
     products on unaligned float64 rows skip BLAS (about 7 times slower)."""
     client = tls_client
-    a, b = sorted(client.scheduler_info()["workers"])
+    a, b = sorted(worker_statuses(client))
     X, y = make_linear_classification(40_000, 10, chunk_rows=5_000, random_state=3)
     with dask.annotate(workers=[a], allow_other_workers=False):  # every block starts on a
         data = persist_blocks(client, X, y, classifier=True, seed=0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -58,6 +60,51 @@ def test_loading_refuses_what_is_not_an_estimator(tmp_path):
         dask_sgd.load(tmp_path)
 
 
+def as_before_the_model_protocol(path, **changes) -> dict:
+    """Rewrite the manifest at ``path`` as dask_sgd 0.1.0 wrote it: a "layout" entry (the
+    linear model's configuration) and no "model" entry. The array files and their checksums
+    stay as they are."""
+    manifest = Path(path) / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    model = meta.pop("model")
+    assert model["family"] == "linear"
+    meta["layout"] = model["config"]
+    meta.update(changes)
+    manifest.write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def test_a_checkpoint_written_before_the_model_protocol_loads_as_a_linear_model(tmp_path):
+    X, y = classification()
+    clf = SGDClassifier(eta0=0.01, **PARAMS).fit(X, y)
+    dask_sgd.save(clf, tmp_path)
+    meta = as_before_the_model_protocol(tmp_path)
+    assert meta["layout"] == {"n_features": 6, "n_outputs": 1, "fit_intercept": True}
+
+    loaded = dask_sgd.load(tmp_path)
+
+    np.testing.assert_array_equal(loaded.coef_, clf.coef_)
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    np.testing.assert_array_equal(loaded.partial_fit(X, y).coef_, clf.partial_fit(X, y).coef_)
+
+
+def test_an_unfinished_fit_written_before_the_model_protocol_resumes(tmp_path):
+    X, y = classification()
+    SGDClassifier(eta0=0.01, checkpoint_path=tmp_path, **{**PARAMS, "max_iter": 3}).fit(X, y)
+    as_before_the_model_protocol(tmp_path, complete=False)  # as if 6 epochs stopped after 3
+
+    resumed = SGDClassifier(eta0=0.01, checkpoint_path=tmp_path, **PARAMS).fit(X, y)
+
+    whole = SGDClassifier(eta0=0.01, **PARAMS).fit(X, y)
+    np.testing.assert_array_equal(resumed.coef_, whole.coef_)
+    assert [r["epoch"] for r in resumed.history_] == list(range(1, 7))
+    assert load_checkpoint(tmp_path)[1]["model"]["family"] == "linear"  # now the new format
+    # ... and an old checkpoint of another model is refused as a new one is
+    as_before_the_model_protocol(tmp_path, complete=False)
+    with pytest.raises(ValueError, match=r"Cannot resume from the checkpoint.*its model is"):
+        SGDClassifier(eta0=0.01, checkpoint_path=tmp_path, **PARAMS).fit(X[:, :5], y)
+
+
 # --- resuming a fit whose process died ------------------------------------------------------
 
 
@@ -65,10 +112,10 @@ def _fit_and_die_after(epochs: int, path: str, dask_input: bool) -> None:
     """Fit in this (child) process, which dies right after writing checkpoint ``epochs``."""
     import os
 
-    import dask_sgd.estimators._base as base
+    import dask_sgd.estimators._training as training
 
     written = []
-    real_write = base.write_training_checkpoint
+    real_write = training.write_training_checkpoint
 
     def write_then_maybe_die(*args, **kwargs):
         real_write(*args, **kwargs)
@@ -76,7 +123,7 @@ def _fit_and_die_after(epochs: int, path: str, dask_input: bool) -> None:
         if len(written) == epochs:
             os._exit(7)
 
-    base.write_training_checkpoint = write_then_maybe_die
+    training.write_training_checkpoint = write_then_maybe_die
     X, y = classification()
     clf = SGDClassifier(eta0=0.01, checkpoint_path=path, **PARAMS)
     if not dask_input:

@@ -1,14 +1,21 @@
 """Estimators as checkpoints: a fitted model, or a fit to resume (see :mod:`dask_sgd.checkpoint`).
 
-A checkpoint holds the flat parameter vector θ and its layout, the optimizer state's leaves,
-the step, the epochs done, the stopping rule's state, the shuffling generator's state, the
+A checkpoint holds the flat parameter vector θ, the model that reads it (its family and
+configuration, :meth:`dask_sgd.models.Model.describe`), the optimizer state's leaves, the
+step, the epochs done, the stopping rule's state, the shuffling generator's state, the
 history, the estimator's parameters (those that survive JSON unchanged) and its fitted
 attributes. ``complete`` tells a finished fit from one that stopped part way.
+
+Loading looks the estimator's class up by name in :data:`ESTIMATORS` (every subclass of
+:class:`dask_sgd.estimators._training.TrainedEstimator` is in it) and the model's family in
+:data:`dask_sgd.models.MODEL_FAMILIES`; it never imports what the file names.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
+from weakref import WeakValueDictionary
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
@@ -18,7 +25,18 @@ from dask_sgd._tree import tree_leaves, tree_unflatten
 from dask_sgd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dask_sgd.engine.loop import ConvergenceMonitor
 from dask_sgd.engine.steps import TrainState
-from dask_sgd.models import LinearModel
+from dask_sgd.models import Model, model_from_config
+from dask_sgd.models.base import LEGACY_FAMILY
+
+#: the estimator classes a checkpoint may name, by class name; weak, so that a class defined
+#: in a function goes when it does, and the last class defined under a name wins
+ESTIMATORS: WeakValueDictionary[str, type] = WeakValueDictionary()
+
+
+def register_estimator(cls: type) -> type:
+    """Let checkpoints name ``cls`` (by its ``__name__``)."""
+    ESTIMATORS[cls.__name__] = cls
+    return cls
 
 
 def _json_params(estimator) -> tuple[dict, list[str]]:
@@ -50,17 +68,22 @@ def _from_labels(entry: dict) -> np.ndarray:
     return np.asarray(entry["values"], dtype=dtype)
 
 
-def _layout(model: LinearModel) -> dict:
-    return {
-        "n_features": model.n_features,
-        "n_outputs": model.n_outputs,
-        "fit_intercept": model.fit_intercept,
-    }
+def saved_model(meta: dict) -> dict[str, Any] | None:
+    """The manifest's ``{"family": ..., "config": ...}`` of the model, or None.
+
+    Checkpoints written before the model protocol (dask_sgd 0.1.0) have no "model" entry but
+    a "layout" entry, which is the configuration of the one family there was then.
+    """
+    if "model" in meta:
+        return meta["model"]
+    if isinstance(meta.get("layout"), dict):
+        return {"family": LEGACY_FAMILY, "config": meta["layout"]}
+    return None
 
 
 def training_checkpoint(
     estimator,
-    model: LinearModel,
+    model: Model,
     state: TrainState,
     *,
     epochs_done: int,
@@ -92,7 +115,7 @@ def training_checkpoint(
         "params": params,
         "params_not_saved": skipped,
         "fitted": fitted,
-        "layout": _layout(model),
+        "model": model.describe(),
         "step": int(state.step),
         "samples": int(state.samples),
         "n_averaged": int(state.n_averaged),
@@ -148,13 +171,13 @@ def restore_monitor(meta: dict, monitor: ConvergenceMonitor) -> None:
 
 
 def save(estimator, path: str) -> None:
-    """Write a fitted ``SGDClassifier`` or ``SGDRegressor`` to ``path`` (a directory or URL).
+    """Write a fitted estimator (``SGDClassifier``, ``SGDRegressor``, ...) to ``path``.
 
-    The format is numeric ``.npy`` files and a JSON manifest, no pickle; load it back with
-    :func:`load`.
+    ``path`` is a directory or an fsspec URL. The format is numeric ``.npy`` files and a
+    JSON manifest, no pickle; load it back with :func:`load`.
     """
     check_is_fitted(estimator)
-    model = LinearModel(estimator.n_features_in_, estimator._n_outputs(), estimator.fit_intercept)
+    model = estimator._make_model(estimator.n_features_in_)
     write_training_checkpoint(
         path,
         estimator,
@@ -175,21 +198,22 @@ def load(path: str):
     their defaults; they are listed in the manifest's ``params_not_saved``.
     """
     arrays, meta = load_checkpoint(path)
-    estimators = {cls.__name__: cls for cls in (dask_sgd.SGDClassifier, dask_sgd.SGDRegressor)}
     try:
-        cls = estimators[meta["estimator"]]
+        cls = ESTIMATORS[meta["estimator"]]
         estimator = cls(**meta["params"])
-        fitted, layout = meta["fitted"], meta["layout"]
+        fitted, described = meta["fitted"], saved_model(meta)
+        if described is None:
+            raise KeyError("model")
         if "classes" in fitted:
             estimator.classes_ = _from_labels(fitted["classes"])
         estimator.n_features_in_ = fitted["n_features_in"]
         if "feature_names_in" in fitted:
             estimator.feature_names_in_ = _from_labels(fitted["feature_names_in"])
-        model = LinearModel(layout["n_features"], layout["n_outputs"], layout["fit_intercept"])
+        model = model_from_config(described["family"], described["config"])
         estimator._auto_for_dask = fitted.get("on_dask", False)
-        optimizer = estimator._components(layout["n_features"])[2]
-        like = TrainState.create(
-            model.init_params(dtype=arrays["params"].dtype),
+        optimizer = estimator._components(fitted["n_features_in"]).optimizer
+        like = TrainState.create(  # a template: the shapes of θ and of the optimizer state
+            np.zeros(model.layout.size, dtype=arrays["params"].dtype),
             optimizer,
             averaged="average" in arrays,
         )
@@ -208,14 +232,15 @@ def load(path: str):
     return estimator
 
 
-def check_resumable(meta: dict, estimator, model: LinearModel) -> None:
+def check_resumable(meta: dict, estimator, model: Model) -> None:
     """Refuse to resume a fit whose checkpoint was written for another model or data."""
-    layout = _layout(model)
+    # compared as JSON gives it back: a tuple in a configuration is a list in the file
+    saved, current = saved_model(meta), json.loads(json.dumps(model.describe()))
     problems = []
     if meta.get("estimator") != type(estimator).__name__:
         problems.append(f"it holds a {meta.get('estimator')}")
-    if meta.get("layout") != layout:
-        problems.append(f"its model is {meta.get('layout')}, this one {layout}")
+    if saved != current:
+        problems.append(f"its model is {saved}, this one {current}")
     saved_classes = meta.get("fitted", {}).get("classes")
     if saved_classes is not None and not np.array_equal(
         _from_labels(saved_classes), getattr(estimator, "classes_", None)

@@ -16,10 +16,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from dask_sgd.blocks import is_dask_collection
 from dask_sgd.data import TargetEncoder, check_labels_known
-from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
+from dask_sgd.estimators._base import BaseSGD
 from dask_sgd.estimators._dask import predict_blocks
+from dask_sgd.estimators._training import keep_state_on_error
 from dask_sgd.losses import CLASSIFICATION_LOSSES, log_softmax
-from dask_sgd.models import LinearModel
+from dask_sgd.models import Model
 
 
 class SGDClassifier(LinearClassifierMixin, BaseSGD):
@@ -113,7 +114,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         ``local_steps`` steps on its own before the parameter server averages the workers'
         parameters; "downpour" is asynchronous SGD, workers pulling and pushing without
         waiting for each other; "ssp" is asynchronous SGD in which no worker runs more than
-        ``staleness_bound`` steps ahead of the slowest. See ``docs/strategies.md``.
+        ``staleness_bound`` steps ahead of the slowest. See ``docs/strategies.md``, which
+        also says how to add a strategy (any registered name is accepted). The fit follows
+        the cluster: workers that join train from the next snapshot on, and the units of
+        workers that leave hand their blocks on (``docs/distributed.md``).
     n_backup : int, default=1
         "backup": workers whose gradients a step does without (at least one counts).
     local_steps : int, default=8
@@ -179,7 +183,10 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         penalty, measured on each minibatch before its update: scikit-learn's convergence
         measure), "samples", "wall_time" (seconds since the start of
         the call), "lr_factor" and, with early stopping, "validation_score". On Dask input
-        also "samples_per_worker"; "dropped" ("backup": late gradients dropped);
+        also "samples_per_worker" (by worker address, sorted), "workers" (training at
+        the end of the epoch), "membership" when workers joined or left (for each change:
+        the step, the workers after it, the addresses that joined and left), "shard_moves"
+        when shards left a retiring worker; "dropped" ("backup": late gradients dropped);
         "staleness_mean", "staleness_max" ("downpour", "ssp": updates applied between a
         push's pull and the push) and "clock_lead_max" ("ssp": the largest number of steps a
         worker was ahead of the slowest when it pushed); "recoveries" when a parameter-server
@@ -387,7 +394,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
             return predict_blocks(
                 self, "decision_function", X, n_columns=columns, dtype=self.coef_.dtype
             )
-        return super().decision_function(X)
+        check_is_fitted(self)
+        scores = self._raw_predictions(X)
+        return scores.ravel() if scores.shape[1] == 1 else scores
 
     def predict(self, X):
         """Predicted class of each row; lazy for Dask input.
@@ -476,11 +485,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
                 f"The number of classes has to be greater than one; got {len(self.classes_)} class"
             )
 
-    def _store_params(self, model: LinearModel, theta) -> None:
-        self.coef_ = model.layout.view(theta, "coef").copy()
-        self.intercept_ = model.layout.view(theta, "intercept").copy()
-
-    def _score_params(self, model: LinearModel, theta, X, y, sample_weight) -> float:
+    def _score_params(self, model: Model, theta, X, y, sample_weight) -> float:
         raw = model.raw(theta, X)
         indices = (raw[:, 0] > 0).astype(int) if raw.shape[1] == 1 else raw.argmax(axis=1)
         return accuracy_score(y, self.classes_[indices], sample_weight=sample_weight)

@@ -7,14 +7,14 @@ from typing import ClassVar
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from dask_sgd.blocks import is_dask_collection
-from dask_sgd.estimators._base import BaseSGD, keep_state_on_error
+from dask_sgd.estimators._base import BaseSGD
 from dask_sgd.estimators._dask import predict_blocks
+from dask_sgd.estimators._training import keep_state_on_error
 from dask_sgd.losses import REGRESSION_LOSSES
-from dask_sgd.models import LinearModel
+from dask_sgd.models import Model
 
 
 class SGDRegressor(RegressorMixin, BaseSGD):
@@ -200,17 +200,16 @@ default="invscaling"
         check_is_fitted(self)
         if is_dask_collection(X):
             return predict_blocks(self, "predict", X, n_columns=None, dtype=self.coef_.dtype)
-        X = validate_data(self, X, accept_sparse="csr", reset=False)
-        return safe_sparse_dot(X, self.coef_, dense_output=True) + self.intercept_[0]
+        return self._raw_predictions(X).ravel()
 
     def _n_outputs(self) -> int:
         return 1
 
-    def _store_params(self, model: LinearModel, theta) -> None:
+    def _store_params(self, model: Model, theta) -> None:
         self.coef_ = model.layout.view(theta, "coef")[0].copy()
         self.intercept_ = model.layout.view(theta, "intercept").copy()
 
-    def _score_params(self, model: LinearModel, theta, X, y, sample_weight) -> float:
+    def _score_params(self, model: Model, theta, X, y, sample_weight) -> float:
         predicted = model.raw(theta, X)[:, 0]
         return r2_score(y, predicted, sample_weight=sample_weight)
 

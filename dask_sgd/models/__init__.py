@@ -1,9 +1,22 @@
-"""Models on one flat parameter vector, and the objective that trains them."""
+"""Models on one flat parameter vector, and the objective that trains them.
+
+A model family is one module here that subclasses :class:`Model` (see
+:mod:`dask_sgd.models.base`); :class:`LinearModel` is the first.
+"""
 
 from __future__ import annotations
 
+from dask_sgd.models.base import MODEL_FAMILIES, Model, get_model_family, model_from_config
 from dask_sgd.models.layout import Layout
 from dask_sgd.models.linear import LinearModel
 from dask_sgd.models.objective import Objective
 
-__all__ = ["Layout", "LinearModel", "Objective"]
+__all__ = [
+    "MODEL_FAMILIES",
+    "Layout",
+    "LinearModel",
+    "Model",
+    "Objective",
+    "get_model_family",
+    "model_from_config",
+]

@@ -12,14 +12,15 @@ from functools import cached_property
 from typing import Any
 
 from dask_sgd._array import get_namespace
+from dask_sgd.models.base import Model
 from dask_sgd.models.layout import Layout
 
 Array = Any
 
 
 @dataclass(frozen=True)
-class LinearModel:
-    """``n_outputs`` linear functions of ``n_features`` inputs.
+class LinearModel(Model):
+    """``n_outputs`` linear functions of ``n_features`` inputs (the family ``"linear"``).
 
     Examples
     --------
@@ -29,6 +30,8 @@ class LinearModel:
     >>> model.raw(theta, np.array([[1.0, 1.0]]))
     array([[3.5]])
     """
+
+    family = "linear"
 
     n_features: int
     n_outputs: int = 1
@@ -40,18 +43,23 @@ class LinearModel:
             {"coef": (self.n_outputs, self.n_features), "intercept": (self.n_outputs,)}
         )
 
-    def init_params(self, xp: Any = None, dtype: Any = "float64") -> Array:
-        """All-zero parameters, as scikit-learn's SGD starts."""
+    @property
+    def penalized(self) -> tuple[slice, ...]:
+        return (self.layout.slice("coef"),)  # never the intercept, as scikit-learn
+
+    def init_params(self, rng: Any = None, *, xp: Any = None, dtype: Any = "float64") -> Array:
+        """All-zero parameters, as scikit-learn's SGD starts (``rng`` plays no part)."""
         xp = xp if xp is not None else get_namespace()
         return xp.zeros(self.layout.size, dtype=dtype)
 
-    def raw(self, theta: Array, X: Array) -> Array:
-        """Raw predictions, shape ``(n_samples, n_outputs)``."""
+    def forward(self, theta: Array, X: Array) -> tuple[Array, Array]:
+        """Raw predictions, shape ``(n_samples, n_outputs)``; the backward pass needs ``X``."""
         coef = self.layout.view(theta, "coef")
-        return X @ coef.T + self.layout.view(theta, "intercept")
+        return X @ coef.T + self.layout.view(theta, "intercept"), X
 
-    def grad(self, theta: Array, X: Array, draw: Array) -> Array:
+    def backward(self, theta: Array, cache: Array, draw: Array) -> Array:
         """Chain rule: the flat gradient of ``sum(loss)`` given ``draw = dloss/draw``."""
+        X = cache
         xp = get_namespace(theta)
         coef_grad = (X.T @ draw).T
         intercept_grad = draw.sum(axis=0)
@@ -59,3 +67,14 @@ class LinearModel:
             intercept_grad = xp.zeros_like(intercept_grad)
         flat = xp.concatenate([xp.reshape(coef_grad, -1), intercept_grad])
         return flat.astype(theta.dtype, copy=False)
+
+    def grad(self, theta: Array, X: Array, draw: Array) -> Array:
+        """:meth:`backward` from ``X`` itself (a linear model's forward cache is ``X``)."""
+        return self.backward(theta, X, draw)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_features": int(self.n_features),
+            "n_outputs": int(self.n_outputs),
+            "fit_intercept": bool(self.fit_intercept),
+        }

@@ -1,12 +1,18 @@
-"""The training objective: mean weighted loss of a model plus a penalty on its coefficients."""
+"""The training objective: mean weighted loss of a model plus a penalty on its weights.
+
+It knows a model only through the protocol of :class:`dask_sgd.models.base.Model`: one
+forward pass and one backward pass per minibatch, and the slices the penalty applies to.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import add
 from typing import Any
 
 from dask_sgd.losses import Loss
-from dask_sgd.models.linear import LinearModel
+from dask_sgd.models.base import Model
 from dask_sgd.penalties import Penalty
 
 Array = Any
@@ -18,13 +24,13 @@ MAX_DLOSS = 1e12
 
 @dataclass(frozen=True)
 class Objective:
-    """``(1/n) Σ_i w_i L(y_i, f_θ(x_i)) + penalty(coef)`` on a minibatch.
+    """``(1/n) Σ_i w_i L(y_i, f_θ(x_i)) + penalty(θ[model.penalized])`` on a minibatch.
 
     This is the unit of gradient work: a worker calls :meth:`loss_and_grad` on minibatches
     of its own blocks; the in-process path calls it on minibatches of the whole data.
     """
 
-    model: LinearModel
+    model: Model
     loss: Loss
     penalty: Penalty
     #: rescale a gradient whose Euclidean norm exceeds this (keyword-only: subclasses may
@@ -40,18 +46,18 @@ class Objective:
         rows: unweighted losses plus the penalty, at the parameters before the update. The
         gradient is that of the weighted mean loss plus the penalty.
         """
-        raw = self.model.raw(theta, X)
+        raw, cache = self.model.forward(theta, X)
         loss_sum, draw = self.loss.loss_sum_and_dloss(y, raw)
         if not self.loss.bounded_dloss:
             draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
         if sample_weight is not None:
             draw = draw * sample_weight[:, None]
         n_rows = X.shape[0]
-        grad = self.model.grad(theta, X, draw)
+        grad = self.model.backward(theta, cache, draw)
         grad /= n_rows
-        where = self.model.layout.slice("coef")
-        grad[where] += self.penalty.grad(theta[where])
-        summed = loss_sum + n_rows * self.penalty.value(theta[where])
+        for where in self.model.penalized:
+            grad[where] += self.penalty.grad(theta[where])
+        summed = loss_sum + n_rows * self._penalty_value(theta)
         if self.clip_norm is not None:
             norm = float((grad * grad).sum()) ** 0.5
             if norm > self.clip_norm:  # a NaN norm passes: the caller refuses the gradient
@@ -60,10 +66,14 @@ class Objective:
 
     def value(self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None) -> float:
         """The objective itself (weighted mean loss plus penalty), for tests and reports."""
-        per_row = self.loss.loss(y, self.model.raw(theta, X))
+        per_row = self.loss.loss(y, self.model.forward(theta, X)[0])
         if not self.loss.rowwise:
             per_row = per_row.sum(axis=1)
         if sample_weight is not None:
             per_row = per_row * sample_weight
-        coef = theta[self.model.layout.slice("coef")]
-        return float(per_row.mean() + self.penalty.value(coef))
+        return float(per_row.mean() + self._penalty_value(theta))
+
+    def _penalty_value(self, theta: Array) -> Any:
+        """The penalty, summed over the penalised slices (exactly the one value for one)."""
+        values = [self.penalty.value(theta[where]) for where in self.model.penalized]
+        return reduce(add, values) if values else 0.0

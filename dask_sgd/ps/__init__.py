@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from dask_sgd.ps.rules import Averaging, Clocked, ExchangeRule, Immediate, MeanGradientStep
 from dask_sgd.ps.server import ParameterServer, shard_ranges
 from dask_sgd.ps.shard import ParameterShard
 
-__all__ = ["ParameterServer", "ParameterShard", "shard_ranges"]
+__all__ = [
+    "Averaging",
+    "Clocked",
+    "ExchangeRule",
+    "Immediate",
+    "MeanGradientStep",
+    "ParameterServer",
+    "ParameterShard",
+    "shard_ranges",
+]

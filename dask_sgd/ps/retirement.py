@@ -1,13 +1,19 @@
 """Graceful retirement of a worker that holds parameter-server shards.
 
 Dask cannot move an actor: its scheduler refuses to retire a worker that holds one, and a
-worker that closes itself (``--lifetime``) closes anyway, losing the shard. Every graceful
-retirement (``Client.retire_workers``, ``Adaptive`` scaling down, ``Worker.close_gracefully``
-for ``--lifetime``) goes through the scheduler's ``retire_workers`` handler, so this plugin
-wraps it: when a retiring worker holds a dask_sgd shard, the plugin marks the worker as
-closing gracefully, as the scheduler's own retirement does first (nothing new is scheduled
-there), and waits until the trainer, which watches the workers' status, has moved the shards
-at its next snapshot. Then the scheduler's own retirement runs and moves the data away.
+worker that closes itself (``--lifetime``) closes anyway, losing the shard. This scheduler
+plugin holds such a retirement back: it marks the worker as closing gracefully, as the
+scheduler's own retirement does first (nothing new is scheduled there), and waits until the
+trainer, which watches the workers' status, has moved the shards at its next snapshot. Then
+the scheduler's own retirement runs and moves the data away.
+
+Dask offers no hook before a retirement: ``SchedulerPlugin.valid_workers_downscaling`` only
+filters the workers that the scheduler chooses itself (``Adaptive``), not the ones named to
+``retire_workers`` or closing at the end of ``--lifetime``, and the Active Memory Manager's
+``RetireWorker`` policy gives up at once on a worker holding an actor. So the plugin wraps
+the scheduler's ``retire_workers`` handler, which every graceful retirement goes through,
+and gives it back when removed. It also steers ``Adaptive`` to workers without shards. The
+trainer registers it for the length of a fit (:mod:`dask_sgd.engine.plugins`).
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from typing import Any
 from distributed import SchedulerPlugin
 from distributed.core import Status
 
-logger = logging.getLogger(__name__)
+from dask_sgd.ps.server import SHARD_KEY_PREFIX
 
-SHARD_KEY_PREFIX = "dask-sgd-shard-"
+logger = logging.getLogger(__name__)
 
 
 class ShardRetirement(SchedulerPlugin):
@@ -34,6 +40,7 @@ class ShardRetirement(SchedulerPlugin):
 
     def __init__(self, timeout: float = 120.0) -> None:
         self.timeout = timeout
+        self.fits: set[str] = set()  # the fits that use it (see dask_sgd.engine.plugins)
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -43,6 +50,10 @@ class ShardRetirement(SchedulerPlugin):
     async def close(self) -> None:
         if self.scheduler.handlers.get("retire_workers") == self.retire_workers:
             self.scheduler.handlers["retire_workers"] = self.retire
+
+    def valid_workers_downscaling(self, scheduler: Any, workers: list) -> list:
+        """Scaling down, prefer workers without shards: theirs would have to move."""
+        return [ws for ws in workers if not holds_shard(ws)] or workers
 
     async def retire_workers(self, workers=None, *, names=None, **options) -> dict:
         """The scheduler's ``retire_workers``, once no retiring worker holds a shard."""
@@ -82,11 +93,3 @@ class ShardRetirement(SchedulerPlugin):
 def holds_shard(ws: Any) -> bool:
     """Whether the scheduler's worker state ``ws`` holds a dask_sgd shard actor."""
     return any(str(ts.key).startswith(SHARD_KEY_PREFIX) for ts in ws.actors)
-
-
-def watch_retirements(client: Any) -> None:
-    """Register :class:`ShardRetirement` on the scheduler (once; later calls do nothing)."""
-    try:
-        client.register_plugin(ShardRetirement(), name=ShardRetirement.name)
-    except (ImportError, OSError, RuntimeError) as error:  # a scheduler without dask_sgd
-        logger.warning("Workers holding shards cannot retire gracefully: %r", error)

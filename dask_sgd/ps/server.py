@@ -15,7 +15,12 @@ from distributed import wait
 from dask_sgd import defaults
 from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
+from dask_sgd.ps.rules import ExchangeRule
 from dask_sgd.ps.shard import ParameterShard
+from dask_sgd.workers import running_workers
+
+#: The key of every shard's actor starts with this (the retirement plugin looks for it).
+SHARD_KEY_PREFIX = "dask-sgd-shard-"
 
 logger = logging.getLogger(__name__)
 
@@ -78,28 +83,23 @@ class ParameterServer:
         client: Any,
         params: Array,
         optimizer: GradientTransformation,
+        rule: ExchangeRule | None = None,
         *,
         n_shards: int | None = None,
-        n_contributors: int = 1,
         opt_state: Any = None,
         version: int = 0,
-        clock: int = 0,
     ) -> ParameterServer:
         """Create ``n_shards`` shards, spread over the running workers (default: one per
-        :data:`dask_sgd.defaults.MIN_SHARD_SIZE` parameters, at most one per worker).
+        :data:`dask_sgd.defaults.MIN_SHARD_SIZE` parameters, at most one per worker), each
+        handling pushes by its own copy of ``rule`` (default: apply each one at once).
 
-        ``opt_state`` (the whole vector's optimizer state), ``version`` and the units'
-        ``clock`` resume training.
+        ``opt_state`` (the whole vector's optimizer state) and ``version`` resume training.
         """
         if not optimizer.elementwise:
             raise ValueError(
                 f"{optimizer!r} is not elementwise: shards cannot apply it to their own slices."
             )
-        workers = sorted(
-            address
-            for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
-            if info["status"] == "running"  # not a worker that is retiring
-        )
+        workers = running_workers(client)  # not one that is paused or retiring
         if not workers:
             raise RuntimeError("No running Dask worker to hold the parameter-server shards.")
         n_shards = defaults.n_shards(n_shards, params.size, len(workers))
@@ -111,12 +111,11 @@ class ParameterServer:
                 ParameterShard,
                 params[where].copy(),
                 optimizer,
-                n_contributors,
+                rule,
                 states[index],
                 version,
-                clock,
                 actor=True,
-                key=f"dask-sgd-shard-{index}-{name}",
+                key=f"{SHARD_KEY_PREFIX}{index}-{name}",
                 workers=[workers[index % len(workers)]],
                 allow_other_workers=True,
             )
@@ -142,33 +141,9 @@ class ParameterServer:
         ]
         return [call.result() for call in calls]
 
-    def _split(self, values: Array) -> list[Array]:
-        return [values[where] for where in self.ranges]
-
-    def get(self) -> Array:
-        """The whole parameter vector."""
-        return np.concatenate(self._each("get"))
-
-    def put(self, values: Array) -> None:
-        self._each("put", self._split(values))
-
-    def add(self, delta: Array, token: Any = None) -> None:
-        self._each("add", self._split(delta), [token] * len(self.shards))
-
-    def pull(self, min_version: int = 0) -> tuple[Array, list[int]]:
-        """θ and each shard's version, once every shard has reached ``min_version``."""
-        answers = self._each("pull", [min_version] * len(self.shards))
-        return np.concatenate([p for p, _ in answers]), [v for _, v in answers]
-
-    def push(self, grad: Array, learning_rate: float, token: Any = None) -> list[int]:
-        """Apply ``grad`` on every shard at once; return the shards' new versions."""
-        n = len(self.shards)
-        answers = self._each("push", self._split(grad), [learning_rate] * n, [token] * n)
-        return [version for version, _ in answers]
-
-    def open_budget(self, first_step: int, n_steps: int) -> None:
-        """Downpour: the epoch's steps, which the units claim from the first shard."""
-        self.shards[0].open_budget(first_step, n_steps).result()
+    def call_first(self, request: str, *args: Any) -> Any:
+        """One of the exchange rule's requests, of the first shard (a step budget, say)."""
+        return self.shards[0].call(request, *args).result()
 
     def snapshot(self) -> list[dict]:
         """Every shard's state; raises if the shards are not at one version."""
@@ -197,9 +172,6 @@ class ParameterServer:
         """Each shard's version, except those in ``skip`` (lost)."""
         calls = [s.stats() for i, s in enumerate(self.shards) if i not in skip]
         return [call.result()["version"] for call in calls]
-
-    def restore(self, snapshots: list[dict]) -> None:
-        self._each("restore", snapshots)
 
     def stats(self) -> list[dict]:
         return self._each("stats")

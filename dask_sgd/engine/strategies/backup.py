@@ -1,0 +1,39 @@
+"""Synchronous SGD with backup workers (Chen et al. 2016).
+
+"sync" with ``n_backup`` spare units: each step applies the first ``k - n_backup``
+gradients to arrive, drops the late ones (``history_[i]["dropped"]``), and a late unit
+skips ahead to the step the shards are at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dask_sgd.engine.strategies.base import Carry, UnitResult, register
+from dask_sgd.engine.strategies.sync import Sync, push_step
+from dask_sgd.engine.units import joined
+
+
+@register
+@dataclass(frozen=True)
+class Backup(Sync):
+    name = "backup"
+    n_backup: int = 1
+
+    def contributors(self, n_units: int) -> int:
+        return n_units - min(self.n_backup, n_units - 1)
+
+    def run_unit(self, data, calls, plan, unit, carry) -> UnitResult:
+        step, end = plan.first_step, plan.first_step + plan.n_steps
+        params, _ = calls.pull(step)
+        loss_sum, rows = 0.0, 0
+        while step < end:
+            batch_loss, grad, batch_rows = data.gradient(plan, params, step)
+            lr = plan.learning_rate(step)
+            params, versions = joined(push_step(calls, step, grad, lr, (step, unit)))
+            loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
+            step = max(step + 1, min(versions.values()))
+        return UnitResult(loss_sum, rows, Carry(data.cursor))
+
+    def history(self, results, dropped: int) -> dict:
+        return {"dropped": dropped}

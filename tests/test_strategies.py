@@ -1,0 +1,159 @@
+"""Strategies as plug-ins: a toy strategy from this file alone, the root cause of a failed
+segment, and a paused worker that keeps its shards."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import get_worker
+from sklearn.datasets import make_classification
+
+from dask_sgd import SGDClassifier, optim, schedules
+from dask_sgd.blocks import persist_blocks
+from dask_sgd.data import TargetEncoder
+from dask_sgd.engine.cluster import ClusterTrainer
+from dask_sgd.engine.keeper import ShardKeeper
+from dask_sgd.engine.steps import TrainState
+from dask_sgd.engine.strategies import STRATEGIES, Sync, get_strategy, register
+from dask_sgd.losses import get_loss
+from dask_sgd.models import LinearModel, Objective
+from dask_sgd.penalties import get_penalty
+from dask_sgd.ps.rules import MeanGradientStep
+from dask_sgd.workers import staying_workers, worker_statuses
+
+
+class SumOfGradientsStep(MeanGradientStep):
+    """A shard rule of this file's own: a step applies the sum of the units' gradients."""
+
+    def apply_mean(self, mean, rate: float) -> None:
+        self.shard.apply(mean * self.n_contributors, rate)
+
+
+@dataclass(frozen=True)
+class SummingSync(Sync):
+    """ "sync" whose shards add the gradients up instead of averaging them, and that counts
+    its steps in ``history_``: a strategy written outside the engine."""
+
+    name = "summing-sync"
+
+    def exchange_rule(self, n_units: int, step: int) -> SumOfGradientsStep:
+        return SumOfGradientsStep(self.contributors(n_units))
+
+    def history(self, results, dropped: int) -> dict:
+        return {"summed_steps": sum(result.rows for result in results) // 16 // len(results)}
+
+
+@pytest.fixture(scope="module")
+def summing_sync():
+    register(SummingSync)
+    yield SummingSync
+    STRATEGIES.pop(SummingSync.name)
+
+
+def dask_data(n_samples=800, chunk=100, random_state=0):
+    X, y = make_classification(n_samples=n_samples, n_features=5, random_state=random_state)
+    return da.from_array(X, chunks=(chunk, 5)), da.from_array(y, chunks=chunk)
+
+
+def test_a_strategy_registered_from_a_test_file_trains_through_the_estimator(client, summing_sync):
+    """Adding the units' gradients at rate η is averaging them at rate k·η (k = 2 workers)."""
+    params = dict(
+        loss="log_loss", optimizer="sgd", learning_rate="constant", batch_size=16, max_iter=2,
+        tol=None,
+        scale_learning_rate=False, random_state=0,
+    )  # fmt: skip
+    X, y = dask_data()
+    summed = SGDClassifier(strategy="summing-sync", eta0=0.05, **params).fit(X, y)
+    averaged = SGDClassifier(strategy="sync", eta0=0.1, **params).fit(X, y)
+    np.testing.assert_allclose(summed.coef_, averaged.coef_, rtol=1e-10)
+    assert [record["summed_steps"] for record in summed.history_] == [25, 25]
+    assert "summed_steps" not in averaged.history_[0]
+    with pytest.raises(ValueError, match="strategy"):
+        SGDClassifier(strategy="no-such-strategy").fit(X, y)
+
+
+def test_strategies_take_the_options_they_have_fields_for():
+    local = get_strategy("local", local_steps=3, n_backup=5, staleness_bound=2)
+    assert (local.local_steps, local.round_steps()) == (3, 3)
+    assert get_strategy("backup", n_backup=1).contributors(4) == 3
+    assert get_strategy("backup", n_backup=9).contributors(4) == 1  # at least one counts
+    assert get_strategy("ssp", staleness_bound=2).staleness_bound == 2
+    with pytest.raises(ValueError, match="Unknown strategy 'nope'"):
+        get_strategy("nope")
+
+
+@dataclass(frozen=True)
+class FailingObjective(Objective):
+    """The real objective, but the 3rd gradient on worker ``victim`` raises."""
+
+    victim: str = ""
+
+    def loss_and_grad(self, theta, X, y, sample_weight=None):
+        worker = get_worker()
+        calls = getattr(worker, "_test_gradients", 0) + 1
+        worker._test_gradients = calls
+        if worker.address == self.victim and calls == 3:
+            raise ZeroDivisionError("the real cause")
+        return super().loss_and_grad(theta, X, y, sample_weight)
+
+
+@pytest.mark.parametrize("strategy", ["sync", "ssp"])
+def test_a_failed_segment_reports_its_root_cause_not_the_abort(client, strategy):
+    """The unit on the other worker waits at the shard for the failed one, and is aborted;
+    the error raised is the failure, whichever unit Dask reports first."""
+    X, y = dask_data()
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    try:
+        trainer = ClusterTrainer(
+            client, data, Objective(model, get_loss("log_loss"), get_penalty(None, alpha=0)),
+            optim.sgd(), schedules.constant(0.1), TargetEncoder(np.array([0, 1])),
+            batch_size=16, strategy=strategy, staleness_bound=0,
+        ).start()  # fmt: skip
+        client.run(lambda dask_worker: setattr(dask_worker, "_test_gradients", 0))
+        for victim in (trainer.units[-1].worker, trainer.units[0].worker):
+            trainer.objective = FailingObjective(
+                model, get_loss("log_loss"), get_penalty(None, alpha=0), victim=victim
+            )
+            state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
+            with pytest.raises(ZeroDivisionError, match="the real cause"):
+                trainer.run_epoch(state, 1.0)
+            trainer.close()
+            client.run(lambda dask_worker: setattr(dask_worker, "_test_gradients", 0))
+    finally:
+        data.release()
+
+
+def test_a_paused_worker_keeps_its_shards_and_its_unit(client):
+    """Paused for memory is not leaving: nothing moves; closing gracefully is leaving."""
+    keeper = ShardKeeper(client, get_strategy("sync"), optim.sgd(), 2, 1, 5.0)
+    state = TrainState.create(np.zeros(4), optim.sgd(), averaged=False)
+    keeper.start(state, n_units=2)
+    holder = keeper.server.shards[0]._address
+
+    def set_status(status: str):
+        def change(dask_worker):
+            from distributed.core import Status
+
+            dask_worker.status = Status[status]
+
+        client.run(change, workers=[holder])
+        deadline = time.monotonic() + 10
+        while worker_statuses(client)[holder] != status:
+            assert time.monotonic() < deadline, f"the scheduler never saw {status}"
+            time.sleep(0.02)
+
+    try:
+        set_status("paused")
+        assert keeper.leaving_shards() == []
+        assert holder in staying_workers(client)
+        set_status("closing_gracefully")
+        assert keeper.leaving_shards() == [0]
+        assert holder not in staying_workers(client)
+    finally:
+        set_status("running")
+        keeper.close()
