@@ -110,6 +110,10 @@ class DaskTrainingData:
         wait(moved)
         return units
 
+    def n_units(self, n_workers: int) -> int:
+        """How many units ``n_workers`` workers train: one each, if there are blocks enough."""
+        return min(n_workers, sum(1 for s in self.summaries if s.n_rows))
+
     def redeal(self, client: Any, units: list[Unit], workers: list[str]) -> list[Unit]:
         """The units for the workers ``workers`` (sorted), changing as little as it can.
 
@@ -122,7 +126,7 @@ class DaskTrainingData:
         rows = {s.index: s.n_rows for s in self.summaries}
         kept = {unit.worker: list(unit.partitions) for unit in units if unit.worker in workers}
         orphans = sorted(i for unit in units if unit.worker not in kept for i in unit.partitions)
-        n_units = min(len(workers), sum(1 for n in rows.values() if n))
+        n_units = self.n_units(len(workers))
         for worker in workers:
             if len(kept) < n_units and worker not in kept:
                 kept[worker] = []
@@ -139,13 +143,14 @@ class DaskTrainingData:
                 break
             kept[busiest].remove(block)
             kept[idlest].append(block)
-        holder = holders(client, [self.futures[i].key for ws in kept.values() for i in ws])
+        keys = [self.futures[i].key for indices in kept.values() for i in indices]
+        held = client.sync(client.scheduler.who_has, keys=keys)
         new_units, moved = [], []
         for worker in sorted(kept):
             futures = []
             for index in sorted(kept[worker]):
                 future = self.futures[index]
-                if holder[future.key] != worker:
+                if worker not in held.get(future.key, ()):
                     future = self._move(client, index, worker)
                     moved.append(future)
                 futures.append(future)

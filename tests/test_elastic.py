@@ -17,7 +17,7 @@ from sklearn.metrics import log_loss
 from dask_sgd import SGDClassifier
 from dask_sgd.datasets import make_linear_classification
 
-PARAMS = dict(loss="log_loss", batch_size=128, max_iter=4, tol=None, random_state=0)
+PARAMS = dict(loss="log_loss", batch_size=32, max_iter=4, tol=None, random_state=0)
 
 
 def cluster(n_workers: int) -> LocalCluster:

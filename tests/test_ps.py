@@ -39,7 +39,7 @@ async def test_push_applies_the_optimizer_once_per_token(c, s, a, b):
     # momentum: m1 = g, m2 = 0.5 g + g; θ = 1 - 0.1 (g + 1.5 g)
     params, version = await shard.pull()
     np.testing.assert_allclose(params, 1 - 0.25 * np.array([1.0, 2.0]))
-    assert version == (await shard.stats())["pushes"] == 2
+    assert version == (await shard.stats()).pushes == 2
 
 
 @gen_cluster(client=True)
@@ -50,7 +50,7 @@ async def test_synchronous_step_waits_for_every_contributor(c, s, a, b):
     first = asyncio.ensure_future(shard.push(0, np.array([1.0, 0.0]), (0, 0), 1.0))
     await asyncio.sleep(0.05)
     assert not first.done()  # one of two gradients has arrived
-    assert (await shard.stats())["version"] == 0
+    assert (await shard.stats()).version == 0
     second = await shard.push(0, np.array([3.0, 2.0]), (0, 1), 1.0)
     params, version = await first
     np.testing.assert_array_equal(params, [-2.0, -1.0])  # minus the mean gradient
@@ -90,11 +90,11 @@ async def test_a_snapshot_keeps_its_state_while_the_shard_goes_on(c, s, a, b):
     shard = await c.submit(ParameterShard, np.zeros(2), optim.adam(), actor=True)
     await shard.push(np.ones(2), 0.1)
     saved = await shard.snapshot()
-    params = saved["params"].copy()
+    params = saved.params.copy()
     await shard.push(np.ones(2), 0.1)
-    assert (await shard.stats())["version"] == 2
-    assert saved["version"] == 1 and int(saved["opt_state"].count) == 1
-    np.testing.assert_array_equal(saved["params"], params)  # updates never work in place
+    assert (await shard.stats()).version == 2
+    assert saved.version == 1 and int(saved.opt_state.count) == 1
+    np.testing.assert_array_equal(saved.params, params)  # updates never work in place
 
 
 @gen_cluster(client=True)
@@ -107,7 +107,7 @@ async def test_averaging_round_sets_the_mean_without_the_optimizer(c, s, a, b):
     np.testing.assert_array_equal(params, [2.0, 2.0])
     np.testing.assert_array_equal((await first)[0], params)
     assert version == 1
-    assert int((await shard.snapshot())["opt_state"].count) == 0  # no optimizer step
+    assert int((await shard.snapshot()).opt_state.count) == 0  # no optimizer step
 
 
 @gen_cluster(client=True)
@@ -127,7 +127,7 @@ async def test_bounded_staleness_holds_back_a_unit_too_far_ahead(c, s, a, b):
     params, version = await held
     assert version == 3
     np.testing.assert_array_equal(params, [-3.0])
-    assert (await shard.stats())["pushes"] == 3
+    assert (await shard.stats()).pushes == 3
 
 
 @gen_cluster(client=True)
@@ -148,9 +148,9 @@ async def test_an_update_that_is_not_finite_is_refused(c, s, a, b):
     with pytest.raises(NonFiniteParameters, match="parameters at step 1"):
         await shard.push(np.array([1.0, np.inf]), 0.1, token=2)
     after = await shard.snapshot()
-    assert after["version"] == before["version"] == 1
-    np.testing.assert_array_equal(after["params"], before["params"])
-    np.testing.assert_array_equal(after["opt_state"].momentum, before["opt_state"].momentum)
+    assert after.version == before.version == 1
+    np.testing.assert_array_equal(after.params, before.params)
+    np.testing.assert_array_equal(after.opt_state.momentum, before.opt_state.momentum)
 
     rule = MeanGradientStep(2)
     synchronous = await c.submit(ParameterShard, np.ones(2), optim.momentum(0.5), rule, actor=True)
@@ -159,9 +159,9 @@ async def test_an_update_that_is_not_finite_is_refused(c, s, a, b):
     with pytest.raises(NonFiniteParameters):  # the mean of two finite gradients overflows
         await synchronous.push(0, np.array([1e308, 0.0]), (0, 1), 1e10)
     after = await synchronous.snapshot()
-    assert after["version"] == before["version"] == 0
-    np.testing.assert_array_equal(after["params"], before["params"])
-    np.testing.assert_array_equal(after["opt_state"].momentum, before["opt_state"].momentum)
+    assert after.version == before.version == 0
+    np.testing.assert_array_equal(after.params, before.params)
+    np.testing.assert_array_equal(after.opt_state.momentum, before.opt_state.momentum)
     await synchronous.abort("refused")
     with pytest.raises(TrainingAborted, match="refused"):
         await first

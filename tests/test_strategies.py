@@ -157,3 +157,27 @@ def test_a_paused_worker_keeps_its_shards_and_its_unit(client):
     finally:
         set_status("running")
         keeper.close()
+
+
+def test_the_rate_follows_the_number_of_workers_over_a_short_warmup(client):
+    """Sync with plain SGD on k workers: k times the rate (linear rule); when one of two
+    leaves at step s, the rate moves from 2η to η over a quarter of warmup_epochs."""
+    X, y = dask_data()
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    objective = Objective(LinearModel(5, 1), get_loss("hinge"), get_penalty(None, alpha=0))
+    try:
+        trainer = ClusterTrainer(
+            client, data, objective, optim.sgd(), schedules.constant(0.01), TargetEncoder(),
+            batch_size=10, warmup_epochs=4.0,
+        ).start()  # fmt: skip
+        steps = trainer.steps_per_epoch  # 800 rows / (2 workers × 10)
+        assert steps == 40 and trainer.schedule(4 * steps) == pytest.approx(0.02)
+        at = 5 * steps
+        trainer.units = trainer.units[:1]
+        trainer._scale_for_units(step=at)
+        assert trainer.steps_per_epoch == 80  # one worker's 10 rows a step
+        assert trainer.schedule(at) == pytest.approx(0.02)  # no jump
+        assert 0.01 < trainer.schedule(at + 40) < 0.02
+        assert trainer.schedule(at + 80) == pytest.approx(0.01)  # 1/4 of 4 epochs of 80
+    finally:
+        data.release()

@@ -252,7 +252,7 @@ class ClusterTrainer:
             samples=state.samples + sum(result.rows for result in results),
         )
         dropped = self.keeper.dropped_since_last_snapshot(stats)
-        pushes = [int(shard["pushes"]) for shard in stats]
+        pushes = [shard.pushes for shard in stats]
         return new_state, Segment(self.units, results, dropped, pushes)
 
     def _pace_segments(self, n_steps: int, seconds: float) -> None:
@@ -280,7 +280,10 @@ class ClusterTrainer:
     def _dealt_units(self) -> list[Unit]:
         """The units for the workers there now: ``self.units`` if they have not changed."""
         workers = staying_workers(self.client)
-        if not workers or [unit.worker for unit in self.units] == workers:
+        training = {unit.worker for unit in self.units}
+        if not workers or (
+            training <= set(workers) and len(self.units) == self.data.n_units(len(workers))
+        ):
             return self.units
         units = self.data.redeal(self.client, self.units, workers)
         return self.units if units == self.units else units

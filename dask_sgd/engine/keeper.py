@@ -20,6 +20,7 @@ from dask_sgd.engine.strategies import Strategy
 from dask_sgd.errors import ShardLost, TrainingFailed
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
+from dask_sgd.ps.shard import ShardStats
 from dask_sgd.workers import STAYING, worker_statuses
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class ShardKeeper:
         old.close()
         return True
 
-    def snapshot(self) -> tuple[Any, Any, int, list[dict]]:
+    def snapshot(self) -> tuple[Any, Any, int, list[ShardStats]]:
         """θ, the shards' optimizer state, their version and their statistics, taken
         consistently after a segment; the version becomes the snapshot's."""
         params, opt_state, version = self.server.state()
@@ -97,9 +98,9 @@ class ShardKeeper:
         self.version = version
         return params, opt_state, version, stats
 
-    def dropped_since_last_snapshot(self, stats: list[dict]) -> int:
+    def dropped_since_last_snapshot(self, stats: list[ShardStats]) -> int:
         """Contributions the shards dropped since the last snapshot (late backup pushes)."""
-        dropped = max(shard.get("dropped", 0) for shard in stats)
+        dropped = max(shard.dropped for shard in stats)
         dropped, self._dropped = dropped - self._dropped, dropped
         return dropped
 

@@ -8,24 +8,15 @@ one that is not (a non-finite step before any other, as it names the step and pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from distributed import KilledWorker, wait
 
+from dask_sgd.blocks import Unit
 from dask_sgd.engine.keeper import ShardKeeper
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult
 from dask_sgd.engine.units import SegmentPlan, train_unit
 from dask_sgd.errors import NonFiniteParameters, ShardLost, TrainingAborted, TrainingFailed
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A training unit: its worker, its blocks (futures) and their partition indices."""
-
-    worker: str
-    blocks: list[Any]
-    partitions: list[int]
 
 
 class UnitSupervisor:

@@ -21,16 +21,14 @@ class ExchangeRule:
     """The base: a rule is bound to one shard before its first push."""
 
     requests: ClassVar[tuple[str, ...]] = ()
+    #: contributions that arrived too late to count (only synchronous rounds drop any)
+    dropped: int = 0
 
     def bind(self, shard: Any) -> None:
         self.shard = shard
 
     async def push(self, *args: Any) -> Any:
         raise NotImplementedError
-
-    def stats(self) -> dict:
-        """Counts for the client's statistics (merged into the shard's)."""
-        return {}
 
 
 class Immediate(ExchangeRule):
@@ -160,9 +158,6 @@ class Barrier(ExchangeRule):
     def apply_mean(self, mean: Array, rate: float) -> None:
         """Update the shard with the round's mean and advance its version."""
         raise NotImplementedError
-
-    def stats(self) -> dict:
-        return {"dropped": self.dropped}
 
 
 class MeanGradientStep(Barrier):

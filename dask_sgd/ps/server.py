@@ -16,7 +16,7 @@ from dask_sgd import defaults
 from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.rules import ExchangeRule
-from dask_sgd.ps.shard import ParameterShard
+from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats
 from dask_sgd.workers import running_workers
 
 #: The key of every shard's actor starts with this (the retirement plugin looks for it).
@@ -145,10 +145,10 @@ class ParameterServer:
         """One of the exchange rule's requests, of the first shard (a step budget, say)."""
         return self.shards[0].call(request, *args).result()
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[ShardSnapshot]:
         """Every shard's state; raises if the shards are not at one version."""
         snapshots = self._each("snapshot")
-        versions = {s["version"] for s in snapshots}
+        versions = {s.version for s in snapshots}
         if len(versions) != 1:
             raise RuntimeError(f"Shards are at different versions {sorted(versions)}.")
         return snapshots
@@ -156,8 +156,8 @@ class ParameterServer:
     def state(self) -> tuple[Array, Any, int]:
         """θ, the whole optimizer state and the version, from a consistent snapshot."""
         snapshots = self.snapshot()
-        params = np.concatenate([s["params"] for s in snapshots])
-        return params, join_states([s["opt_state"] for s in snapshots]), snapshots[0]["version"]
+        params = np.concatenate([s.params for s in snapshots])
+        return params, join_states([s.opt_state for s in snapshots]), snapshots[0].version
 
     def abort(self, reason: str, skip: list[int] = ()) -> None:
         """Fail every waiting and future pull on the shards, except those in ``skip`` (lost)."""
@@ -171,9 +171,9 @@ class ParameterServer:
     def versions(self, skip: list[int] = ()) -> list[int]:
         """Each shard's version, except those in ``skip`` (lost)."""
         calls = [s.stats() for i, s in enumerate(self.shards) if i not in skip]
-        return [call.result()["version"] for call in calls]
+        return [call.result().version for call in calls]
 
-    def stats(self) -> list[dict]:
+    def stats(self) -> list[ShardStats]:
         return self._each("stats")
 
     def close(self) -> None:

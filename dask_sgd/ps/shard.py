@@ -15,6 +15,7 @@ import asyncio
 import copy
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,26 @@ from dask_sgd.optim import GradientTransformation, apply_updates
 from dask_sgd.ps.rules import ExchangeRule, Immediate
 
 Array = Any
+
+
+@dataclass(frozen=True)
+class ShardSnapshot:
+    """A shard's parameters, optimizer state and version, as plain arrays."""
+
+    params: Array
+    opt_state: Any
+    version: int
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    """A shard's version, the pushes it applied and those its rule dropped (late ones)."""
+
+    version: int
+    pushes: int
+    dropped: int
+    size: int
+
 
 #: How many recent push tokens a shard remembers to drop duplicates (Dask may run a task
 #: twice, and a rerun task pushes again).
@@ -73,9 +94,8 @@ class ParameterShard:
             raise ValueError(f"{type(self.rule).__name__} has no request {request!r}.")
         return await getattr(self.rule, request)(*args)
 
-    async def snapshot(self) -> dict:
-        """Parameters, optimizer state and version, as plain arrays."""
-        return {"params": self.params, "opt_state": self.opt_state, "version": self.version}
+    async def snapshot(self) -> ShardSnapshot:
+        return ShardSnapshot(self.params, self.opt_state, self.version)
 
     async def abort(self, reason: str) -> None:
         """Fail every waiting and future pull, so that no unit waits for a step for ever."""
@@ -85,14 +105,8 @@ class ParameterShard:
                 waiter.set_result(None)
         self._waiters = []
 
-    async def stats(self) -> dict:
-        """The version, the pushes applied, and what the rule counts (such as dropped)."""
-        return {
-            "version": self.version,
-            "pushes": self.pushes,
-            "size": int(self.params.size),
-            **self.rule.stats(),
-        }
+    async def stats(self) -> ShardStats:
+        return ShardStats(self.version, self.pushes, self.rule.dropped, int(self.params.size))
 
     # --- what exchange rules build on -----------------------------------------------------------
 
