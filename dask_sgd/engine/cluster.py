@@ -153,7 +153,6 @@ class ClusterTrainer:
         """Steps per epoch and the learning rate for the current units, from ``step`` on:
         the strategy's scaling, reached over a warmup from the rate before ``step``."""
         k = self.strategy.contributors(len(self.units))
-        self.n_contributors = k
         self.steps_per_epoch = max(1, math.ceil(self.data.n_rows / (k * self.batch_size)))
         factor = 1.0
         if self.scale_learning_rate:
