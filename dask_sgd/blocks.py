@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ import dask
 import numpy as np
 import pandas as pd
 from distributed import wait
+from sklearn.exceptions import DataConversionWarning
 
 from dask_sgd.workers import staying_workers
 
@@ -325,6 +327,7 @@ def _partitions(X, y, sample_weight):
     """Aligned per-partition pieces of X, y and sample_weight, plus what X is."""
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None")
+    y = _one_column(y)
     if hasattr(X, "columns"):  # a Dask data frame
         bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
         if bad:
@@ -363,6 +366,28 @@ def _partitions(X, y, sample_weight):
         else _aligned_parts(sample_weight, len(x_parts), row_chunks, "sample_weight")
     )
     return x_parts, y_parts, w_parts, n_features, names, dtype
+
+
+def _one_column(y: Any) -> Any:
+    """``y`` as one column: a column vector (or a one-column frame) is raveled with
+    scikit-learn's warning; more columns are an error."""
+    if hasattr(y, "columns"):  # a Dask data frame
+        columns = len(y.columns)
+        shape = f"a data frame of {columns} columns"
+    elif getattr(y, "ndim", 1) == 2:
+        columns = y.shape[1]
+        shape = f"an array of shape {y.shape}"
+    else:
+        return y
+    if columns != 1:
+        raise ValueError(f"y should be a 1d array, got {shape} instead.")
+    warnings.warn(
+        "A column-vector y was passed when a 1d array was expected. Please change the shape "
+        "of y to (n_samples, ), for example using ravel().",
+        DataConversionWarning,
+        stacklevel=5,
+    )
+    return y[y.columns[0]] if hasattr(y, "columns") else y[:, 0]
 
 
 def _aligned_parts(values, n_parts: int, row_chunks: tuple | None, what: str) -> list:

@@ -67,7 +67,7 @@ def batch_size(setting: int | str, rows_per_unit: float | None = None) -> int:
 
 def n_shards(setting: int | None, n_parameters: int, n_workers: int) -> int:
     """Parameter-server shards: as set, else one per ``MIN_SHARD_SIZE`` parameters, at most one
-    per worker; never more than there are parameters.
+    per worker. A setting above the number of parameters is an error.
 
     Examples
     --------
@@ -75,8 +75,13 @@ def n_shards(setting: int | None, n_parameters: int, n_workers: int) -> int:
     (1, 4, 3)
     """
     if setting is None:
-        setting = min(n_workers, max(1, n_parameters // MIN_SHARD_SIZE))
-    return min(setting, n_parameters)
+        return min(n_workers, max(1, n_parameters // MIN_SHARD_SIZE))
+    if setting > n_parameters:
+        raise ValueError(
+            f"n_shards={setting} is more than the model's {n_parameters} parameters: each "
+            "shard holds at least one."
+        )
+    return setting
 
 
 def schedule(

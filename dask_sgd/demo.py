@@ -28,10 +28,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="local")
+    parser.add_argument(
+        "--dashboard-address", default=":8787", help='":0" for any free port (default :8787)'
+    )
     args = parser.parse_args(argv)
 
     with (
-        LocalCluster(n_workers=args.n_workers, threads_per_worker=1) as cluster,
+        LocalCluster(
+            n_workers=args.n_workers, threads_per_worker=1, dashboard_address=args.dashboard_address
+        ) as cluster,
         Client(cluster) as client,
     ):
         print(f"dashboard: {client.dashboard_link}")

@@ -17,6 +17,7 @@ ESTIMATORS = [
     SGDClassifier(random_state=0),
     SGDClassifier(loss="log_loss", random_state=0),
     SGDClassifier(loss="modified_huber", random_state=0),
+    SGDClassifier(loss="log_loss", optimizer="adam", random_state=0),
     SGDClassifier(
         loss="hinge", optimizer="adam", learning_rate="constant", eta0=0.01, random_state=0
     ),

@@ -132,7 +132,9 @@ def _fit_and_die_after(epochs: int, path: str, dask_input: bool) -> None:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
         Client(cluster),
     ):
         clf.fit(da.from_array(X, chunks=250), da.from_array(y, chunks=250))

@@ -143,6 +143,7 @@ class ClusterTrainer:
         attach_plugins(self.client, self.fit_id)
         self.started = True
         self.units = self.data.units(self.client)
+        self.strategy.check(len(self.units))
         self.batch_size = defaults.batch_size(
             self.batch_setting, self.data.n_rows / len(self.units)
         )

@@ -48,6 +48,20 @@ class TrainState:
         return self.average if self.n_averaged else self.params
 
 
+def refuse_unusable_gradient(grad: Array, step: int, partition: int | None = None) -> None:
+    """Raise :class:`NonFiniteParameters` unless ``grad`` and its squared norm are finite.
+
+    A finite gradient whose square overflows (rows of size 1e200, say) is refused too:
+    Adam, RMSProp and Adagrad square it into their state, which becomes infinite, and then
+    stop moving the parameters without an error (a model of zeros).
+    """
+    xp = get_namespace(grad)
+    if bool(xp.isfinite(grad @ grad)):
+        return
+    what = "gradient norm" if bool(xp.all(xp.isfinite(grad))) else "gradient"
+    raise NonFiniteParameters(step, what, partition)
+
+
 def run_minibatches(
     state: TrainState,
     batches: Iterable[tuple[Array, Array, Array | None]],
@@ -70,8 +84,7 @@ def run_minibatches(
     with np.errstate(over="ignore", invalid="ignore"):
         for X, y, sample_weight in batches:
             batch_loss, grad = objective.loss_and_grad(params, X, y, sample_weight)
-            if not bool(xp.isfinite(grad).all()):
-                raise NonFiniteParameters(step, "gradient")
+            refuse_unusable_gradient(grad, step)
             direction, opt_state = optimizer.update(grad, opt_state, params)
             params = apply_updates(params, direction, learning_rate(step))
             if not bool(xp.isfinite(params).all()):

@@ -23,7 +23,7 @@ from distributed.utils import sync
 
 from dask_sgd.blocks import Block, aligned_block
 from dask_sgd.data import TargetEncoder
-from dask_sgd.errors import NonFiniteParameters
+from dask_sgd.engine.steps import refuse_unusable_gradient
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule
@@ -94,11 +94,10 @@ class UnitData:
 
     def gradient(self, plan: SegmentPlan, params: np.ndarray, step: int):
         """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
-        finite (it is never pushed)."""
+        usable (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`: it is never pushed)."""
         X, Y, weight, partition = self.next_minibatch(plan)
         batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
-        if not np.isfinite(grad).all():
-            raise NonFiniteParameters(step, "gradient", partition)
+        refuse_unusable_gradient(grad, step, partition)
         return float(batch_loss), grad, Y.shape[0]
 
 

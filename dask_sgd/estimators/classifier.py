@@ -119,7 +119,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         the cluster: workers that join train from the next snapshot on, and the units of
         workers that leave hand their blocks on (``docs/distributed.md``).
     n_backup : int, default=1
-        "backup": workers whose gradients a step does without (at least one counts).
+        "backup": workers whose gradients a step does without; fewer than the workers
+        (should workers leave during the fit, at least one gradient counts).
     local_steps : int, default=8
         "local": steps each worker takes between two averagings.
     elastic_rate : float in (0, 1] or None, default=None
@@ -138,6 +139,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     n_shards : int or None, default=None
         Parameter-server shards for Dask input; None is one per 131,072 parameters, at
         most one per worker (one for most linear models: fewer messages per exchange).
+        More shards than parameters is an error.
     scale_learning_rate : bool, default=True
         Dask input: the linear scaling rule, the learning rate times the number of workers
         ``k`` (the effective batch ``k · batch_size`` over the reference ``batch_size``).
@@ -463,11 +465,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
             return predict_blocks(
                 self, "predict_log_proba", X, n_columns=len(self.classes_), dtype=self.coef_.dtype
             )
-        if self.loss == "log_loss":
-            scores = self.decision_function(X)
-            if scores.ndim == 1:
-                scores = np.column_stack([np.zeros_like(scores), scores])
-            return log_softmax(scores)
+        # the logarithm of predict_proba itself, as scikit-learn's: -inf where a probability
+        # rounds to 0, so that exp() of it is predict_proba
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 

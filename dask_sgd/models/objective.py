@@ -60,7 +60,8 @@ class Objective:
         summed = loss_sum + n_rows * self._penalty_value(theta)
         if self.clip_norm is not None:
             norm = float((grad * grad).sum()) ** 0.5
-            if norm > self.clip_norm:  # a NaN norm passes: the caller refuses the gradient
+            # a NaN or infinite norm passes unclipped: the caller refuses the gradient
+            if self.clip_norm < norm < float("inf"):
                 grad = grad * (self.clip_norm / norm)
         return summed, grad
 

@@ -20,7 +20,15 @@ class Backup(Sync):
     name = "backup"
     n_backup: int = 1
 
+    def check(self, n_units: int) -> None:
+        if self.n_backup >= n_units:
+            raise ValueError(
+                f"n_backup={self.n_backup} leaves no gradient to apply on {n_units} "
+                f"worker(s): it must be less than the number of workers."
+            )
+
     def contributors(self, n_units: int) -> int:
+        """At least one, should workers leave during the fit."""
         return n_units - min(self.n_backup, n_units - 1)
 
     def run_unit(self, data, calls, plan, unit, carry) -> UnitResult:

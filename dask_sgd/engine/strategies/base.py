@@ -63,6 +63,10 @@ class Strategy:
 
     # --- on the client --------------------------------------------------------------------------
 
+    def check(self, n_units: int) -> None:
+        """Raise ``ValueError`` if the strategy's settings cannot work on ``n_units`` workers
+        (checked as the fit starts, before any shard exists)."""
+
     def contributors(self, n_units: int) -> int:
         """Minibatches of ``batch_size`` rows that one step applies: with the batch size it
         sizes the epoch, and the synchronous strategies' shards wait for this many pushes."""
