@@ -371,14 +371,14 @@ def _partitions(X, y, sample_weight):
 def _one_column(y: Any) -> Any:
     """``y`` as one column: a column vector (or a one-column frame) is raveled with
     scikit-learn's warning; more columns are an error."""
+    if getattr(y, "ndim", 1) != 2:  # a Dask series answers .columns too
+        return y
     if hasattr(y, "columns"):  # a Dask data frame
         columns = len(y.columns)
         shape = f"a data frame of {columns} columns"
-    elif getattr(y, "ndim", 1) == 2:
+    else:
         columns = y.shape[1]
         shape = f"an array of shape {y.shape}"
-    else:
-        return y
     if columns != 1:
         raise ValueError(f"y should be a 1d array, got {shape} instead.")
     warnings.warn(
