@@ -30,6 +30,10 @@ def data():
     return X[:80_000], y[:80_000], X[80_000:].compute(), y[80_000:].compute()
 
 
+def actor_keys(dask_scheduler) -> list:
+    return [key for key, ts in dask_scheduler.tasks.items() if ts.actor]
+
+
 def held_out_loss(clf, X, y) -> float:
     return log_loss(y, clf.predict_proba(X))
 
@@ -79,6 +83,11 @@ def test_a_worker_that_retires_during_a_fit_hands_its_work_on():
     X, y, X_test, y_test = data()
     with cluster(3) as three, Client(three) as client:
         undisturbed = SGDClassifier(**PARAMS, snapshot_seconds=0.5).fit(X, y)
+        # the fit left no shard alive: one would hold the next retirement back for minutes
+        deadline = time.monotonic() + 10  # the releases reach the scheduler in a moment
+        while client.run_on_scheduler(actor_keys):
+            assert time.monotonic() < deadline, client.run_on_scheduler(actor_keys)
+            time.sleep(0.05)
         retired = []
 
         def retire():

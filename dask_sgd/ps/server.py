@@ -177,7 +177,17 @@ class ParameterServer:
         return self._each("stats")
 
     def close(self) -> None:
-        """Release the actors (their workers drop them once no future refers to them)."""
+        """Release the actors (their workers drop them once no future refers to them).
+
+        Each actor proxy holds a future of its own (``Actor._future``), and Dask's calls
+        through a proxy leave reference cycles that keep it alive until the garbage
+        collector runs: released here, the actor goes now, not at some later collection
+        (a shard kept alive holds its worker's graceful retirement back).
+        """
         for future in self.futures:
             future.release()
+        for shard in self.shards:
+            own = getattr(shard, "_future", None)
+            if own is not None:
+                own.release()
         self.shards, self.futures = [], []
