@@ -93,24 +93,17 @@ class DaskTrainingData:
         workers = staying_workers(client)
         if not workers:
             raise RuntimeError("No Dask worker to train on.")
-        n_units = min(len(workers), len(blocks))
+        n_units = self.n_units(len(workers))
         dealt = [blocks[j::n_units] for j in range(n_units)]
         holder = holders(client, [f.key for f, _, _ in blocks])
         held = Counter()  # (unit, worker) -> rows of the unit's blocks on that worker
         for unit, unit_blocks in enumerate(dealt):
             for future, n_rows, _ in unit_blocks:
                 held[unit, holder[future.key]] += n_rows
-        units, moved = [], []
-        for unit_blocks, worker in zip(dealt, unit_workers(held, n_units, workers), strict=True):
-            futures = []
-            for future, _, index in unit_blocks:
-                if holder[future.key] != worker:
-                    future = self._move(client, index, worker)
-                    moved.append(future)
-                futures.append(future)
-            units.append(Unit(worker, futures, [i for _, _, i in unit_blocks]))
-        wait(moved)
-        return units
+        chosen = unit_workers(held, n_units, workers)
+        return self._placed(
+            client, [(w, [i for _, _, i in b]) for w, b in zip(chosen, dealt, strict=True)], holder
+        )
 
     def n_units(self, n_workers: int) -> int:
         """How many units ``n_workers`` workers train: one each, if there are blocks enough."""
@@ -145,20 +138,24 @@ class DaskTrainingData:
                 break
             kept[busiest].remove(block)
             kept[idlest].append(block)
-        keys = [self.futures[i].key for indices in kept.values() for i in indices]
-        held = client.sync(client.scheduler.who_has, keys=keys)
-        new_units, moved = [], []
-        for worker in sorted(kept):
+        holder = holders(client, [self.futures[i].key for blocks in kept.values() for i in blocks])
+        return self._placed(client, [(w, sorted(kept[w])) for w in sorted(kept)], holder)
+
+    def _placed(self, client: Any, dealt: list[tuple[str, list[int]]], holder: dict) -> list[Unit]:
+        """A unit for each ``(worker, block indices)``: a block that ``holder`` (key ->
+        worker) says is elsewhere moves to the unit's worker first."""
+        units, moved = [], []
+        for worker, indices in dealt:
             futures = []
-            for index in sorted(kept[worker]):
+            for index in indices:
                 future = self.futures[index]
-                if worker not in held.get(future.key, ()):
+                if holder[future.key] != worker:
                     future = self._move(client, index, worker)
                     moved.append(future)
                 futures.append(future)
-            new_units.append(Unit(worker, futures, sorted(kept[worker])))
+            units.append(Unit(worker, futures, indices))
         wait(moved)
-        return new_units
+        return units
 
     def _move(self, client: Any, index: int, worker: str) -> Any:
         """An aligned copy of block ``index`` on ``worker``, in its place (the block is

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
@@ -27,7 +28,7 @@ from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData, Unit
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.keeper import ShardKeeper, ShardMove
-from dask_sgd.engine.metrics import publish_segment
+from dask_sgd.engine.metrics import publish_segment, rows_per_worker
 from dask_sgd.engine.plugins import attach_plugins, detach_plugins
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult, get_strategy
@@ -187,13 +188,12 @@ class ClusterTrainer:
             state, segment = self._run_segment(state, lr_factor, n_steps)
             segments.append(segment)
             self._after_segment(state)
-        rows_per_worker: dict[str, int] = {}
+        trained = Counter()  # rows per worker
         for segment in segments:
-            for unit, result in zip(segment.units, segment.results, strict=True):
-                rows_per_worker[unit.worker] = rows_per_worker.get(unit.worker, 0) + result.rows
+            trained.update(rows_per_worker(segment.units, segment.results))
         results = [result for segment in segments for result in segment.results]
         extra = {
-            "samples_per_worker": [rows_per_worker[worker] for worker in sorted(rows_per_worker)],
+            "samples_per_worker": [trained[worker] for worker in sorted(trained)],
             "workers": len(self.units),
             **self.strategy.history(results, sum(segment.dropped for segment in segments)),
         }
@@ -205,7 +205,7 @@ class ClusterTrainer:
             if records:
                 extra[field] = [dataclasses.asdict(record) for record in records]
         loss_sum = sum(result.loss_sum for result in results)
-        return state, loss_sum, sum(rows_per_worker.values()), extra
+        return state, loss_sum, sum(trained.values()), extra
 
     def _run_segment(self, state: TrainState, lr_factor: float, n_steps: int):
         """``n_steps`` steps from the snapshot ``state``; rerun from it if a shard is lost."""
@@ -220,9 +220,8 @@ class ClusterTrainer:
                 self.keeper.recover(state, version, n_steps, str(lost))
         seconds = time.perf_counter() - started
         self._pace_segments(n_steps, seconds)
-        workers = [unit.worker for unit in segment.units]
         publish_segment(
-            self.client, self.fit_id, self.strategy, state.step, workers, segment.results,
+            self.client, self.fit_id, self.strategy, state.step, segment.units, segment.results,
             seconds, segment.pushes,
         )  # fmt: skip
         return state, segment

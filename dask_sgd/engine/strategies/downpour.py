@@ -41,8 +41,8 @@ class Asynchronous(Strategy):
         return {"staleness_mean": float(np.mean(staleness)), "staleness_max": max(staleness)}
 
     def dashboard(self, results: list[AsyncResult]) -> dict:
-        staleness = [s for result in results for s in result.staleness]
-        return {"staleness_mean": float(np.mean(staleness))} if staleness else {}
+        fields = Asynchronous.history(self, results, dropped=0)
+        return {"staleness_mean": fields["staleness_mean"]} if fields else {}
 
 
 @register
