@@ -139,6 +139,14 @@ def test_a_paused_worker_keeps_its_shards_and_its_unit(client):
         def change(dask_worker):
             from distributed.core import Status
 
+            # the worker's memory monitor resumes a worker paused with memory to spare:
+            # off while this test holds it paused, as it was otherwise
+            manager = dask_worker.memory_manager
+            if status == "paused":
+                manager.test_pause_fraction = manager.memory_pause_fraction
+                manager.memory_pause_fraction = False
+            elif status == "running" and hasattr(manager, "test_pause_fraction"):
+                manager.memory_pause_fraction = manager.test_pause_fraction
             dask_worker.status = Status[status]
 
         client.run(change, workers=[holder])
