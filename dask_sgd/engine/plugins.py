@@ -4,8 +4,8 @@
 handler: it is registered when a fit starts and removed, giving the handler back, when the
 last fit on the cluster ends (each fit registers itself with it, on the scheduler's event
 loop, so that two fits never race). :class:`~dask_sgd.dashboard.DashboardPage` stays: it
-has no scheduler hook, only the two routes of the ``/dask-sgd`` page, which shows the
-last fit after it ended.
+has no scheduler hook, it only adds the ``/dask-sgd`` page to the dashboard, which shows
+the last fit after it ended.
 """
 
 from __future__ import annotations
