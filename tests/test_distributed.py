@@ -417,8 +417,6 @@ def test_numpy_target_with_dask_X_is_refused(client):
 
 def test_unsupported_options_on_dask_input_fail_before_training(client):
     X, y = make_classification(n_samples=100, n_features=5, random_state=0)
-    with pytest.raises(ValueError, match="average is not supported with Dask input"):
-        SGDClassifier(average=True).fit(*as_dask_array(X, y))
     with pytest.raises(ValueError, match="early_stopping is not supported with Dask input"):
         SGDClassifier(early_stopping=True).fit(*as_dask_array(X, y))
 

@@ -216,6 +216,44 @@ def test_retiring_a_shard_holder_moves_its_shard_and_loses_no_step(client, undis
     assert abs(loss - undisturbed["sync"]) <= 1e-9 * undisturbed["sync"], (loss, undisturbed)
 
 
+@pytest.mark.timeout(120)
+def test_a_fit_that_loses_a_shard_goes_on_averaging_from_the_snapshot(client, tmp_path):
+    """Averaged "sync" from the first step; in epoch 2 the worker holding shard 0 dies. The
+    shards restart from the last snapshot with its average and count, so the fit ends with
+    an average over every one of its steps: none lost, none counted twice, none reset."""
+    wait_for_every_worker(client)
+    X, y = make_classification(n_samples=1800, n_features=N_FEATURES, random_state=0)
+    model = LinearModel(N_FEATURES, 1)
+    objective = KillingObjective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-4))
+    data = persist_blocks(
+        client, da.from_array(X, chunks=300), da.from_array(y, chunks=300), classifier=True, seed=0
+    )
+    trainer = ClusterTrainer(
+        client, data, objective, optim.sgd(), schedules.constant(0.05),
+        TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=2, strategy="sync",
+        snapshot_steps=16, follow_workers=False, average=True,
+    )  # fmt: skip
+    state = TrainState.create(model.init_params(), optim.sgd(), averaged=True)
+    records, marker = [], str(tmp_path / "shard holder killed")
+    try:
+        for epoch in range(2):
+            if epoch == 1:
+                victim = trainer.server.shards[0]._address
+                trainer.objective = replace(objective, victim=victim, at_call=20, marker=marker)
+            state, _, _, extra = trainer.run_epoch(state, 1.0)
+            records.append(extra)
+    finally:
+        trainer.close()
+        data.release()
+    assert os.path.exists(marker)
+    recovery = records[1]["recoveries"][0]
+    assert "shard(s) [0] lost" in recovery["reason"]
+    assert recovery["step"] > trainer.steps_per_epoch  # a snapshot already averaging
+    assert state.n_averaged == state.step == 2 * trainer.steps_per_epoch
+    assert state.final_params is state.average
+    assert not np.allclose(state.average, state.params)
+
+
 @pytest.mark.timeout(240)
 def test_chaos_the_fit_completes_or_names_its_failure_and_never_hangs(client, tmp_path):
     """Random workers die (distributed's KillWorker plugin) for a few seconds mid-fit."""

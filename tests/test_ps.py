@@ -216,16 +216,17 @@ def test_server_spreads_shards_and_joins_them(client):
         assert len(server.shards) == 2
         workers = client.who_has(server.futures)
         assert len({w for ws in workers.values() for w in ws}) == 2
-        np.testing.assert_array_equal(server.state()[0], theta)
+        np.testing.assert_array_equal(server.state().params, theta)
         grad = np.ones(10)
         calls = [
             s.push(grad[where], 0.5, "x")
             for s, where in zip(server.shards, server.ranges, strict=True)
         ]
         [call.result() for call in calls]
-        params, _, version = server.state()
-        np.testing.assert_array_equal(params, theta - 0.5)  # each shard applied its slice
-        assert server.versions() == [1, 1] and version == 1
+        state = server.state()
+        np.testing.assert_array_equal(state.params, theta - 0.5)  # each shard applied its slice
+        assert server.versions() == [1, 1] and state.version == 1
+        assert state.average is None and state.n_averaged == 0  # averaging was not started
     finally:
         server.close()
 

@@ -8,6 +8,10 @@ redone, and a unit lost with its worker is rerun by Dask elsewhere. Between segm
 trainer also follows the cluster: workers that joined get units and blocks, the units of
 workers that left hand their blocks on, and the learning rate's scaling follows the number
 of workers. What differs between strategies is the strategy's (:mod:`.strategies`).
+
+Averaged SGD: the trainer ends a segment at the exchange round before the one whose rows
+reach the averaging start, and from then on the shards keep the running mean of every update
+they apply; the snapshots carry it, and it is the fit's result.
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ class ClusterTrainer:
     :class:`~dask_sgd.engine.strategies.Strategy`, or a name with its ``options``.
     ``follow_workers=False`` keeps the units that the fit started with.
 
+    ``average`` is scikit-learn's: averaging starts with the update whose rows bring the
+    samples seen to ``average`` (``True``: 1, the first update; 0: no averaging), and from
+    then on the shards average every update they apply (a step, an averaging round or a
+    push, as the strategy's rule applies them). The segment before ends where that update's
+    exchange round begins, so that the snapshot where averaging starts is taken there.
+
     The constructor only configures; :meth:`start` waits for workers, registers the
     scheduler plugins and places the blocks (the first epoch starts it if need be).
     """
@@ -101,6 +111,7 @@ class ClusterTrainer:
         max_recoveries: int = 10,
         no_workers_timeout: float | None = None,
         follow_workers: bool = True,
+        average: int | bool = 0,
         **options: Any,
     ) -> None:
         if isinstance(strategy, str):
@@ -118,6 +129,8 @@ class ClusterTrainer:
         self.segment_steps = self.max_segment_steps  # shorter if steps are slow
         self.snapshot_seconds = snapshot_seconds
         self.follow_workers = follow_workers
+        self.average_start = int(average)  # samples; True is 1
+        self._averaging_reach: int | None = None  # steps to the first averaged one
         if no_workers_timeout is None:  # seconds without a worker before a fit gives up
             no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
         self.keeper = ShardKeeper(
@@ -184,8 +197,11 @@ class ClusterTrainer:
         done = Fraction(0)  # of the epoch; the steps per epoch change with the workers
         while done < 1:
             n_steps = min(self.segment_steps, math.ceil((1 - done) * self.steps_per_epoch))
+            n_steps = self._until_averaging(state, n_steps)
             done += Fraction(n_steps, self.steps_per_epoch)
             state, segment = self._run_segment(state, lr_factor, n_steps)
+            if self._averaging_reach is not None:
+                self._averaging_reach -= n_steps
             segments.append(segment)
             self._after_segment(state)
         trained = Counter()  # rows per worker
@@ -206,6 +222,23 @@ class ClusterTrainer:
                 extra[field] = [dataclasses.asdict(record) for record in records]
         loss_sum = sum(result.loss_sum for result in results)
         return state, loss_sum, sum(trained.values()), extra
+
+    def _until_averaging(self, state: TrainState, n_steps: int) -> int:
+        """The next segment's steps, ending at the exchange round before the step whose rows
+        reach the averaging start; once that round is the segment's first, the shards
+        start averaging (from the snapshot ``state``), and segments are no longer cut."""
+        if not self.average_start or self.keeper.averaging:
+            return n_steps
+        if self._averaging_reach is None:  # a step's rows: a minibatch per unit
+            rows = self.average_start - state.samples
+            self._averaging_reach = math.ceil(rows / (len(self.units) * self.batch_size))
+        round_steps = self.strategy.round_steps()
+        before = (math.ceil(max(self._averaging_reach, 1) / round_steps) - 1) * round_steps
+        if before == 0:
+            self.keeper.start_averaging(state)
+            self._averaging_reach = None
+            return n_steps
+        return min(n_steps, before)
 
     def _run_segment(self, state: TrainState, lr_factor: float, n_steps: int):
         """``n_steps`` steps from the snapshot ``state``; rerun from it if a shard is lost."""
@@ -241,15 +274,17 @@ class ClusterTrainer:
         steps = self.strategy.open_segment(self.keeper.server, state.step, n_steps, len(self.units))
         results = self.supervisor.run(self.units, plan, self.carries)
         self.keeper.raise_if_lost()
-        params, opt_state, _, stats = self.keeper.snapshot()
+        server, stats = self.keeper.snapshot()
         self.carries = [result.carry for result in results]
         new_state = replace(
             state,
-            params=params,
-            opt_state=self.strategy.segment_opt_state(opt_state, self.carries),
+            params=server.params,
+            opt_state=self.strategy.segment_opt_state(server.opt_state, self.carries),
             step=state.step + steps,
             samples=state.samples + sum(result.rows for result in results),
         )
+        if server.average is not None:
+            new_state = replace(new_state, average=server.average, n_averaged=server.n_averaged)
         dropped = self.keeper.dropped_since_last_snapshot(stats)
         pushes = [shard.pushes for shard in stats]
         return new_state, Segment(self.units, results, dropped, pushes)
@@ -307,6 +342,7 @@ class ClusterTrainer:
         )  # fmt: skip
         self.membership.append(MembershipChange(state.step, len(units), joined, left))
         self.units = units
+        self._averaging_reach = None  # a step's rows change with the units
         self._scale_for_units(state.step)
 
     def close(self) -> None:

@@ -6,6 +6,9 @@ from that snapshot (all of them, so that every shard is at one version) and the 
 runs again: at most one segment's steps are lost. Shards on a worker that retires
 gracefully, or on the wrong number of units, restart elsewhere from the snapshot just
 taken, losing nothing.
+
+Once the trainer has started averaging (:meth:`ShardKeeper.start_averaging`), shards that
+start from a snapshot go on with its average and the number of updates it holds.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Strategy
 from dask_sgd.errors import ShardLost, TrainingFailed
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
+from dask_sgd.ps.server import ServerState
 from dask_sgd.ps.shard import ShardStats
 from dask_sgd.workers import STAYING, worker_statuses
 
@@ -57,6 +63,7 @@ class ShardKeeper:
     server: ParameterServer | None = None
     version: int = 0  # the shards' version at the last snapshot
     n_units: int = 0  # the units the current shards serve
+    averaging: bool = False  # whether the shards average their updates (from a snapshot on)
     recoveries: list[Recovery] = field(default_factory=list)
     moves: list[ShardMove] = field(default_factory=list)
     _dropped: int = 0  # contributions the current server had dropped at the last snapshot
@@ -66,6 +73,7 @@ class ShardKeeper:
         ``version`` (default: the strategy's for a new server)."""
         if version is None:
             version = self.strategy.first_version(state.step)
+        average = _average(state) if self.averaging else None
         self.server = ParameterServer.start(
             self.client,
             state.params,
@@ -74,8 +82,17 @@ class ShardKeeper:
             n_shards=self.n_shards,
             opt_state=state.opt_state if self.strategy.server_keeps_opt_state else None,
             version=version,
+            average=average,
+            n_averaged=state.n_averaged if self.averaging else 0,
         )
         self.version, self.n_units, self._dropped = version, n_units, 0
+
+    def start_averaging(self, state: TrainState) -> None:
+        """From the snapshot ``state`` on, the shards average every update they apply, going
+        on from its average of ``n_averaged`` updates (none for a new average); shards that
+        start from a later snapshot go on with its average."""
+        self.server.start_averaging(_average(state), state.n_averaged)
+        self.averaging = True
 
     def restart(self, state: TrainState, n_units: int) -> bool:
         """New shards from the snapshot ``state`` (just taken), for ``n_units`` units; the
@@ -90,13 +107,13 @@ class ShardKeeper:
         old.close()
         return True
 
-    def snapshot(self) -> tuple[Any, Any, int, list[ShardStats]]:
-        """θ, the shards' optimizer state, their version and their statistics, taken
-        consistently after a segment; the version becomes the snapshot's."""
-        params, opt_state, version = self.server.state()
+    def snapshot(self) -> tuple[ServerState, list[ShardStats]]:
+        """The shards' state (θ, optimizer state, version, average) and their statistics,
+        taken consistently after a segment; the version becomes the snapshot's."""
+        state = self.server.state()
         stats = self.server.stats()
-        self.version = version
-        return params, opt_state, version, stats
+        self.version = state.version
+        return state, stats
 
     def dropped_since_last_snapshot(self, stats: list[ShardStats]) -> int:
         """Contributions the shards dropped since the last snapshot (late backup pushes)."""
@@ -181,3 +198,8 @@ class ShardKeeper:
         if self.server is not None:
             self.server.close()
             self.server = None
+
+
+def _average(state: TrainState) -> Any:
+    """The state's running mean of θ (zeros where it keeps none: a new average)."""
+    return np.zeros_like(state.params) if state.average is None else state.average

@@ -337,8 +337,6 @@ def train_on_dask(
 ):
     """Train on Dask collections: persist and check the blocks, then run the strategy."""
     spec = estimator._training_spec()
-    if spec.average:
-        raise ValueError("average is not supported with Dask input yet.")
     if spec.validation_score is not None and not is_partial:
         raise ValueError(
             "early_stopping is not supported with Dask input yet; set "
@@ -360,8 +358,9 @@ def train_on_dask(
             estimator, spec, components, data.dtype, is_partial=is_partial, seed=seed, init=init
         )
         trainer = ClusterTrainer(
-            client, data, objective, optimizer, schedule, encoder, **estimator._cluster_settings()
-        )
+            client, data, objective, optimizer, schedule, encoder,
+            average=spec.average, **estimator._cluster_settings(),
+        )  # fmt: skip
         try:
             estimator.batch_size_ = trainer.start().batch_size
             run_epochs(estimator, spec, model, trainer.run_epoch, state, is_partial=is_partial)

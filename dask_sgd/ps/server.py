@@ -64,6 +64,19 @@ def mean_states(states: list[Any]) -> Any:
     return map_tree(mean, *states)
 
 
+@dataclass(frozen=True)
+class ServerState:
+    """θ, the whole optimizer state and the version, from a consistent snapshot of every
+    shard; with the running mean of θ and the updates it holds once averaging has started
+    (None and 0 before)."""
+
+    params: Array
+    opt_state: Any
+    version: int
+    average: Array | None = None
+    n_averaged: int = 0
+
+
 @dataclass
 class ParameterServer:
     """Shard actors, the slice of θ each one holds, and the futures that keep them alive.
@@ -88,12 +101,16 @@ class ParameterServer:
         n_shards: int | None = None,
         opt_state: Any = None,
         version: int = 0,
+        average: Array | None = None,
+        n_averaged: int = 0,
     ) -> ParameterServer:
         """Create ``n_shards`` shards, spread over the running workers (default: one per
         :data:`dask_sgd.defaults.MIN_SHARD_SIZE` parameters, at most one per worker), each
         handling pushes by its own copy of ``rule`` (default: apply each one at once).
 
-        ``opt_state`` (the whole vector's optimizer state) and ``version`` resume training.
+        ``opt_state`` (the whole vector's optimizer state) and ``version`` resume training;
+        ``average`` (the whole vector's running mean of θ) with ``n_averaged`` resumes
+        averaging, which every shard then does (None: not yet).
         """
         if not optimizer.elementwise:
             raise ValueError(
@@ -114,6 +131,8 @@ class ParameterServer:
                 rule,
                 states[index],
                 version,
+                None if average is None else average[where].copy(),
+                n_averaged,
                 actor=True,
                 key=f"{SHARD_KEY_PREFIX}{index}-{name}",
                 workers=[workers[index % len(workers)]],
@@ -153,11 +172,27 @@ class ParameterServer:
             raise RuntimeError(f"Shards are at different versions {sorted(versions)}.")
         return snapshots
 
-    def state(self) -> tuple[Array, Any, int]:
-        """θ, the whole optimizer state and the version, from a consistent snapshot."""
+    def state(self) -> ServerState:
+        """θ, the whole optimizer state, the version and the average, from a consistent
+        snapshot. Every update reaches every shard, so the shards hold averages of as many
+        updates; raises if they do not."""
         snapshots = self.snapshot()
         params = np.concatenate([s.params for s in snapshots])
-        return params, join_states([s.opt_state for s in snapshots]), snapshots[0].version
+        opt_state, version = join_states([s.opt_state for s in snapshots]), snapshots[0].version
+        counts = {s.n_averaged for s in snapshots}
+        started = {s.average is not None for s in snapshots}
+        if len(counts) != 1 or len(started) != 1:
+            raise RuntimeError(f"Shards average different numbers of updates {sorted(counts)}.")
+        if not started.pop():
+            return ServerState(params, opt_state, version)
+        average = np.concatenate([s.average for s in snapshots])
+        return ServerState(params, opt_state, version, average, counts.pop())
+
+    def start_averaging(self, average: Array, n_averaged: int = 0) -> None:
+        """Every shard averages its slice over the updates from now on, going on from the
+        mean ``average`` (the whole vector's) of ``n_averaged`` earlier updates."""
+        slices = [average[where] for where in self.ranges]
+        self._each("start_averaging", slices, [n_averaged] * len(slices))
 
     def abort(self, reason: str, skip: list[int] = ()) -> None:
         """Fail every waiting and future pull on the shards, except those in ``skip`` (lost)."""

@@ -7,6 +7,10 @@ chosen by the training strategy; the shard itself keeps the parameters, their ve
 the push tokens it has applied and the units waiting on it. Updates never modify arrays in
 place, so a returned array stays valid, and an update that would make the parameters NaN or
 infinite is refused (:class:`NonFiniteParameters`, naming the shard's version).
+
+Once told to (:meth:`ParameterShard.start_averaging`), a shard also keeps the running mean of
+its slice over every update it applies from then on (averaged SGD, Polyak and Juditsky
+1992), whatever its rule: each update (``keep``) is one more term of the mean.
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ Array = Any
 
 @dataclass(frozen=True)
 class ShardSnapshot:
-    """A shard's parameters, optimizer state and version, as plain arrays."""
+    """A shard's parameters, optimizer state and version, as plain arrays, and the running
+    mean of its parameters with the updates it counts (None and 0 before averaging starts)."""
 
     params: Array
     opt_state: Any
     version: int
+    average: Array | None = None
+    n_averaged: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,9 @@ class ParameterShard:
     """A contiguous slice of the flat parameter vector and that slice's optimizer state.
 
     ``version`` counts the updates applied. ``rule`` says what a push does (each shard
-    works on its own copy of it); the default applies every push at once.
+    works on its own copy of it); the default applies every push at once. ``average`` (the
+    running mean of the slice) and ``n_averaged`` (the updates it holds) resume averaging
+    from a snapshot; None: no averaging until :meth:`start_averaging`.
     """
 
     def __init__(
@@ -65,11 +74,17 @@ class ParameterShard:
         rule: ExchangeRule | None = None,
         opt_state: Any = None,
         version: int = 0,
+        average: Array | None = None,
+        n_averaged: int = 0,
     ) -> None:
         self.params = params
         self.optimizer = optimizer
         self.opt_state = optimizer.init(params) if opt_state is None else opt_state
         self.version = version
+        self.average: Array | None = None
+        self.n_averaged = 0
+        if average is not None:
+            self._average_from(average, n_averaged)
         self.aborted: str | None = None
         self.pushes = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
@@ -95,7 +110,22 @@ class ParameterShard:
         return await getattr(self.rule, request)(*args)
 
     async def snapshot(self) -> ShardSnapshot:
-        return ShardSnapshot(self.params, self.opt_state, self.version)
+        return ShardSnapshot(
+            self.params, self.opt_state, self.version, self.average, self.n_averaged
+        )
+
+    async def start_averaging(self, average: Array, n_averaged: int = 0) -> None:
+        """Average every update from now on, going on from the mean ``average`` of
+        ``n_averaged`` earlier updates (a snapshot's; 0: a new mean, ``average`` unused)."""
+        self._average_from(average, n_averaged)
+
+    def _average_from(self, average: Array, n_averaged: int) -> None:
+        if np.shape(average) != self.params.shape:
+            raise ValueError(
+                f"An average of shape {np.shape(average)} for a shard of {self.params.shape}."
+            )
+        self.average = np.asarray(average, dtype=self.params.dtype).copy()
+        self.n_averaged = int(n_averaged)
 
     async def abort(self, reason: str) -> None:
         """Fail every waiting and future pull, so that no unit waits for a step for ever."""
@@ -119,10 +149,14 @@ class ParameterShard:
         return self.advance()
 
     def keep(self, params: Array, opt_state: Any) -> None:
-        """The update's result, unless it is not finite: then the shard stays as it was."""
+        """The update's result, unless it is not finite: then the shard stays as it was.
+        Once averaging has started, the update is one more term of the running mean."""
         if not np.isfinite(params).all():
             raise NonFiniteParameters(self.version)
         self.params, self.opt_state = params, opt_state
+        if self.average is not None:
+            self.n_averaged += 1
+            self.average = self.average + (params - self.average) / self.n_averaged
 
     def advance(self) -> int:
         self.version += 1
