@@ -291,10 +291,10 @@ def test_auto_settings_follow_the_input_of_the_first_call(client, tmp_path):
     assert type(on_dask._train_state.opt_state).__name__ == "AdamState"
     assert on_dask.score(X, y) > 0.8
 
-    on_dask.partial_fit(X[:100], y[:100])  # in process now: Adam goes on from its state
+    on_dask.partial_fit(X[:1000], y[:1000])  # in process now: Adam goes on from its state
     assert (
         on_dask._schedule() == defaults.Schedule("invscaling", 1.0, 1.0, "adam")
-        and on_dask.batch_size_ == 8
+        and on_dask.batch_size_ == 1000 // 128  # in process, at least 128 steps per epoch
     )
     dask_sgd.save(on_dask, tmp_path / "model")
     loaded = dask_sgd.load(tmp_path / "model")

@@ -23,6 +23,20 @@ from dask_sgd.models import LinearModel, Model, Objective
 from dask_sgd.penalties import get_penalty
 from dask_sgd.schedules import get_schedule
 
+#: ``eta0="auto"``: scikit-learn's default initial rate...
+SKLEARN_ETA0 = 0.01
+#: ...and Adagrad's, whose steps shrink by themselves (see ``BaseSGD._eta0``)
+ADAGRAD_ETA0 = 0.1
+
+
+def _is_adagrad(optimizer) -> bool:
+    """Whether ``optimizer`` (a name or a transformation) scales its steps as Adagrad does."""
+    if isinstance(optimizer, str):
+        return optimizer == "adagrad"
+    if isinstance(optimizer, optim.Chain):
+        return any(_is_adagrad(t) for t in optimizer.transformations)
+    return isinstance(optimizer, optim.ScaleByAdagrad)
+
 
 class BaseSGD(TrainedEstimator):
     """Base class: scikit-learn's SGD parameters plus ``batch_size`` and ``optimizer``.
@@ -44,7 +58,7 @@ class BaseSGD(TrainedEstimator):
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
         "learning_rate": [StrOptions({"auto", "constant", "optimal", "invscaling", "adaptive"})],
-        "eta0": [Interval(Real, 0, None, closed="neither")],
+        "eta0": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "power_t": [Interval(Real, None, None, closed="neither")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -95,15 +109,31 @@ class BaseSGD(TrainedEstimator):
 
     # --- what the parameters mean -------------------------------------------------------------
 
+    def _auto_learning_rate(self) -> str:
+        """The schedule that ``learning_rate="auto"`` is in process."""
+        return self._in_process_learning_rate
+
+    def _eta0(self) -> float:
+        """``eta0``, "auto" resolved: scikit-learn's 0.01, or 0.1 for Adagrad.
+
+        Adagrad divides each gradient by the root of its coordinate's summed squares, so its
+        steps shrink like ``1 / sqrt(t)`` by themselves; a schedule's rate sized for plain
+        SGD's gradients (0.01), decaying on top of that, barely moves the model (under
+        the regressor's "invscaling" a step is about ``0.01 / t ** 0.75``).
+        """
+        if self.eta0 != "auto":
+            return self.eta0
+        return ADAGRAD_ETA0 if _is_adagrad(self.optimizer) else SKLEARN_ETA0
+
     def _schedule(self) -> defaults.Schedule:
         """The learning rate and optimizer, "auto" resolved (see :mod:`dask_sgd.defaults`)
         for the input of the call that started training."""
         return defaults.schedule(
             self.learning_rate,
-            self.eta0,
+            self._eta0(),
             self.power_t,
             self.optimizer,
-            in_process=self._in_process_learning_rate,
+            in_process=self._auto_learning_rate(),
             on_dask=getattr(self, "_auto_for_dask", False),
             classifier=is_classifier(self),
         )
@@ -138,7 +168,7 @@ class BaseSGD(TrainedEstimator):
             warm_start=self.warm_start,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
-            adaptive_eta0=self.eta0 if adaptive else None,
+            adaptive_eta0=self._eta0() if adaptive else None,
             validation_score=self._score_params if self.early_stopping else None,
             validation_fraction=self.validation_fraction,
             checkpoint_path=self.checkpoint_path,

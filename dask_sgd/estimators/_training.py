@@ -48,6 +48,12 @@ from dask_sgd.schedules import Schedule, scaled
 
 MAX_INT = np.iinfo(np.int32).max
 
+#: in process, ``batch_size="auto"`` keeps at least this many steps per epoch: the stopping
+#: rule judges whole epochs (``tol``, ``n_iter_no_change``) and momentum remembers about ten
+#: steps, so an epoch of a few dozen 8-row steps stops before it has converged. Below 256
+#: rows every step is one row, scikit-learn's own algorithm, where an epoch costs little.
+MIN_IN_PROCESS_STEPS_PER_EPOCH = 128
+
 #: ``score(model, theta, X, y, sample_weight) -> float``, higher is better
 ValidationScore = Callable[[Model, Any, Any, Any, Any], float]
 
@@ -305,7 +311,7 @@ def train_in_process(
         estimator, spec, components, X.dtype, is_partial=is_partial, seed=seed, init=init
     )
     rng = np.random.default_rng(seed) if spec.shuffle else None
-    batch_size = estimator.batch_size_ = defaults.batch_size(spec.batch_size)
+    batch_size = estimator.batch_size_ = in_process_batch_size(spec.batch_size, X.shape[0])
 
     def run_epoch(state: TrainState, lr_factor: float):
         batches = iterate_minibatches(X, Y, sample_weight, batch_size, rng)
@@ -322,6 +328,23 @@ def train_in_process(
         validation_score=validation_score,
         rng=rng,
     )
+
+
+def in_process_batch_size(setting: int | str, n_rows: int) -> int:
+    """Rows per step in process: as set, else :func:`dask_sgd.defaults.batch_size` (8), less
+    on small data so that an epoch takes at least ``MIN_IN_PROCESS_STEPS_PER_EPOCH`` steps.
+
+    Examples
+    --------
+    >>> [in_process_batch_size("auto", n) for n in (200, 300, 600, 100_000)]
+    [1, 2, 4, 8]
+    >>> in_process_batch_size(32, 200)
+    32
+    """
+    size = defaults.batch_size(setting)
+    if setting == "auto":
+        size = max(1, min(size, n_rows // MIN_IN_PROCESS_STEPS_PER_EPOCH))
+    return size
 
 
 def train_on_dask(

@@ -19,7 +19,7 @@ from dask_sgd.data import TargetEncoder, check_labels_known
 from dask_sgd.estimators._base import BaseSGD
 from dask_sgd.estimators._dask import predict_blocks
 from dask_sgd.estimators._training import keep_state_on_error
-from dask_sgd.losses import CLASSIFICATION_LOSSES, log_softmax
+from dask_sgd.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, log_softmax
 from dask_sgd.models import Model
 
 
@@ -74,8 +74,14 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "optimal" is ``1 / (alpha (t0 + t))``; "constant" is ``eta0``; "invscaling" is
         ``eta0 / (t + 1) ** power_t``; "adaptive" is ``eta0``, divided by 5 whenever
         ``n_iter_no_change`` epochs pass without improvement. ``t`` counts updates. "auto"
-        is "optimal" in process (scikit-learn's default) and "invscaling" on Dask input.
-    eta0 : float, default=0.01
+        is "optimal" in process (scikit-learn's default) for the classification losses, and
+        "invscaling" (SGDRegressor's default) for the regression losses, for which "optimal"
+        starts far too fast (scikit-learn's own fit with ``loss="squared_error"`` throws the
+        coefficients to about 1e13 first). On Dask input "auto" is "invscaling".
+    eta0 : float or "auto", default="auto"
+        The rate of "constant" and "adaptive", and the first rate of "invscaling". "auto" is
+        0.01 (scikit-learn's default), and 0.1 with ``optimizer="adagrad"``, whose steps
+        shrink like ``1 / sqrt(t)`` by themselves.
     power_t : float, default=0.5
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows (stratified) and stop when their accuracy
@@ -92,12 +98,14 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         Rows per minibatch (on Dask input, per worker and step). The learning rate applies
         to the minibatch's mean gradient, as in PyTorch; ``batch_size=1`` is scikit-learn's
         per-sample SGD (and as slow as a Python loop over rows can be). "auto" is 8 in
-        process, and 1024 on Dask input, less on small data so that each worker takes at
-        least 64 steps per epoch (never less than 8). ``batch_size_`` holds the value used.
+        process, less below 1024 rows so that an epoch takes at least 128 steps (one row
+        per step below 256 rows: scikit-learn's algorithm where it costs little); on Dask
+        input 1024, less on small data so that each worker takes at least 64 steps per
+        epoch (never less than 8). ``batch_size_`` holds the value used.
     optimizer : str, GradientTransformation or "auto", default="auto"
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want a small ``eta0`` (1e-3 for "adam" at
-        a constant rate; the default 0.01 with "invscaling"). "auto" is "sgd" in process
+        a constant rate; 0.01 with "invscaling"; see ``eta0``). "auto" is "sgd" in process
         and "adam" on Dask input, except under the "optimal" schedule (plain SGD's rates),
         where it is "sgd".
     clip_norm : float or None, default=None
@@ -228,7 +236,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         epsilon=0.1,
         random_state=None,
         learning_rate="auto",
-        eta0=0.01,
+        eta0="auto",
         power_t=0.5,
         early_stopping=False,
         validation_fraction=0.1,
@@ -471,6 +479,19 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
             return np.log(self.predict_proba(X))
 
     # --- what BaseSGD asks of a subclass ------------------------------------------------------
+
+    def _auto_learning_rate(self) -> str:
+        """scikit-learn's "optimal" for the classification losses, SGDRegressor's
+        "invscaling" for the regression losses.
+
+        "optimal" starts at ``1 / sqrt(sqrt(alpha))`` (10 at the default alpha), a rate
+        sized for the classification losses. A squared error converges per row only below
+        about ``2 / |x|²`` (0.7 on two scaled features): at 10, scikit-learn's own fit throws
+        the coefficients to about 1e13 and recovers as the rate decays, or not, depending on
+        the shuffle, and the epsilon-insensitive losses never settle. With "invscaling",
+        scikit-learn's own SGDClassifier trains all four regression losses well.
+        """
+        return "invscaling" if self.loss in REGRESSION_LOSSES else "optimal"
 
     def _n_outputs(self) -> int:
         return 1 if len(self.classes_) == 2 else len(self.classes_)

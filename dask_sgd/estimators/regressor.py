@@ -30,7 +30,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         One of "squared_error", "huber", "epsilon_insensitive",
         "squared_epsilon_insensitive".
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
-random_state, eta0, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
+random_state, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
 average, batch_size, optimizer, clip_norm, strategy, n_backup, local_steps, elastic_rate, \
 n_fetch, n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, \
 warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
@@ -41,6 +41,9 @@ default="invscaling"
         default ``optimizer="auto"`` is plain SGD, on Dask input too (see
         :mod:`dask_sgd.defaults`); with ``batch_size="auto"`` Dask input trains on 1024 rows
         per worker and step.
+    eta0 : float or "auto", default="auto"
+        As for :class:`dask_sgd.SGDClassifier`: 0.01 (scikit-learn's default), 0.1 with
+        ``optimizer="adagrad"``.
     power_t : float, default=0.25
 
     Attributes
@@ -81,7 +84,7 @@ default="invscaling"
         epsilon=0.1,
         random_state=None,
         learning_rate="invscaling",
-        eta0=0.01,
+        eta0="auto",
         power_t=0.25,
         early_stopping=False,
         validation_fraction=0.1,
