@@ -21,6 +21,7 @@ import pandas as pd
 from distributed import wait
 from sklearn.exceptions import DataConversionWarning
 
+from dask_sgd.standardize import DataMoments, Moments, total_moments
 from dask_sgd.workers import staying_workers
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class BlockSummary:
     counts: np.ndarray
     problem: str | None = None  # a message; "{column}" stands for the column's name
     column: int | None = None
+    features: Moments | None = None  # the columns' moments, for standardizing on the fly
+    target: Moments | None = None  # a regression target's
 
 
 @dataclass
@@ -74,6 +77,12 @@ class DaskTrainingData:
         counts = np.concatenate([s.counts for s in self.summaries])
         unique, inverse = np.unique(labels, return_inverse=True)
         return unique, np.bincount(inverse, weights=counts).astype(int)
+
+    def moments(self) -> DataMoments:
+        """The columns' moments over every block, and the target's (None for classes)."""
+        features = total_moments([s.features for s in self.summaries if s.n_rows])
+        targets = [s.target for s in self.summaries if s.n_rows and s.target is not None]
+        return DataMoments(features, total_moments(targets) if targets else None)
 
     def units(self, client: Any) -> list[Unit]:
         """The non-empty blocks dealt to one training unit per worker, by block index.
@@ -293,10 +302,16 @@ def aligned_block(block: Block) -> Block:
 
 
 def summarize_block(block: Block, index: int, classifier: bool) -> BlockSummary:
-    """Rows, labels and the first non-finite value of a block (runs on a worker)."""
+    """Rows, labels, column moments and the first non-finite value of a block (runs on a
+    worker). The moments are read in one pass, which also finds non-finite columns: a NaN
+    or an infinity makes its column's sums non-finite (and so does overflow, which the
+    second look, only then, tells apart)."""
     X, y, weight = block
-    problem = None
-    finite_columns = np.isfinite(X).all(axis=0)
+    problem = target = None
+    features = Moments.of(X)
+    finite_columns = np.isfinite(features.mean) & np.isfinite(features.m2)
+    if not finite_columns.all():
+        finite_columns = np.isfinite(X).all(axis=0)
     if not finite_columns.all():
         column = int(np.argmin(finite_columns))
         kind = "NaN" if np.isnan(X[:, column]).any() else "infinity"
@@ -316,8 +331,12 @@ def summarize_block(block: Block, index: int, classifier: bool) -> BlockSummary:
         labels, counts = np.unique(y, return_counts=True)
     else:
         labels, counts = np.empty(0, dtype=y.dtype), np.empty(0, dtype=int)
+        if problem is None:
+            target = Moments.of(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     column = int(np.argmin(finite_columns)) if not finite_columns.all() else None
-    return BlockSummary(index, int(X.shape[0]), labels, counts, problem, column)
+    return BlockSummary(
+        index, int(X.shape[0]), labels, counts, problem, column, features, target
+    )
 
 
 def _partitions(X, y, sample_weight):

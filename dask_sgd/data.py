@@ -43,10 +43,16 @@ class TargetEncoder:
     classes: np.ndarray | None = None
     one_hot: bool = False
     class_weight: np.ndarray | None = None  # one weight per class, in the order of classes
+    #: a regression target becomes ``(y − target_center) / target_scale`` (standardized)
+    target_center: float = 0.0
+    target_scale: float = 1.0
 
     def __call__(self, y, sample_weight, dtype) -> tuple[np.ndarray, np.ndarray | None]:
         if self.classes is None:
-            return np.asarray(y, dtype=dtype).reshape(-1, 1), sample_weight
+            Y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
+            if self.target_center or self.target_scale != 1:
+                Y = (Y - self.target_center) / self.target_scale
+            return Y.astype(dtype, copy=False), sample_weight
         Y = encode_targets(y, self.classes, one_hot=self.one_hot, dtype=dtype)
         if self.class_weight is None:
             return Y, sample_weight

@@ -90,10 +90,19 @@ def make_classification_blocks(
 
 
 def _generate_blocks(
-    draw, n_samples, n_features, chunk_rows, random_state, first_block, flip_y, dtype
+    draw,
+    n_samples,
+    n_features,
+    chunk_rows,
+    random_state,
+    first_block,
+    flip_y,
+    dtype,
+    target_dtype=np.int64,
 ):
     """Lazy ``(X, y)`` whose blocks ``draw(rng, n_rows) -> (X, y)`` makes where they are
-    computed, each from its own seed; a share ``flip_y`` of the labels is then redrawn."""
+    computed, each from its own seed; a share ``flip_y`` of the (binary) labels is then
+    redrawn. ``target_dtype`` is the targets' type: integer labels, or float for regression."""
     rows = tuple(min(chunk_rows, n_samples - start) for start in range(0, n_samples, chunk_rows))
     seeds = da.from_array(
         np.arange(first_block, first_block + len(rows)) + random_state * 1_000_003, chunks=1
@@ -104,8 +113,9 @@ def _generate_blocks(
         n_rows = rows[block_info[0]["chunk-location"][0]]
         rng = np.random.default_rng(int(seed_block[0]))
         X, y = draw(rng, n_rows)
-        flip = rng.random(n_rows) < flip_y
-        y[flip] = rng.integers(0, 2, flip.sum())
+        if flip_y:
+            flip = rng.random(n_rows) < flip_y
+            y[flip] = rng.integers(0, 2, flip.sum())
         return np.ascontiguousarray(np.column_stack([X, y]), dtype=dtype)
 
     Xy = da.map_blocks(
@@ -116,4 +126,4 @@ def _generate_blocks(
         dtype=dtype,
         meta=np.empty((0, 0), dtype),
     )
-    return Xy[:, :-1], Xy[:, -1].astype(np.int64)
+    return Xy[:, :-1], Xy[:, -1].astype(target_dtype)

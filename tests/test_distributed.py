@@ -279,27 +279,33 @@ def test_parity_with_sklearn_on_dask_input(client, load, loss, batch_size, conve
 
 
 def test_auto_settings_follow_the_input_of_the_first_call(client, tmp_path):
-    """Dask input: Adam, "invscaling", large batches; in process: scikit-learn's algorithm.
-    partial_fit and a saved model keep what the first call chose."""
+    """Dask input: standardized, averaged Adagrad, large batches; in process: scikit-learn's
+    algorithm. partial_fit and a saved model keep what the first call chose (and the
+    coordinates its model was trained in)."""
     X, y = make_classification(n_samples=20_000, n_features=5, random_state=0)
     on_dask = SGDClassifier(loss="log_loss", random_state=0, max_iter=2, tol=None)
     on_dask.fit(*as_dask_array(X, y, 5_000))
     in_process = SGDClassifier(loss="log_loss", random_state=0, max_iter=2, tol=None).fit(X, y)
     assert on_dask.batch_size_ == 10_000 // 64 and in_process.batch_size_ == 8
-    assert on_dask._schedule() == defaults.Schedule("invscaling", 1.0, 1.0, "adam")
+    dask_auto = defaults.Schedule("constant", 0.5, 0.5, "adagrad", standardized=True)
+    assert on_dask._schedule() == dask_auto
     assert in_process._schedule() == defaults.Schedule("optimal", 0.01, 0.5, "sgd")
-    assert type(on_dask._train_state.opt_state).__name__ == "AdamState"
+    assert type(on_dask._train_state.opt_state).__name__ == "AdagradState"
     assert on_dask.score(X, y) > 0.8
 
-    on_dask.partial_fit(X[:1000], y[:1000])  # in process now: Adam goes on from its state
+    on_dask.partial_fit(X[:1000], y[:1000])  # in process now: Adagrad goes on, standardized
     assert (
-        on_dask._schedule() == defaults.Schedule("invscaling", 1.0, 1.0, "adam")
+        on_dask._schedule() == dask_auto
         and on_dask.batch_size_ == 1000 // 128  # in process, at least 128 steps per epoch
+        and on_dask._model.family == "standardized-linear"
     )
+    assert on_dask.score(X, y) > 0.8  # the standardized parameters were read as such
     dask_sgd.save(on_dask, tmp_path / "model")
     loaded = dask_sgd.load(tmp_path / "model")
     assert loaded._schedule() == on_dask._schedule()
+    np.testing.assert_allclose(loaded.coef_, on_dask.coef_)
     loaded.partial_fit(X[:100], y[:100])
+    assert loaded.score(X, y) > 0.8
 
     # alpha=0 is refused only where "auto" means the "optimal" schedule
     SGDClassifier(alpha=0, max_iter=1, tol=None).fit(*as_dask_array(X, y, 5_000))
@@ -308,17 +314,18 @@ def test_auto_settings_follow_the_input_of_the_first_call(client, tmp_path):
 
 
 def test_the_dask_defaults_reach_the_optimum_of_a_large_problem(client):
-    """What the defaults are for: one pass over 100,000 rows lands within 1 % of the optimum's
-    held-out log-loss (scikit-learn's per-row settings take 12,500 steps per worker)."""
+    """What the defaults are for: three passes over 100,000 rows land within 0.5 % of the
+    optimum's held-out log-loss on a nearly separable problem, whose optimum is far from
+    zero (scikit-learn's per-row settings take 12,500 steps per worker and epoch)."""
     X, y = make_linear_classification(120_000, 20, chunk_rows=20_000, random_state=0)
     X_train, y_train = X[:100_000], y[:100_000]
     X_test, y_test = X[100_000:].compute(), y[100_000:].compute()
     best = linear_model.LogisticRegression(C=1e6).fit(X_train.compute(), y_train.compute())
-    clf = SGDClassifier(loss="log_loss", max_iter=1, tol=None, random_state=0)
+    clf = SGDClassifier(loss="log_loss", max_iter=3, tol=None, random_state=0)
     clf.fit(X_train, y_train)
     assert clf.batch_size_ == 50_000 // 64  # two workers, at least 64 steps each
     reference = log_loss(y_test, best.predict_proba(X_test))
-    assert log_loss(y_test, clf.predict_proba(X_test)) <= 1.01 * reference
+    assert log_loss(y_test, clf.predict_proba(X_test)) <= 1.005 * reference
 
 
 def test_predictions_on_dask_input_are_lazy_and_match(client):
@@ -330,7 +337,10 @@ def test_predictions_on_dask_input_are_lazy_and_match(client):
     for method in ("predict", "decision_function", "predict_proba", "predict_log_proba"):
         lazy = getattr(clf, method)(Xd)
         assert isinstance(lazy, da.Array), method
-        np.testing.assert_allclose(lazy.compute(), getattr(clf, method)(X), rtol=1e-12)
+        # block by block or whole: the same products, summed in another order
+        np.testing.assert_allclose(
+            lazy.compute(), getattr(clf, method)(X), rtol=1e-12, atol=1e-14
+        )
 
 
 def test_dataframe_with_unknown_partition_lengths(client):

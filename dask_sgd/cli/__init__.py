@@ -17,6 +17,7 @@ import sys
 #: ``dask-sgd bench NAME`` runs ``dask_sgd.benchmarks.<module>.main``
 BENCHMARKS = {
     "tta": "tta",
+    "defaults": "defaults",
     "engine": "engine_efficiency",
     "scaling": "scaling",
 }

@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 import dask.config
+import numpy as np
 
 from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData, Unit
@@ -37,7 +38,7 @@ from dask_sgd.engine.plugins import attach_plugins, detach_plugins
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult, get_strategy
 from dask_sgd.engine.supervisor import UnitSupervisor
-from dask_sgd.engine.units import SegmentPlan
+from dask_sgd.engine.units import SegmentPlan, sample_objective
 from dask_sgd.errors import ShardLost
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 #: When the number of workers changes mid-fit, the rate moves to the new scaling over this
 #: fraction of ``warmup_epochs`` (a short warmup: the model is no longer at its start).
 REWARMUP_FRACTION = 0.25
+#: rows per unit on which an averaged model's objective is measured after every epoch
+SAMPLE_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class ClusterTrainer:
     then on the shards average every update they apply (a step, an averaging round or a
     push, as the strategy's rule applies them). The segment before ends where that update's
     exchange round begins, so that the snapshot where averaging starts is taken there.
+    ``average_each_epoch`` restarts the average at the start of every later epoch (tail
+    averaging: the model is the mean over its last epoch). With averaging on, each epoch's
+    history also gets ``averaged_objective``: the objective at the averaged parameters on
+    the first ``SAMPLE_ROWS`` rows of each unit's first block.
 
     The constructor only configures; :meth:`start` waits for workers, registers the
     scheduler plugins and places the blocks (the first epoch starts it if need be).
@@ -112,6 +119,7 @@ class ClusterTrainer:
         no_workers_timeout: float | None = None,
         follow_workers: bool = True,
         average: int | bool = 0,
+        average_each_epoch: bool = False,
         **options: Any,
     ) -> None:
         if isinstance(strategy, str):
@@ -130,6 +138,7 @@ class ClusterTrainer:
         self.snapshot_seconds = snapshot_seconds
         self.follow_workers = follow_workers
         self.average_start = int(average)  # samples; True is 1
+        self.average_each_epoch = average_each_epoch
         self._averaging_reach: int | None = None  # steps to the first averaged one
         if no_workers_timeout is None:  # seconds without a worker before a fit gives up
             no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
@@ -187,6 +196,10 @@ class ClusterTrainer:
     def run_epoch(self, state: TrainState, lr_factor: float):
         """One epoch; returns the new state, summed loss, rows, and history fields."""
         self.start()
+        if self.average_each_epoch and state.n_averaged:  # a new average for this epoch
+            state = replace(state, average=np.zeros_like(state.params), n_averaged=0)
+            if self.keeper.averaging:
+                self.keeper.start_averaging(state)
         if self.keeper.server is None:
             self.carries = [self.strategy.start_carry(state) for _ in self.units]
             self.keeper.start(state, len(self.units))
@@ -220,8 +233,31 @@ class ClusterTrainer:
         ):
             if records:
                 extra[field] = [dataclasses.asdict(record) for record in records]
+        if state.n_averaged:
+            extra["averaged_objective"] = self._sample_objective(state.final_params)
         loss_sum = sum(result.loss_sum for result in results)
         return state, loss_sum, sum(trained.values()), extra
+
+    def _sample_objective(self, theta) -> float:
+        """The objective at ``theta`` on a fixed sample of the training rows (the same
+        every epoch): what the stopping rule watches when the model is averaged, since the
+        iterates' own losses go on falling while their average no longer moves."""
+        futures = [
+            self.client.submit(
+                sample_objective,
+                theta,
+                unit.blocks[0],
+                self.objective,
+                self.encoder,
+                SAMPLE_ROWS,
+                workers=[unit.worker],
+                allow_other_workers=True,
+                pure=False,
+            )
+            for unit in self.units
+        ]
+        values = self.client.gather(futures)
+        return sum(value for value, _ in values) / max(sum(rows for _, rows in values), 1)
 
     def _until_averaging(self, state: TrainState, n_steps: int) -> int:
         """The next segment's steps, ending at the exchange round before the step whose rows

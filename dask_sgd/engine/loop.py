@@ -108,7 +108,8 @@ def train_epochs(
                 f"-- Epoch {epoch}: avg. loss {record['loss']:.6f}{validation}, "
                 f"{rows} samples, {record['wall_time']:.2f} s",
             )
-            converged = monitor.observe(record["loss"], score)
+            # an averaged model is judged by its own objective where the engine measures it
+            converged = monitor.observe(record.get("averaged_objective", record["loss"]), score)
             if on_epoch is not None:
                 on_epoch(state, history, converged or n_iter == max_iter)
             if converged:

@@ -125,6 +125,19 @@ def train_unit(
         return strategy.run_unit(data, calls, plan, unit, carry)
 
 
+def sample_objective(
+    theta: Any, block: Block, objective: Objective, encoder: TargetEncoder, n_rows: int
+) -> tuple[float, int]:
+    """``(objective × rows, rows)`` at ``theta`` on the first ``n_rows`` rows of a block (a
+    task): the same rows every epoch, so that two epochs' values differ by what the
+    parameters changed, not by which rows were drawn."""
+    X, y, weight = block
+    X, y = X[:n_rows], y[:n_rows]
+    Y, weight = encoder(y, None if weight is None else weight[:n_rows], X.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return objective.value(theta.astype(X.dtype), X, Y, weight) * X.shape[0], X.shape[0]
+
+
 class ShardCalls:
     """Calls the shards from a unit: directly when a shard lives on the unit's own worker.
 

@@ -6,22 +6,35 @@ is in :mod:`dask_sgd.estimators._training`, shared with any other estimator fami
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import is_classifier
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
 from dask_sgd import defaults, optim
+from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.strategies import STRATEGY_NAMES
-from dask_sgd.estimators._training import Components, TrainedEstimator, TrainingSpec
+from dask_sgd.estimators._training import (
+    Components,
+    Coordinates,
+    TrainedEstimator,
+    TrainingSpec,
+)
 from dask_sgd.losses import get_loss
-from dask_sgd.models import LinearModel, Model, Objective
+from dask_sgd.models import LinearModel, Model, Objective, StandardizedLinearModel
 from dask_sgd.penalties import get_penalty
 from dask_sgd.schedules import get_schedule
+from dask_sgd.standardize import (
+    SCALED_LOSSES,
+    DataMoments,
+    standardized_model,
+    start_intercepts,
+)
 
 #: ``eta0="auto"``: scikit-learn's default initial rate...
 SKLEARN_ETA0 = 0.01
@@ -62,7 +75,7 @@ class BaseSGD(TrainedEstimator):
         "power_t": [Interval(Real, None, None, closed="neither")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "warm_start": ["boolean"],
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -135,16 +148,30 @@ class BaseSGD(TrainedEstimator):
             self.optimizer,
             in_process=self._auto_learning_rate(),
             on_dask=getattr(self, "_auto_for_dask", False),
-            classifier=is_classifier(self),
+            eta0_given=self.eta0 != "auto",
         )
 
     def _make_model(self, n_features: int) -> Model:
         return LinearModel(n_features, self._n_outputs(), self.fit_intercept)
 
-    def _components(self, n_features: int) -> Components:
-        """The model, objective, optimizer and schedule that the parameters describe."""
+    def _components(self, n_features: int, moments: DataMoments | None = None) -> Components:
+        """The model, objective, optimizer and schedule that the parameters describe; where
+        the schedule is standardized, the model is trained in standardized coordinates
+        (:mod:`dask_sgd.standardize`): the data's ``moments``', or on a later call, the
+        first call's, kept with its model."""
         model = self._make_model(n_features)
-        loss = get_loss(self.loss, epsilon=self.epsilon, multinomial=self._is_multinomial())
+        epsilon = self.epsilon
+        if self._schedule().standardized:
+            kept = getattr(self, "_model", None)
+            if moments is not None:
+                model = standardized_model(
+                    model, moments, target_scaled=self.loss in SCALED_LOSSES
+                )
+            elif isinstance(kept, StandardizedLinearModel) and kept.n_features == n_features:
+                model = kept
+        if isinstance(model, StandardizedLinearModel):
+            epsilon = self.epsilon / model.target_scale  # the loss's kink, in ỹ's units
+        loss = get_loss(self.loss, epsilon=epsilon, multinomial=self._is_multinomial())
         penalty = get_penalty(self.penalty, alpha=self.alpha, l1_ratio=self.l1_ratio)
         chosen = self._schedule()
         schedule = get_schedule(
@@ -152,7 +179,7 @@ class BaseSGD(TrainedEstimator):
             eta0=chosen.eta0,
             power_t=chosen.power_t,
             alpha=self.alpha,
-            loss=get_loss(self.loss, epsilon=self.epsilon),  # the binary loss sets t0
+            loss=get_loss(self.loss, epsilon=epsilon),  # the binary loss sets t0
         )
         objective = Objective(model, loss, penalty, clip_norm=self.clip_norm)
         return Components(model, objective, optim.get_optimizer(chosen.optimizer), schedule)
@@ -167,7 +194,7 @@ class BaseSGD(TrainedEstimator):
             average=int(self.average) if self.average else 0,
             warm_start=self.warm_start,
             tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
+            n_iter_no_change=self._n_iter_no_change(),
             adaptive_eta0=self._eta0() if adaptive else None,
             validation_score=self._score_params if self.early_stopping else None,
             validation_fraction=self.validation_fraction,
@@ -175,13 +202,75 @@ class BaseSGD(TrainedEstimator):
             verbose=self.verbose,
         )
 
+    def _coordinates(
+        self, model: Model, encoder: TargetEncoder, spec: TrainingSpec, label_counts, n_rows: int
+    ) -> Coordinates:
+        """A standardized model's fit (see :mod:`dask_sgd.defaults`): the target standardized
+        as the model's is, ``tol`` in its units, averaging from the middle of the first
+        epoch and over each later epoch (tail averaging) unless ``average`` says otherwise, a classifier's intercepts from the classes'
+        frequencies, and ``history_``'s loss back in the target's units."""
+        if not isinstance(model, StandardizedLinearModel):
+            return super()._coordinates(model, encoder, spec, label_counts, n_rows)
+        unit = model.target_scale**2  # the loss of a standardized target, in y's units
+        spec = replace(
+            spec,
+            tol=None if spec.tol is None else spec.tol * unit,
+            average=spec.average or math.ceil(defaults.DASK_AVERAGE_FROM_EPOCH * n_rows),
+            average_each_epoch=not spec.average,
+            n_iter_no_change=self._n_iter_no_change(),
+        )
+        if encoder.classes is None:
+            encoder = replace(
+                encoder, target_center=model.target_center, target_scale=model.target_scale
+            )
+            return Coordinates(encoder, spec, {}, unit)
+        labels, counts = label_counts
+        weights = np.ones(len(encoder.classes))  # one each: a class yet unseen is not -inf
+        weights[np.searchsorted(encoder.classes, labels)] += counts
+        if encoder.class_weight is not None:
+            weights = weights * encoder.class_weight
+        start = start_intercepts(
+            get_loss(self.loss), weights, multinomial=self._is_multinomial()
+        )
+        return Coordinates(encoder, spec, {"start_intercept": start}, unit)
+
+    def _n_iter_no_change(self) -> int:
+        """``n_iter_no_change``, "auto" resolved for the call that started training."""
+        if self.n_iter_no_change != "auto":
+            return self.n_iter_no_change
+        if self._schedule().standardized:
+            return defaults.DASK_N_ITER_NO_CHANGE
+        return defaults.N_ITER_NO_CHANGE
+
     def _initial_params(
-        self, model: Model, dtype, rng, *, warm: bool, coef_init=None, intercept_init=None
+        self,
+        model: Model,
+        dtype,
+        rng,
+        *,
+        warm: bool,
+        coef_init=None,
+        intercept_init=None,
+        start_intercept=None,
     ) -> np.ndarray:
-        """The model's start, or the given (or, warm, the fitted) coefficients and intercept."""
+        """The model's start, or the given (or, warm, the fitted) coefficients and intercept.
+
+        ``start_intercept`` (a standardized model's, in its units) replaces the intercept of
+        the model's own start."""
         theta = model.init_params(rng, dtype=dtype)
         if warm and coef_init is None and intercept_init is None and hasattr(self, "coef_"):
             coef_init, intercept_init = self.coef_, self.intercept_
+        if isinstance(model, StandardizedLinearModel):
+            if coef_init is None and intercept_init is None:
+                if start_intercept is not None:
+                    theta[model.layout.slice("intercept")] = start_intercept
+                return theta
+            plain = LinearModel(model.n_features, model.n_outputs, model.fit_intercept)
+            original = self._initial_params(
+                plain, np.float64, rng, warm=False, coef_init=coef_init,
+                intercept_init=intercept_init,
+            )  # fmt: skip
+            return model.from_original(original).astype(dtype)
         for name, value in (("coef", coef_init), ("intercept", intercept_init)):
             if value is None:
                 continue
@@ -193,6 +282,8 @@ class BaseSGD(TrainedEstimator):
         return theta
 
     def _store_params(self, model: Model, theta) -> None:
+        if isinstance(model, StandardizedLinearModel):
+            theta = model.to_original(theta).astype(theta.dtype)
         self.coef_ = model.layout.view(theta, "coef").copy()
         self.intercept_ = model.layout.view(theta, "intercept").copy()
 

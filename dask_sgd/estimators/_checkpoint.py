@@ -177,7 +177,7 @@ def save(estimator, path: str) -> None:
     JSON manifest, no pickle; load it back with :func:`load`.
     """
     check_is_fitted(estimator)
-    model = estimator._make_model(estimator.n_features_in_)
+    model = getattr(estimator, "_model", None) or estimator._make_model(estimator.n_features_in_)
     write_training_checkpoint(
         path,
         estimator,
@@ -225,7 +225,7 @@ def load(path: str):
             f"Checkpoint at {path!r} does not describe an estimator: {error!r}"
         ) from None
     estimator._store_params(model, state.final_params)
-    estimator._train_state = state
+    estimator._model, estimator._train_state = model, state
     estimator.n_iter_ = meta["epochs_done"]
     estimator.t_ = state.step + 1
     estimator.history_ = meta["history"]

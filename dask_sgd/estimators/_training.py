@@ -85,6 +85,9 @@ class TrainingSpec:
         start, and splits off the validation rows.
     average : int
         Averaged SGD from this sample on; 0 is off.
+    average_each_epoch : bool
+        Restart the average at the start of every epoch after the one where it began (tail
+        averaging: the model is the mean of its last epoch's iterates).
     warm_start : bool
         ``fit`` starts from the fitted parameters.
     tol, n_iter_no_change : float or None, int
@@ -107,6 +110,7 @@ class TrainingSpec:
     shuffle: bool = True
     random_state: Any = None
     average: int = 0
+    average_each_epoch: bool = False
     warm_start: bool = False
     tol: float | None = None
     n_iter_no_change: int = 5
@@ -115,6 +119,17 @@ class TrainingSpec:
     validation_fraction: float = 0.1
     checkpoint_path: str | os.PathLike | None = None
     verbose: int = 0
+
+
+class Coordinates(NamedTuple):
+    """A Dask fit in a model's own coordinates (a standardized model's, say): the target
+    encoder, the training loop's settings, keyword arguments of the start
+    (``_initial_params``) and the unit of the loss that ``history_`` reports."""
+
+    encoder: TargetEncoder
+    spec: TrainingSpec
+    start: dict
+    loss_unit: float
 
 
 class TrainedEstimator(BaseEstimator):
@@ -135,8 +150,10 @@ class TrainedEstimator(BaseEstimator):
         """The model that the parameters describe, on ``n_features`` inputs."""
         raise NotImplementedError
 
-    def _components(self, n_features: int) -> Components:
-        """The model, objective, optimizer and schedule of a fit on ``n_features`` inputs."""
+    def _components(self, n_features: int, moments: Any = None) -> Components:
+        """The model, objective, optimizer and schedule of a fit on ``n_features`` inputs,
+        given the data's ``moments`` (a :class:`dask_sgd.standardize.DataMoments`) on a
+        first call on Dask, which a family may use to choose the model's coordinates."""
         raise NotImplementedError
 
     def _training_spec(self) -> TrainingSpec:
@@ -175,6 +192,13 @@ class TrainedEstimator(BaseEstimator):
             "snapshot_steps": self.snapshot_steps,
             "snapshot_seconds": self.snapshot_seconds,
         }
+
+    def _coordinates(
+        self, model: Model, encoder: TargetEncoder, spec: TrainingSpec, label_counts, n_rows: int
+    ) -> Coordinates:
+        """What training in ``model``'s coordinates changes in a fit on Dask: the target's
+        encoding, the loop's settings, the start and the loss's unit; nothing by default."""
+        return Coordinates(encoder, spec, {}, 1.0)
 
     def _more_validate_params(self) -> None:
         """Checks across parameters, made by the first call that trains."""
@@ -236,6 +260,7 @@ def fit_estimator(estimator, X, y, sample_weight, *, is_partial: bool, classes=N
     if first_call:
         # what "auto" becomes is decided here, for this call and the partial_fits after it
         estimator._auto_for_dask = is_dask_collection(X)
+        estimator._model = None  # the model trained (a standardized one, say), kept after
         estimator._more_validate_params()
         if is_partial:
             estimator._check_first_partial_fit(classes)
@@ -253,8 +278,9 @@ def fit_estimator(estimator, X, y, sample_weight, *, is_partial: bool, classes=N
     X, y, sample_weight = estimator._validate_X_y(X, y, sample_weight, reset=first_call)
     labels, counts = np.unique(y, return_counts=True) if is_classifier(estimator) else ([], [])
     encoder = estimator._target_encoder(labels, counts, first_call=first_call, classes=classes)
-    Y, sample_weight = encoder(y, sample_weight, X.dtype)
-    train_in_process(estimator, X, Y, sample_weight, y_for_split=y, is_partial=is_partial, **init)
+    train_in_process(
+        estimator, X, y, sample_weight, encoder, (labels, counts), is_partial=is_partial, **init
+    )
     return estimator
 
 
@@ -280,12 +306,19 @@ def start_state(
 
 
 def train_in_process(
-    estimator, X, Y, sample_weight, *, y_for_split, is_partial: bool, **init
+    estimator, X, y, sample_weight, encoder, label_counts, *, is_partial: bool, **init
 ) -> None:
-    """Train on validated, encoded in-memory data and store the result."""
-    spec = estimator._training_spec()
+    """Train on validated in-memory data and store the result.
+
+    The model's coordinates are a standardized model's only for a ``partial_fit`` after a
+    first call on Dask input that trained standardized (the kept ``_model``)."""
     components = estimator._components(X.shape[1])
     model, objective, optimizer, schedule = components
+    encoder, spec, start, loss_unit = estimator._coordinates(
+        model, encoder, estimator._training_spec(), label_counts, X.shape[0]
+    )
+    Y, sample_weight = encoder(y, sample_weight, X.dtype)
+    y_for_split, init = y, start | init
 
     validation_score = None
     if spec.validation_score is not None and not is_partial:
@@ -314,9 +347,14 @@ def train_in_process(
     batch_size = estimator.batch_size_ = in_process_batch_size(spec.batch_size, X.shape[0])
 
     def run_epoch(state: TrainState, lr_factor: float):
+        if spec.average_each_epoch and state.n_averaged:  # a new average for this epoch
+            state = replace(state, average=np.zeros_like(state.params), n_averaged=0)
         batches = iterate_minibatches(X, Y, sample_weight, batch_size, rng)
         learning_rate = scaled(schedule, lr_factor)
-        return run_minibatches(state, batches, objective, optimizer, learning_rate, spec.average)
+        state, loss_sum, rows = run_minibatches(
+            state, batches, objective, optimizer, learning_rate, spec.average
+        )
+        return state, loss_sum * loss_unit, rows  # the loss in the data's units
 
     run_epochs(
         estimator,
@@ -372,21 +410,36 @@ def train_on_dask(
     )
     try:
         check_dask_features(estimator, data.n_features, data.feature_names, reset=first_call)
+        label_counts = data.label_counts()
         encoder = estimator._target_encoder(
-            *data.label_counts(), first_call=first_call, classes=classes
+            *label_counts, first_call=first_call, classes=classes
         )
-        components = estimator._components(data.n_features)
+        # later partial_fits keep the first call's coordinates (its model)
+        moments = data.moments() if first_call else None
+        components = estimator._components(data.n_features, moments)
         model, objective, optimizer, schedule = components
-        state = start_state(
-            estimator, spec, components, data.dtype, is_partial=is_partial, seed=seed, init=init
+        encoder, spec, start, loss_unit = estimator._coordinates(
+            model, encoder, spec, label_counts, data.n_rows
         )
+        state = start_state(
+            estimator, spec, components, data.dtype, is_partial=is_partial, seed=seed,
+            init=start | init,
+        )  # fmt: skip
         trainer = ClusterTrainer(
             client, data, objective, optimizer, schedule, encoder,
-            average=spec.average, **estimator._cluster_settings(),
+            average=spec.average, average_each_epoch=spec.average_each_epoch,
+            **estimator._cluster_settings(),
         )  # fmt: skip
         try:
             estimator.batch_size_ = trainer.start().batch_size
-            run_epochs(estimator, spec, model, trainer.run_epoch, state, is_partial=is_partial)
+
+            def run_epoch(state: TrainState, lr_factor: float):
+                state, loss_sum, rows, extra = trainer.run_epoch(state, lr_factor)
+                if "averaged_objective" in extra:
+                    extra["averaged_objective"] *= loss_unit
+                return state, loss_sum * loss_unit, rows, extra  # in the data's units
+
+            run_epochs(estimator, spec, model, run_epoch, state, is_partial=is_partial)
         finally:
             trainer.close()
     finally:
@@ -480,6 +533,7 @@ def finish(
             stacklevel=3,
         )
     estimator._store_params(model, result.state.final_params)
+    estimator._model = model  # what _train_state's parameters mean
     estimator._train_state = result.state
     estimator.n_iter_ = result.n_iter
     estimator.t_ = result.state.step + 1

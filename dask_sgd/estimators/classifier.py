@@ -36,8 +36,11 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
 
     The defaults depend on the input (:mod:`dask_sgd.defaults`). In process (NumPy, pandas,
     SciPy) they are scikit-learn's algorithm in minibatches of 8 rows. On Dask input,
-    "auto" becomes Adam on 1024 rows per worker and step with a decaying rate, trained by
-    local SGD ("local"):
+    "auto" (``learning_rate`` and ``optimizer`` both) trains in standardized coordinates
+    (the objective stays scikit-learn's, in the data's units), from the intercepts of the
+    best model without features, with Adagrad at a constant rate of 0.5 on 1024 rows per
+    worker and step, averaged over each epoch (from the middle of the first), by local SGD
+    ("local"):
     scikit-learn's per-row settings would take minutes per epoch and stall far from the
     optimum on a million rows.
 
@@ -77,23 +80,29 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         is "optimal" in process (scikit-learn's default) for the classification losses, and
         "invscaling" (SGDRegressor's default) for the regression losses, for which "optimal"
         starts far too fast (scikit-learn's own fit with ``loss="squared_error"`` throws the
-        coefficients to about 1e13 first). On Dask input "auto" is "invscaling".
+        coefficients to about 1e13 first). On Dask input, with ``optimizer="auto"``, it is
+        the standardized, averaged Adagrad of :mod:`dask_sgd.defaults` (a constant 0.5).
     eta0 : float or "auto", default="auto"
         The rate of "constant" and "adaptive", and the first rate of "invscaling". "auto" is
         0.01 (scikit-learn's default), and 0.1 with ``optimizer="adagrad"``, whose steps
-        shrink like ``1 / sqrt(t)`` by themselves.
+        shrink like ``1 / sqrt(t)`` by themselves; 0.5 for the "auto" schedule on Dask.
     power_t : float, default=0.5
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows (stratified) and stop when their accuracy
         stops improving.
     validation_fraction : float, default=0.1
-    n_iter_no_change : int, default=5
+    n_iter_no_change : int or "auto", default="auto"
+        Epochs without improvement before training stops. "auto" is 5 (scikit-learn's),
+        and 1 for the "auto" schedule on Dask input, whose model is averaged.
     class_weight : dict, "balanced" or None, default=None
         Weights multiplied into every row's sample weight, by its class.
     warm_start : bool, default=False
         Start ``fit`` from the current coefficients.
     average : bool or int, default=False
-        Averaged SGD: store the mean of the parameters over the updates from that sample on.
+        Averaged SGD: store the mean of the parameters over the updates from that sample on
+        (on Dask input the parameter-server shards keep the mean). The "auto" schedule on
+        Dask input averages from the middle of the first epoch, then over each epoch, unless
+        this says otherwise.
     batch_size : int or "auto", default="auto"
         Rows per minibatch (on Dask input, per worker and step). The learning rate applies
         to the minibatch's mean gradient, as in PyTorch; ``batch_size=1`` is scikit-learn's
@@ -105,9 +114,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     optimizer : str, GradientTransformation or "auto", default="auto"
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or a transformation from
         :mod:`dask_sgd.optim`. The adaptive ones want a small ``eta0`` (1e-3 for "adam" at
-        a constant rate; 0.01 with "invscaling"; see ``eta0``). "auto" is "sgd" in process
-        and "adam" on Dask input, except under the "optimal" schedule (plain SGD's rates),
-        where it is "sgd".
+        a constant rate; 0.01 with "invscaling"; see ``eta0``). "auto" is "sgd", except on
+        Dask input with ``learning_rate="auto"``, where it is the standardized, averaged
+        "adagrad" of :mod:`dask_sgd.defaults`.
     clip_norm : float or None, default=None
         Gradient-norm clipping: a minibatch gradient whose Euclidean norm exceeds this is
         scaled down to it (per worker on Dask input). A gradient or an update that is NaN or
@@ -240,7 +249,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         power_t=0.5,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=5,
+        n_iter_no_change="auto",
         class_weight=None,
         warm_start=False,
         average=False,

@@ -35,15 +35,17 @@ average, batch_size, optimizer, clip_norm, strategy, n_backup, local_steps, elas
 n_fetch, n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, \
 warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
-    learning_rate : {"invscaling", "constant", "optimal", "adaptive", "auto"}, \
-default="invscaling"
-        As for :class:`dask_sgd.SGDClassifier`; "auto" is "invscaling" everywhere. The
-        default ``optimizer="auto"`` is plain SGD, on Dask input too (see
-        :mod:`dask_sgd.defaults`); with ``batch_size="auto"`` Dask input trains on 1024 rows
-        per worker and step.
+    learning_rate : {"auto", "invscaling", "constant", "optimal", "adaptive"}, \
+default="auto"
+        As for :class:`dask_sgd.SGDClassifier`; "auto" is "invscaling" in process
+        (scikit-learn's default). On Dask input, with ``optimizer="auto"``, it is the
+        standardized, averaged Adagrad of :mod:`dask_sgd.defaults`: the target is
+        standardized too (for the losses quadratic in it: "squared_error", "huber",
+        "squared_epsilon_insensitive"; centred only for "epsilon_insensitive"), and ``tol``
+        is compared with the loss of the standardized target.
     eta0 : float or "auto", default="auto"
         As for :class:`dask_sgd.SGDClassifier`: 0.01 (scikit-learn's default), 0.1 with
-        ``optimizer="adagrad"``.
+        ``optimizer="adagrad"``, 0.5 for the "auto" schedule on Dask input.
     power_t : float, default=0.25
 
     Attributes
@@ -83,12 +85,12 @@ default="invscaling"
         verbose=0,
         epsilon=0.1,
         random_state=None,
-        learning_rate="invscaling",
+        learning_rate="auto",
         eta0="auto",
         power_t=0.25,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=5,
+        n_iter_no_change="auto",
         warm_start=False,
         average=False,
         batch_size="auto",
@@ -209,8 +211,8 @@ default="invscaling"
         return 1
 
     def _store_params(self, model: Model, theta) -> None:
-        self.coef_ = model.layout.view(theta, "coef")[0].copy()
-        self.intercept_ = model.layout.view(theta, "intercept").copy()
+        super()._store_params(model, theta)
+        self.coef_ = self.coef_[0]  # one output: scikit-learn's shape (n_features,)
 
     def _score_params(self, model: Model, theta, X, y, sample_weight) -> float:
         predicted = model.raw(theta, X)[:, 0]

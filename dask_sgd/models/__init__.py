@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dask_sgd.models.base import MODEL_FAMILIES, Model, get_model_family, model_from_config
 from dask_sgd.models.layout import Layout
-from dask_sgd.models.linear import LinearModel
+from dask_sgd.models.linear import LinearModel, StandardizedLinearModel
 from dask_sgd.models.objective import Objective
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "LinearModel",
     "Model",
     "Objective",
+    "StandardizedLinearModel",
     "get_model_family",
     "model_from_config",
 ]

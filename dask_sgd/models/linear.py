@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from dask_sgd._array import get_namespace
 from dask_sgd.models.base import Model
 from dask_sgd.models.layout import Layout
@@ -78,3 +80,107 @@ class LinearModel(Model):
             "n_outputs": int(self.n_outputs),
             "fit_intercept": bool(self.fit_intercept),
         }
+
+
+@dataclass(frozen=True, eq=False)
+class StandardizedLinearModel(LinearModel):
+    """A linear model in standardized coordinates (the family ``"standardized-linear"``).
+
+    θ holds the coefficients of ``x̃ = (x − mean) / std`` for the target
+    ``ỹ = (y − target_center) / target_scale``: ``raw = x̃ @ coef.T + intercept``, computed as ``x @ (coef / std).T
+    + intercept − (coef / std) @ mean`` so that no block is ever copied (one matrix product
+    per minibatch, as :class:`LinearModel`'s, and O(n_features) more). The penalty is meant
+    in the original units, ``P(target_scale · coef / std) / target_scale²``, so that the
+    objective is scikit-learn's whatever the columns' scales (see :mod:`dask_sgd.standardize`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = StandardizedLinearModel(1, mean=[10.0], std=[2.0])
+    >>> model.raw(np.array([3.0, 0.5]), np.array([[12.0]]))  # 3 · (12 − 10) / 2 + 0.5
+    array([[3.5]])
+    """
+
+    family = "standardized-linear"
+
+    mean: Any = ()
+    std: Any = ()
+    target_center: float = 0.0
+    target_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            values = np.asarray(getattr(self, name), dtype=np.float64).reshape(-1)
+            if values.shape != (self.n_features,):
+                raise ValueError(f"{name} has {values.size} entries for {self.n_features} features.")
+            object.__setattr__(self, name, values)
+        object.__setattr__(self, "_as", {})  # mean and std in each namespace and dtype used
+
+    def _moments_like(self, theta: Array) -> tuple[Array, Array]:
+        key = (type(theta), theta.dtype)
+        if key not in self._as:
+            xp = get_namespace(theta)
+            self._as[key] = tuple(xp.asarray(v, dtype=theta.dtype) for v in (self.mean, self.std))
+        return self._as[key]
+
+    def _effective(self, theta: Array) -> tuple[Array, Array, Array, Array]:
+        """``(coef / std, intercept in x's units, mean, std)`` in θ's namespace and dtype."""
+        mean, std = self._moments_like(theta)
+        coef = self.layout.view(theta, "coef") / std
+        return coef, self.layout.view(theta, "intercept") - coef @ mean, mean, std
+
+    def forward(self, theta: Array, X: Array) -> tuple[Array, Array]:
+        coef, intercept, _, _ = self._effective(theta)
+        return X @ coef.T + intercept, X
+
+    def backward(self, theta: Array, cache: Array, draw: Array) -> Array:
+        xp = get_namespace(theta)
+        _, _, mean, std = self._effective(theta)
+        per_output = draw.sum(axis=0)
+        coef_grad = ((cache.T @ draw).T - per_output[:, None] * mean) / std
+        if not self.fit_intercept:
+            per_output = xp.zeros_like(per_output)
+        flat = xp.concatenate([xp.reshape(coef_grad, -1), per_output])
+        return flat.astype(theta.dtype, copy=False)
+
+    @cached_property
+    def _penalty_factor(self) -> np.ndarray:
+        return np.tile(self.target_scale / self.std, self.n_outputs)
+
+    def penalty_map(self, where: slice) -> tuple[Any, float]:
+        return self._penalty_factor, 1.0 / self.target_scale**2
+
+    def to_original(self, theta: Array) -> Array:
+        """θ of the :class:`LinearModel` in the data's units that predicts as this one."""
+        coef = self.layout.view(theta, "coef") * (self.target_scale / self.std)
+        intercept = (
+            self.target_center + self.target_scale * self.layout.view(theta, "intercept")
+        ) - coef @ self.mean
+        return np.concatenate([coef.reshape(-1), intercept])
+
+    def from_original(self, theta: Array) -> Array:
+        """The inverse of :meth:`to_original`.
+
+        Examples
+        --------
+        >>> model = StandardizedLinearModel(
+        ...     1, mean=[5.0], std=[2.0], target_center=3.0, target_scale=4.0
+        ... )
+        >>> model.to_original(model.from_original(np.array([1.5, 0.5])))
+        array([1.5, 0.5])
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        coef = self.layout.view(theta, "coef")
+        intercept = (
+            self.layout.view(theta, "intercept") - self.target_center + coef @ self.mean
+        ) / self.target_scale
+        return np.concatenate([(coef * (self.std / self.target_scale)).reshape(-1), intercept])
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "target_center": float(self.target_center),
+            "target_scale": float(self.target_scale),
+        }
+

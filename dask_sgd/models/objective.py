@@ -56,7 +56,11 @@ class Objective:
         grad = self.model.backward(theta, cache, draw)
         grad /= n_rows
         for where in self.model.penalized:
-            grad[where] += self.penalty.grad(theta[where])
+            factor, weight = self.model.penalty_map(where)
+            if weight == 1 and isinstance(factor, float) and factor == 1:
+                grad[where] += self.penalty.grad(theta[where])
+            else:  # the chain rule through the map to the penalty's units
+                grad[where] += (weight * factor) * self.penalty.grad(factor * theta[where])
         summed = loss_sum + n_rows * self._penalty_value(theta)
         if self.clip_norm is not None:
             norm = float((grad * grad).sum()) ** 0.5
@@ -76,5 +80,8 @@ class Objective:
 
     def _penalty_value(self, theta: Array) -> Any:
         """The penalty, summed over the penalised slices (exactly the one value for one)."""
-        values = [self.penalty.value(theta[where]) for where in self.model.penalized]
+        values = []
+        for where in self.model.penalized:
+            factor, weight = self.model.penalty_map(where)
+            values.append(weight * self.penalty.value(factor * theta[where]))
         return reduce(add, values) if values else 0.0
