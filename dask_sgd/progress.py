@@ -1,14 +1,19 @@
-"""Watching a fit: a progress bar per epoch (``verbose``), and a plot of ``history_``."""
+"""Watching a fit: one progress display per ``fit`` (``verbose``), and a plot of ``history_``."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
 class EpochProgress:
-    """A tqdm bar over the epochs of one ``fit`` (a context manager), with the last epoch's
-    loss and samples per second; the per-epoch lines of scikit-learn's ``verbose`` go above
-    it. Disabled, it does nothing.
+    """What ``verbose`` shows of one ``fit`` (a context manager): one display, never two.
+
+    Where a bar can redraw in place (a terminal, a notebook), a tqdm bar over the epochs,
+    with the last epoch's loss (and validation score) and samples per second in its
+    postfix; the closing lines (convergence) follow the closed bar. Elsewhere (a log, a
+    pipe), scikit-learn's line per epoch, and no bar: tqdm's own rule (``disable=None``).
+    Disabled, it does nothing.
 
     ``max_iter`` is the most epochs the fit may run: a fit that converges earlier ends its
     bar there.
@@ -18,35 +23,59 @@ class EpochProgress:
         self.max_iter, self.enabled = max_iter, enabled
         self.bar = None
         self._last_wall = 0.0
+        self._after_bar: list[str] = []
 
     def __enter__(self):
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.max_iter, unit="epoch", desc="fit", dynamic_ncols=True)
+            bar = tqdm(
+                total=self.max_iter, unit="epoch", desc="fit", dynamic_ncols=True, disable=None
+            )
+            if bar.disable:  # no terminal: the lines alone
+                bar.close()
+            else:
+                self.bar = bar
         return self
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        for line in self._after_bar:
+            self._print(line)
+        self._after_bar.clear()
+
+    @property
+    def lines(self) -> bool:
+        """Whether the display is a line per epoch (no bar)."""
+        return self.enabled and self.bar is None
 
     def write(self, line: str) -> None:
-        """Print a line above the bar."""
+        """Print a closing line: now, or after the bar."""
         if self.bar is not None:
-            self.bar.write(line)
+            self._after_bar.append(line)
+        elif self.enabled:
+            self._print(line)
 
     def epoch(self, record: dict, line: str) -> None:
-        """One epoch is done: print its line and move the bar."""
+        """One epoch is done: move the bar, or print its line."""
+        if self.lines:
+            self._print(line)
         if self.bar is None:
             return
-        self.write(line)
         seconds = record["wall_time"] - self._last_wall
         self._last_wall = record["wall_time"]
-        self.bar.set_postfix(
-            loss=f"{record['loss']:.5g}",
-            samples_per_s=f"{record['samples'] / max(seconds, 1e-9):,.0f}",
-        )
+        postfix = {"loss": f"{record['loss']:.5g}"}
+        if "validation_score" in record:
+            postfix["validation_score"] = f"{record['validation_score']:.5g}"
+        postfix["samples_per_s"] = f"{record['samples'] / max(seconds, 1e-9):,.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, file=sys.stdout, flush=True)
 
 
 def plot_history(history: list[dict], axes: Any = None):
