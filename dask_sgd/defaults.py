@@ -1,8 +1,10 @@
 """What the estimators' "auto" settings become, in process and on Dask input.
 
-In process, "auto" is scikit-learn's algorithm: minibatches of 8 rows, plain SGD and the
-estimator's scikit-learn schedule ("optimal" for classifiers, "invscaling" for regressors),
-so that the estimators are a drop-in.
+In process, "auto" is scikit-learn's algorithm: minibatches of 8 rows (fewer on small
+dense data, down to one row per step, so that an epoch has at least 128 steps: see
+``dask_sgd.estimators._training.in_process_batch_size``), plain SGD and the estimator's
+scikit-learn schedule ("optimal" for classifiers, "invscaling" for regressors and for a
+classifier on a regression loss), so that the estimators are a drop-in.
 
 On Dask input those settings are slow and inaccurate: every 8-row step costs a Python step
 on a worker, and the "optimal" rate (about ``1/alpha`` at first) is built for single rows.

@@ -3,8 +3,8 @@
 ``make demo`` (or ``python -m dask_sgd.demo``) starts two single-threaded workers, generates
 about a million rows on them, trains a logistic regression, and reports held-out metrics,
 wall time, samples per second and the dashboard address. It trains with the estimator's
-defaults for Dask input (local SGD; Adam on up to 1024 rows per worker and step; see
-:mod:`dask_sgd.defaults`); ``--strategy`` picks another strategy. The fit's progress is one
+defaults for Dask input (local SGD on up to 1024 rows per worker and step, standardized,
+averaged Adagrad; see :mod:`dask_sgd.defaults`); ``--strategy`` picks another strategy. The fit's progress is one
 display (``verbose``): a bar with the epoch's loss on a terminal, a line per epoch in a log.
 """
 

@@ -207,8 +207,9 @@ class BaseSGD(TrainedEstimator):
     ) -> Coordinates:
         """A standardized model's fit (see :mod:`dask_sgd.defaults`): the target standardized
         as the model's is, ``tol`` in its units, averaging from the middle of the first
-        epoch and over each later epoch (tail averaging) unless ``average`` says otherwise, a classifier's intercepts from the classes'
-        frequencies, and ``history_``'s loss back in the target's units."""
+        epoch and over each later epoch (tail averaging) unless ``average`` says otherwise,
+        a classifier's intercepts from the classes' frequencies, and ``history_``'s losses
+        back in the target's units."""
         if not isinstance(model, StandardizedLinearModel):
             return super()._coordinates(model, encoder, spec, label_counts, n_rows)
         unit = model.target_scale**2  # the loss of a standardized target, in y's units
@@ -217,12 +218,13 @@ class BaseSGD(TrainedEstimator):
             tol=None if spec.tol is None else spec.tol * unit,
             average=spec.average or math.ceil(defaults.DASK_AVERAGE_FROM_EPOCH * n_rows),
             average_each_epoch=not spec.average,
-            n_iter_no_change=self._n_iter_no_change(),
         )
         if encoder.classes is None:
             encoder = replace(
                 encoder, target_center=model.target_center, target_scale=model.target_scale
             )
+            return Coordinates(encoder, spec, {}, unit)
+        if not model.fit_intercept:
             return Coordinates(encoder, spec, {}, unit)
         labels, counts = label_counts
         weights = np.ones(len(encoder.classes))  # one each: a class yet unseen is not -inf
