@@ -22,12 +22,14 @@ import math
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 import dask.config
 import numpy as np
+from distributed import KilledWorker
 
 from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData, Unit
@@ -234,14 +236,17 @@ class ClusterTrainer:
             if records:
                 extra[field] = [dataclasses.asdict(record) for record in records]
         if state.n_averaged:
-            extra["averaged_objective"] = self._sample_objective(state.final_params)
+            objective = self._sample_objective(state.final_params)
+            if objective is not None:
+                extra["averaged_objective"] = objective
         loss_sum = sum(result.loss_sum for result in results)
         return state, loss_sum, sum(trained.values()), extra
 
-    def _sample_objective(self, theta) -> float:
+    def _sample_objective(self, theta) -> float | None:
         """The objective at ``theta`` on a fixed sample of the training rows (the same
         every epoch): what the stopping rule watches when the model is averaged, since the
-        iterates' own losses go on falling while their average no longer moves."""
+        iterates' own losses go on falling while their average no longer moves. None if a
+        sample's worker was lost meanwhile: the rule then judges the epoch by its loss."""
         futures = [
             self.client.submit(
                 sample_objective,
@@ -256,7 +261,11 @@ class ClusterTrainer:
             )
             for unit in self.units
         ]
-        values = self.client.gather(futures)
+        try:
+            values = self.client.gather(futures)
+        except (CancelledError, KilledWorker, OSError) as error:  # a worker lost with its block
+            logger.warning("The averaged model's objective was not measured: %r", error)
+            return None
         return sum(value for value, _ in values) / max(sum(rows for _, rows in values), 1)
 
     def _until_averaging(self, state: TrainState, n_steps: int) -> int:
