@@ -81,9 +81,12 @@ class Chromium:
             raise
 
     def close(self) -> None:
-        try:
+        async def goodbye() -> None:  # on the protocol's loop: the socket writes a frame
             self.socket.close()
-            self.loop.run_until_complete(asyncio.sleep(0))  # let the socket say goodbye
+            await asyncio.sleep(0)
+
+        try:
+            self.loop.run_until_complete(goodbye())
         finally:
             self.loop.close()
             self.process.terminate()

@@ -161,7 +161,9 @@ class BaseSGD(TrainedEstimator):
         first call's, kept with its model."""
         model = self._make_model(n_features)
         epsilon = self.epsilon
-        if self._schedule().standardized:
+        # standardizing is a linear model's change of variables: another family (a
+        # subclass's _make_model) trains in its own coordinates
+        if self._schedule().standardized and type(model) is LinearModel:
             kept = getattr(self, "_model", None)
             if moments is not None:
                 model = standardized_model(

@@ -107,8 +107,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         Rows per minibatch (on Dask input, per worker and step). The learning rate applies
         to the minibatch's mean gradient, as in PyTorch; ``batch_size=1`` is scikit-learn's
         per-sample SGD (and as slow as a Python loop over rows can be). "auto" is 8 in
-        process, less below 1024 rows so that an epoch takes at least 128 steps (one row
-        per step below 256 rows: scikit-learn's algorithm where it costs little); on Dask
+        process, less below 1024 dense rows so that an epoch takes at least 128 steps (one
+        row per step below 256 rows: scikit-learn's algorithm where it costs little; sparse
+        rows, slow to take one at a time, keep 8); on Dask
         input 1024, less on small data so that each worker takes at least 64 steps per
         epoch (never less than 8). ``batch_size_`` holds the value used.
     optimizer : str, GradientTransformation or "auto", default="auto"
