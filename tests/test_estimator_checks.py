@@ -6,7 +6,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dask_sgd import SGDClassifier, SGDRegressor
-from dask_sgd.losses import REGRESSION_LOSSES
+from dask_sgd.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
 
 SAMPLE_WEIGHT_REASON = (
     "sample_weight is not equivalent to removing/repeating samples, as in scikit-learn's "
@@ -34,14 +34,8 @@ ESTIMATORS = [
     # every other setting a user picks, each value once
     *(
         SGDClassifier(loss=loss, random_state=0)
-        for loss in (
-            "squared_hinge",
-            "perceptron",
-            "squared_error",
-            "huber",
-            "epsilon_insensitive",
-            "squared_epsilon_insensitive",
-        )
+        for loss in CLASSIFICATION_LOSSES
+        if loss not in ("hinge", "log_loss", "modified_huber")  # configured above
     ),
     *(
         SGDClassifier(optimizer=name, random_state=0)

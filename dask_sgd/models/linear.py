@@ -123,19 +123,19 @@ class StandardizedLinearModel(LinearModel):
             self._as[key] = tuple(xp.asarray(v, dtype=theta.dtype) for v in (self.mean, self.std))
         return self._as[key]
 
-    def _effective(self, theta: Array) -> tuple[Array, Array, Array, Array]:
-        """``(coef / std, intercept in x's units, mean, std)`` in θ's namespace and dtype."""
+    def _effective(self, theta: Array) -> tuple[Array, Array]:
+        """``(coef / std, intercept in x's units)`` in θ's namespace and dtype."""
         mean, std = self._moments_like(theta)
         coef = self.layout.view(theta, "coef") / std
-        return coef, self.layout.view(theta, "intercept") - coef @ mean, mean, std
+        return coef, self.layout.view(theta, "intercept") - coef @ mean
 
     def forward(self, theta: Array, X: Array) -> tuple[Array, Array]:
-        coef, intercept, _, _ = self._effective(theta)
+        coef, intercept = self._effective(theta)
         return X @ coef.T + intercept, X
 
     def backward(self, theta: Array, cache: Array, draw: Array) -> Array:
         xp = get_namespace(theta)
-        _, _, mean, std = self._effective(theta)
+        mean, std = self._moments_like(theta)
         per_output = draw.sum(axis=0)
         coef_grad = ((cache.T @ draw).T - per_output[:, None] * mean) / std
         if not self.fit_intercept:
