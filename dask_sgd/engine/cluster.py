@@ -36,6 +36,7 @@ from dask_sgd.blocks import DaskTrainingData, Unit
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.keeper import ShardKeeper, ShardMove
 from dask_sgd.engine.metrics import publish_segment, rows_per_worker
+from dask_sgd.engine.on_worker import forget_on_workers
 from dask_sgd.engine.plugins import attach_plugins, detach_plugins
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult, get_strategy
@@ -315,6 +316,7 @@ class ClusterTrainer:
             n_steps=n_steps,
             first_version=self.keeper.version,
             n_units=len(self.units),
+            fit_id=self.fit_id,
         )
         steps = self.strategy.open_segment(self.keeper.server, state.step, n_steps, len(self.units))
         results = self.supervisor.run(self.units, plan, self.carries)
@@ -394,4 +396,5 @@ class ClusterTrainer:
         self.keeper.close()
         if self.started:
             detach_plugins(self.client, self.fit_id)
+            forget_on_workers(self.client, self.fit_id)
             self.started = False

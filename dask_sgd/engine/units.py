@@ -23,6 +23,7 @@ from distributed.utils import sync
 
 from dask_sgd.blocks import Block, aligned_block
 from dask_sgd.data import TargetEncoder
+from dask_sgd.engine.on_worker import fit_on_worker
 from dask_sgd.engine.steps import refuse_unusable_gradient
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
@@ -45,6 +46,7 @@ class SegmentPlan:
     n_steps: int  # per unit; for strategies that claim steps, the segment's in all
     first_version: int  # the shards' version as the segment starts
     n_units: int
+    fit_id: str = ""  # the state the fit keeps on each worker (:mod:`.on_worker`)
 
 
 def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
@@ -79,11 +81,23 @@ class UnitData:
     cursor: tuple[int, int]
 
     @classmethod
-    def encoded(cls, blocks: list[Block], partitions, cursor, encoder: TargetEncoder):
+    def encoded(
+        cls,
+        blocks: list[Block],
+        partitions,
+        cursor,
+        encoder: TargetEncoder,
+        targets: dict[int, tuple] | None = None,
+    ):
         """The blocks as training takes them. A block that Dask had to fetch (its unit was
-        rerun on another worker) is copied once if it arrived unaligned."""
-        aligned = [aligned_block(block) for block in blocks]
-        encoded = [Block(X, *encoder(y, weight, X.dtype)) for X, y, weight in aligned]
+        rerun on another worker) is copied once if it arrived unaligned. ``targets`` keeps
+        each partition's encoded targets for the fit's later segments."""
+        targets = {} if targets is None else targets
+        encoded = []
+        for partition, (X, y, weight) in zip(partitions, map(aligned_block, blocks), strict=True):
+            if partition not in targets:
+                targets[partition] = encoder(y, weight, X.dtype)
+            encoded.append(Block(X, *targets[partition]))
         return cls(encoded, partitions, cursor)
 
     def next_minibatch(self, plan: SegmentPlan):
@@ -120,7 +134,8 @@ def train_unit(
     """
     secede()
     calls = ShardCalls(shards, ranges)
-    data = UnitData.encoded(blocks, partitions, carry.cursor, plan.encoder)
+    on_worker = fit_on_worker(get_worker(), plan.fit_id)
+    data = UnitData.encoded(blocks, partitions, carry.cursor, plan.encoder, on_worker.targets)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
         return strategy.run_unit(data, calls, plan, unit, carry)
 
