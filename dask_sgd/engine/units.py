@@ -184,6 +184,16 @@ class ShardCalls:
         by where its slice starts)."""
         return joined(self.fan_out("pull", lambda where: (min_version,)))
 
+    def fan_out_later(self, method: str, arguments) -> PendingAnswers:
+        """Call ``method`` on every shard with ``arguments(slice)`` and return at once: the
+        answers come with :meth:`PendingAnswers.result` (the calls go on meanwhile, on the
+        worker's event loop and the shards' workers)."""
+        calls = [(where, getattr(shard, method)(*arguments(where))) for shard, where in self.remote]
+        for obj, where in self.local:
+            call = getattr(obj, method)(*arguments(where))
+            calls.append((where, asyncio.run_coroutine_threadsafe(call, self.loop.asyncio_loop)))
+        return PendingAnswers(calls)
+
     def fan_out(self, method: str, arguments) -> list[tuple[slice, Any]]:
         """Call ``method`` on every shard with ``arguments(slice)``; the answers by slice."""
         pending = [
@@ -202,6 +212,22 @@ class ShardCalls:
         parts += [(where, call.result()) for where, call in pending]
         parts.sort(key=lambda part: part[0].start)
         return parts
+
+
+class PendingAnswers:
+    """The shards' answers to calls on their way (:meth:`ShardCalls.fan_out_later`)."""
+
+    def __init__(self, calls: list[tuple[slice, Any]]) -> None:
+        self.calls = calls
+
+    def done(self) -> bool:
+        return all(call.done() for _, call in self.calls)
+
+    def result(self) -> list[tuple[slice, Any]]:
+        """The answers by slice, once every one has come (raises what a call raised)."""
+        return sorted(
+            ((where, call.result()) for where, call in self.calls), key=lambda part: part[0].start
+        )
 
 
 def joined(answers: list[tuple[slice, Any]]) -> tuple[np.ndarray, dict[int, int]]:
