@@ -555,14 +555,17 @@ def test_shards_that_cannot_start_fail_in_bounded_time(client):
 
 
 def test_local_sgd_with_one_local_step_is_sync_sgd(client):
-    """Averaging θ − η g_j over the units is θ − η · mean(g_j): plain SGD agrees exactly."""
+    """Averaging θ − η g_j over the units is θ − η · mean(g_j): plain SGD agrees exactly
+    (when every round's mean is applied before the next round, not overlapped with it)."""
     X, y = make_classification(n_samples=500, n_features=5, random_state=1)
     data = persist_blocks(client, *as_dask_array(X, y, 60), classifier=True, seed=0)
     model = LinearModel(5, 1)
     objective = Objective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-3))
     try:
         local = fit_epochs(
-            make_trainer(client, data, objective, optim.sgd(), strategy="local", local_steps=1),
+            make_trainer(
+                client, data, objective, optim.sgd(), strategy="local", local_steps=1, overlap=False
+            ),
             model,
             optim.sgd(),
         )
@@ -577,8 +580,13 @@ def test_local_sgd_with_one_local_step_is_sync_sgd(client):
     assert local.step == sync.step
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("elastic_rate", [None, 0.5])
-def test_local_sgd_averages_after_every_local_round(client, elastic_rate):
+def test_local_sgd_averages_after_every_local_round(client, elastic_rate, overlap):
+    """By hand, on the units' own minibatches. With ``overlap`` a unit goes on training while
+    its round's push is on its way, and moves its next round's result by what the mean it
+    missed changes: ``θ_j ← θ_j + (mean_r − θ_j,r)``, one round late. Elastic averaging
+    needs only the center its round started from, so overlapping changes nothing there."""
     X, y = make_classification(n_samples=500, n_features=5, random_state=2)
     data = persist_blocks(client, *as_dask_array(X, y, 60), classifier=True, seed=0)
     model = LinearModel(5, 1)
@@ -586,7 +594,7 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate):
     optimizer = optim.momentum(0.5)
     trainer = make_trainer(
         client, data, objective, optimizer, strategy="local", local_steps=4,
-        elastic_rate=elastic_rate,
+        elastic_rate=elastic_rate, overlap=overlap,
     )  # fmt: skip
     try:
         units = [client.gather(blocks) for _, blocks, _ in trainer.start().units]
@@ -602,8 +610,8 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate):
     copies = [center] * len(units)
     opt_states = [optimizer.init(center) for _ in units]
     cursors = [(0, 0)] * len(units)
-    for _ in range(2):
-        done = 0
+    for _ in range(2):  # an epoch is a segment: each starts from the center
+        done, late = 0, None  # late: the last round's mean and what each unit pushed to it
         while done < trainer.steps_per_epoch:
             n = min(4, trainer.steps_per_epoch - done)
             for j, blocks in enumerate(units):
@@ -616,8 +624,13 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate):
                     unit_state, batches, objective, optimizer, schedules.constant(0.1)
                 )
                 copies[j], opt_states[j] = unit_state.params, unit_state.opt_state
+            if overlap and late is not None and elastic_rate is None:
+                moved = late[0] - np.array(late[1])
+                copies = list(np.array(copies) + moved)
             mean = np.mean(copies, axis=0)
-            if elastic_rate is None:
+            if overlap and elastic_rate is None:
+                late, center = (mean, list(copies)), mean
+            elif elastic_rate is None:
                 center = mean
                 copies = [mean] * len(units)
             else:
@@ -625,6 +638,8 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate):
                 copies = [copy - alpha * (copy - center) for copy in copies]
                 center = center + elastic_rate * (mean - center)
             done += n
+        if elastic_rate is None:
+            copies = [center] * len(units)
     np.testing.assert_allclose(state.params, center, rtol=1e-10, atol=1e-12)
 
 

@@ -85,6 +85,7 @@ class BaseSGD(TrainedEstimator):
         "n_backup": [Interval(Integral, 0, None, closed="left")],
         "local_steps": [Interval(Integral, 1, None, closed="left")],
         "elastic_rate": [Interval(Real, 0, 1, closed="right"), None],
+        "overlap": ["boolean"],
         "n_fetch": [Interval(Integral, 1, None, closed="left")],
         "n_push": [Interval(Integral, 1, None, closed="left")],
         "staleness_aware_lr": ["boolean"],

@@ -178,6 +178,7 @@ class TrainedEstimator(BaseEstimator):
         options = {
             "local_steps": self.local_steps,
             "elastic_rate": self.elastic_rate,
+            "overlap": self.overlap,
             "n_fetch": self.n_fetch,
             "n_push": self.n_push,
             "staleness_aware": self.staleness_aware_lr,

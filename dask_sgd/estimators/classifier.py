@@ -146,6 +146,12 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         averaged model moves ``β`` of the way to the workers' mean, and each worker is
         pulled ``β / k`` of the way to it but otherwise keeps its own copy. None: every
         worker restarts from the mean.
+    overlap : bool, default=True
+        "local": a worker goes on training while its round's parameters are on their way
+        to the parameter server, and applies the mean it missed one round late
+        (``θ_j ← θ_j + (mean − θ_j at the push)``), so that no worker waits for the
+        network. False waits for every round's mean before the next round (the textbook
+        local SGD). Elastic averaging is the same either way. See ``docs/strategies.md``.
     n_fetch, n_push : int, default=1
         "downpour": steps between two pulls of the parameters, and steps whose mean
         gradient one push carries.
@@ -261,6 +267,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         n_backup=1,
         local_steps=8,
         elastic_rate=None,
+        overlap=True,
         n_fetch=1,
         n_push=1,
         staleness_aware_lr=False,
@@ -299,6 +306,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         self.n_backup = n_backup
         self.local_steps = local_steps
         self.elastic_rate = elastic_rate
+        self.overlap = overlap
         self.n_fetch = n_fetch
         self.n_push = n_push
         self.staleness_aware_lr = staleness_aware_lr

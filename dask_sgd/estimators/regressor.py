@@ -32,7 +32,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
     penalty, alpha, l1_ratio, fit_intercept, max_iter, tol, shuffle, verbose, epsilon, \
 random_state, early_stopping, validation_fraction, n_iter_no_change, warm_start, \
 average, batch_size, optimizer, clip_norm, strategy, n_backup, local_steps, elastic_rate, \
-n_fetch, n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, \
+overlap, n_fetch, n_push, staleness_aware_lr, staleness_bound, n_shards, scale_learning_rate, \
 warmup_epochs, snapshot_steps, snapshot_seconds, checkpoint_path
         As for :class:`dask_sgd.SGDClassifier`; early stopping scores R².
     learning_rate : {"auto", "invscaling", "constant", "optimal", "adaptive"}, \
@@ -100,6 +100,7 @@ default="auto"
         n_backup=1,
         local_steps=8,
         elastic_rate=None,
+        overlap=True,
         n_fetch=1,
         n_push=1,
         staleness_aware_lr=False,
@@ -137,6 +138,7 @@ default="auto"
         self.n_backup = n_backup
         self.local_steps = local_steps
         self.elastic_rate = elastic_rate
+        self.overlap = overlap
         self.n_fetch = n_fetch
         self.n_push = n_push
         self.staleness_aware_lr = staleness_aware_lr
