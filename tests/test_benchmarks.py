@@ -1,12 +1,15 @@
-"""The time-to-accuracy harness runs end to end at a small size (``--quick``)."""
+"""The benchmarks run end to end at a small size (``--quick``), and time first fits."""
 
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 
-from dask_sgd.benchmarks import tta
+from dask_sgd.benchmarks import engine_efficiency, tta
+from dask_sgd.benchmarks.memory import worker_shares
 from dask_sgd.cli import main as cli_main
 
 
@@ -28,11 +31,17 @@ def test_time_to_accuracy_quick_run_writes_every_contender(tmp_path):
     for row in rows:  # a time only where the target was reached, else the best metric
         assert row["reached"] == (row["best_log_loss"] <= results["target_log_loss"])
         assert ("seconds_to_target" in row) == row["reached"]
+        # dask_sgd's refit on data already seen: beside a time to target, never instead
+        refit = row["reached"] and row["contender"].startswith("dask_sgd")
+        assert ("refit_seconds" in row) == refit
+        if refit:
+            assert 0 < row["refit_seconds_min"] <= row["refit_seconds"] <= row["refit_seconds_max"]
     saved = json.loads((tmp_path / "tta.json").read_text())
     assert [row["contender"] for row in saved["rows"]] == [row["contender"] for row in rows]
     table = (tmp_path / "tta.md").read_text()
     assert table.count("\n| dask_sgd ") == sum(r["contender"].startswith("dask_sgd") for r in rows)
     assert "not reached" in table or all(row["reached"] for row in rows)
+    assert "| refit on data already seen, s (median [min, max]) |" in table
     assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,3 +56,56 @@ def test_scaling_run_at_small_size_times_every_size(tmp_path):
         assert 0 < row["setup_seconds"] < max(run["seconds"] for run in row["fits"])
         assert row["reached"] == (row["best_log_loss"] <= 1.001 * saved["reference_log_loss"])
     assert (tmp_path / "scaling.md").read_text().count("\n| 5,000 |") == 1
+
+
+@pytest.mark.timeout(60)
+def test_each_timed_fit_gets_rows_of_its_own_placed_as_persist_placed_them(client):
+    """tta: a copy of the persisted rows under new keys, on the workers of the originals;
+    engine: the same rows made again under new keys."""
+    data = tta.make_data(client, n_samples=2_200, n_test=200, n_features=5, n_informative=3)
+    first, second = tta.fresh_rows(client, data), tta.fresh_rows(client, data)
+    assert len({data["dX"].name, first["dX"].name, second["dX"].name}) == 3
+    np.testing.assert_array_equal(first["dX"].compute(), data["X"])
+    np.testing.assert_array_equal(first["dy"].compute(), data["y"])
+    where, copies = client.who_has(data["dX"]), client.who_has(second["dX"])
+    for index in range(data["dX"].numblocks[0]):
+        assert copies[(second["dX"].name, index, 0)] == where[(data["dX"].name, index, 0)]
+    tta.release_rows(client, first)
+    tta.release_rows(client, second)
+
+    rows = dict(n_samples=1_000, n_features=4)
+    (X1, y1), (X2, y2) = (engine_efficiency.fresh_data(client, rows) for _ in range(2))
+    assert X1.name != X2.name and y1.name != y2.name
+    shares = worker_shares(client, X1, y1)  # before compute() replicates blocks
+    assert sum(shares.values()) == X1.nbytes + y1.nbytes
+    np.testing.assert_array_equal(X1.compute(), X2.compute())
+    np.testing.assert_array_equal(y1.compute(), y2.compute())
+    client.cancel([X1, y1, X2, y2])
+
+
+@pytest.mark.timeout(180)
+def test_engine_quick_run_reports_every_goal_figure(tmp_path):
+    output = tmp_path / "engine.json"
+    assert cli_main(["bench", "engine", "--quick", "--output", str(output)]) == 0
+    saved = json.loads(output.read_text())
+    assert [goal["key"] for goal in saved["goals"]] == [g[1] for g in engine_efficiency.GOALS]
+    for goal in saved["goals"]:
+        value = goal["value"]
+        assert math.isfinite(value) and value > 0, goal
+        assert goal["met"] == (value >= goal["goal"] if goal["direction"] == "min" else
+                               value <= goal["goal"])  # fmt: skip
+    for k in (1, 2):  # k loops side by side, each on its share of the rows
+        limit = saved["limits"][str(k)]
+        assert limit["processes"] == k and len(limit["process_samples_per_second"]) == k
+        assert limit["samples_per_second"] > 0
+        for name in ("default", "sync"):
+            fit = saved["workers"][str(k)]["fits"][name]
+            assert fit["fraction_of_limit"] == pytest.approx(
+                fit["samples_per_second"] / limit["samples_per_second"]
+            )
+            assert 0 < fit["setup_seconds"] < fit["seconds"]
+    memory = saved["workers"]["2"]["user_defaults"]["memory"]
+    assert memory["share_bytes"] > 0 and memory["baseline_bytes"] > 0
+    assert saved["figures"]["peak_memory_ratio"] == pytest.approx(
+        memory["peak_bytes"] / (memory["share_bytes"] + memory["baseline_bytes"])
+    )

@@ -20,46 +20,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 from distributed import Client, LocalCluster, wait
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 import dask_sgd
+from dask_sgd.benchmarks.memory import PeakMemory
 from dask_sgd.datasets import make_classification_blocks
 
 ROWS_PER_FACTOR = 1_000_000
 N_TEST = 100_000
 TARGET_RATIO = 1.001
 W1 = dict(n_features=100, n_informative=50, flip_y=0.05, random_state=0)
-
-
-class PeakMemory:
-    """The largest resident memory of any worker process while the ``with`` block runs."""
-
-    def __init__(self, client, interval: float = 0.2) -> None:
-        self.client, self.interval, self.peak = client, interval, 0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            rss = self.client.run(lambda: psutil.Process().memory_info().rss)
-            self.peak = max(self.peak, *rss.values())
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def run_size(client, n_train: int, dtype, X_test, y_test, target: float) -> dict:

@@ -12,6 +12,16 @@ fits from scratch at each budget in turn, timing ``fit`` alone, then scores the 
 rows off the clock, and stops at the first budget that reaches the target: its fit time is
 the run's time to target. Each contender runs ``--repeats`` times; the table reports the
 median with min and max. Writes ``tta.json``, ``tta.md`` and ``tta.png`` to ``--output``.
+
+Every fit on Dask input is a user's first fit on its data: each budget of each run gets the
+training rows persisted again under keys of its own (a copy of each persisted partition,
+made where that partition is, so placed as ``persist`` placed the rows) and waited for
+before the clock starts, and released after it. No replica, block or cache left by an
+earlier fit is there to make it cheaper. A throw-away dask_sgd fit on a few rows first
+starts the cluster's machinery (and the workers import dask-ml), so that the first
+contender does not pay a new cluster's first fit. Beside each dask_sgd time to target, and
+labelled as such, the table reports a *refit on data already seen*: a second fit at the
+budget that reached the target, on the same rows right after the first.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import argparse
 import json
 import statistics
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +62,8 @@ STRATEGIES = ("local", "sync", "backup", "downpour", "ssp")
 class Contender:
     """A learner at one setting: ``make(budget)`` builds an unfitted model, and
     ``fit(model, data, budget)`` fits it (default: ``model.fit`` on the NumPy or, with
-    ``on_dask``, the Dask rows); ``epochs`` says whether the budget counts passes."""
+    ``on_dask``, the Dask rows); ``epochs`` says whether the budget counts passes; ``refit``
+    that a second fit on the same rows is timed too."""
 
     name: str
     setting: str
@@ -60,6 +72,8 @@ class Contender:
     on_dask: bool = False
     epochs: bool = False
     fit: Callable[[Any, dict, int | None], Any] | None = None
+    #: also time a second fit at the reaching budget on the same rows ("refit")
+    refit: bool = False
 
     def run_fit(self, model, data: dict, budget):
         if self.fit is not None:
@@ -128,7 +142,7 @@ def contenders(quick: bool) -> list[Contender]:
                 lambda b, s=strategy: dask_sgd.SGDClassifier(
                     loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0
                 ),
-                ours, on_dask=True, epochs=True,
+                ours, on_dask=True, epochs=True, refit=True,
             )
         )  # fmt: skip
     for strategy in STRATEGIES:
@@ -139,7 +153,7 @@ def contenders(quick: bool) -> list[Contender]:
                     loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0,
                     **ours_tuned,
                 ),
-                ours, on_dask=True, epochs=True,
+                ours, on_dask=True, epochs=True, refit=True,
             )
         )  # fmt: skip
     return rows
@@ -174,6 +188,38 @@ def make_data(client, n_samples: int, n_test: int, n_features: int, n_informativ
     }
 
 
+def _copy(block):
+    return np.array(block, copy=True)
+
+
+def fresh_rows(client, data: dict) -> dict:
+    """``data`` with its Dask training rows persisted again under keys of their own, and
+    waited for: each partition copied where it is, so placed as ``persist`` placed it, with
+    nothing that an earlier fit left (a replica, a block) attached to the new keys."""
+    token = uuid.uuid4().hex
+    dX = data["dX"].map_blocks(_copy, name=f"tta-X-{token}")
+    dy = data["dy"].map_blocks(_copy, name=f"tta-y-{token}")
+    dX, dy = client.persist([dX, dy])
+    wait([dX, dy])
+    return data | {"dX": dX, "dy": dy}
+
+
+def release_rows(client, data: dict) -> None:
+    """Release the rows that :func:`fresh_rows` persisted."""
+    client.cancel([data["dX"], data["dy"]])
+
+
+def warm_up(client, n_features: int) -> None:
+    """Start the cluster's machinery off the clock: the workers import dask-ml, and one
+    dask_sgd fit on a few rows (its own) runs once."""
+    client.run(__import__, "dask_ml.linear_model")
+    X, y = make_classification(n_samples=2_000, n_features=n_features, random_state=1)
+    dX, dy = client.persist([da.from_array(X, chunks=(250, -1)), da.from_array(y, 250)])
+    wait([dX, dy])
+    dask_sgd.SGDClassifier(loss="log_loss", max_iter=1, tol=None, random_state=0).fit(dX, dy)
+    client.cancel([dX, dy])
+
+
 def held_out_log_loss(model, data: dict) -> float:
     proba = model.predict_proba(data["X_test"])
     if dask.is_dask_collection(proba):
@@ -181,22 +227,41 @@ def held_out_log_loss(model, data: dict) -> float:
     return float(log_loss(data["y_test"], np.asarray(proba)))
 
 
-def run_contender(contender: Contender, data: dict, target: float) -> list[dict]:
-    """One run: fit at each budget until the target is reached; the points on the way."""
+def timed_fit(contender: Contender, data: dict, budget) -> tuple[Any, float]:
+    """A new model at ``budget``, fitted: the model and the seconds of its fit alone."""
+    model = contender.make(budget)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # small budgets are the point
+        # the peers' own deprecations: dask-ml reads old Dask settings and passes
+        # deprecated options to SciPy's L-BFGS-B
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        started = time.perf_counter()
+        contender.run_fit(model, data, budget)
+        seconds = time.perf_counter() - started
+    return model, seconds
+
+
+def run_contender(contender: Contender, data: dict, target: float, client=None) -> list[dict]:
+    """One run: fit at each budget until the target is reached; the points on the way.
+
+    With ``client``, a contender on Dask input fits each budget on rows of its own
+    (:func:`fresh_rows`), as a user's first fit on them; at the budget that reaches the
+    target, a ``refit`` contender then fits again on the same rows ("refit_seconds")."""
     points = []
     for budget in contender.budgets:
-        model = contender.make(budget)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # small budgets are the point
-            # the peers' own deprecations: dask-ml reads old Dask settings and passes
-            # deprecated options to SciPy's L-BFGS-B
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            started = time.perf_counter()
-            contender.run_fit(model, data, budget)
-            seconds = time.perf_counter() - started
-        loss = held_out_log_loss(model, data)  # off the clock
-        points.append({"budget": budget, "seconds": seconds, "log_loss": loss})
+        rows = fresh_rows(client, data) if client is not None and contender.on_dask else data
+        try:
+            model, seconds = timed_fit(contender, rows, budget)
+            loss = held_out_log_loss(model, data)  # off the clock
+            point = {"budget": budget, "seconds": seconds, "log_loss": loss}
+            if loss <= target and contender.refit:
+                model, point["refit_seconds"] = timed_fit(contender, rows, budget)
+                point["refit_log_loss"] = held_out_log_loss(model, data)
+        finally:
+            if rows is not data:
+                release_rows(client, rows)
+        points.append(point)
         if loss <= target:
             break
     return points
@@ -227,16 +292,29 @@ def summarize(contender: Contender, runs: list[list[dict]], target: float, n_tra
             row["samples_per_second"] = statistics.median(
                 n_train * point["budget"] / point["seconds"] for point in reached
             )
+        if contender.refit:  # not a first fit: the same rows, fitted once already
+            refits = [point["refit_seconds"] for point in reached]
+            row |= {
+                "refit_seconds": statistics.median(refits),
+                "refit_seconds_min": min(refits),
+                "refit_seconds_max": max(refits),
+            }
     return row
 
 
 def markdown_table(rows: list[dict], target: float, reference: float) -> str:
+    """Every contender's time to target as a first fit; the last column, labelled as such,
+    is a refit on data already seen (blank where none was timed)."""
     lines = [
         f"Target: held-out log-loss ≤ {target:.5f} (reference {reference:.5f} × {TARGET_RATIO}).",
+        (
+            "Every time to target is a first fit on its data; the last column is not (a second "
+            "fit at the same budget on the same rows)."
+        ),
         "",
         "| contender | setting | time to target, s (median [min, max]) | budget "
-        + "| samples/s | best log-loss |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        + "| samples/s | best log-loss | refit on data already seen, s (median [min, max]) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         if row["reached"]:
@@ -246,12 +324,19 @@ def markdown_table(rows: list[dict], target: float, reference: float) -> str:
             )
         else:
             time_cell = "not reached"
+        refit_cell = (
+            f"{row['refit_seconds']:.2f} [{row['refit_seconds_min']:.2f}, "
+            f"{row['refit_seconds_max']:.2f}]"
+            if "refit_seconds" in row
+            else ""
+        )
         budget = row.get("budget_to_target")
         rate = row.get("samples_per_second")
         lines.append(
             f"| {row['contender']} | {row['setting']} | {time_cell} | "
             f"{'' if budget is None else f'{budget:g}'} | "
-            f"{'' if rate is None else f'{rate:,.0f}'} | {row['best_log_loss']:.5f} |"
+            f"{'' if rate is None else f'{rate:,.0f}'} | {row['best_log_loss']:.5f} | "
+            f"{refit_cell} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -304,6 +389,7 @@ def main(argv: list[str] | None = None) -> dict:
         Client(cluster) as client,
     ):
         data = make_data(client, **size)
+        warm_up(client, size["n_features"])
         reference_model = LogisticRegression(C=1e6, tol=1e-6, max_iter=300)
         reference = held_out_log_loss(reference_model.fit(data["X"], data["y"]), data)
         target = TARGET_RATIO * reference
@@ -313,10 +399,12 @@ def main(argv: list[str] | None = None) -> dict:
             label = f"{contender.name} [{contender.setting}]"
             if args.only not in contender.name or (args.skip and args.skip in label):
                 continue
-            runs = [run_contender(contender, data, target) for _ in range(args.repeats)]
+            runs = [run_contender(contender, data, target, client) for _ in range(args.repeats)]
             row = summarize(contender, runs, target, len(data["y"]))
             rows.append(row)
             reached = f"{row['seconds_to_target']:.2f} s" if row["reached"] else "not reached"
+            if "refit_seconds" in row:
+                reached += f" (refit on data already seen {row['refit_seconds']:.2f} s)"
             print(f"{label}: {reached}, best {row['best_log_loss']:.5f}", flush=True)
 
     results = {
