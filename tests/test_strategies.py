@@ -189,3 +189,39 @@ def test_the_rate_follows_the_number_of_workers_over_a_short_warmup(client):
         assert trainer.schedule(at + 80) == pytest.approx(0.01)  # 1/4 of 4 epochs of 80
     finally:
         data.release()
+
+
+def local_results(step_seconds: float, latency_seconds: float, n_units: int = 2):
+    from dask_sgd.engine.strategies.local import LocalResult
+
+    return [
+        LocalResult(0.0, 0, None, step_seconds=step_seconds, latency_seconds=latency_seconds)
+    ] * n_units
+
+
+@pytest.mark.timeout(10)
+def test_auto_rounds_last_several_exchanges_within_their_bounds():
+    local = get_strategy("local")  # local_steps="auto"
+    assert local.calibration_steps() == 64 and local.round_steps() == 8
+    # 0.2 ms steps, 3 ms exchanges: 4 exchanges are 60 steps, a power of two is 64
+    assert local.paced(local_results(2e-4, 3e-3), steps_per_epoch=10_000).round_steps() == 64
+    # the epoch allows 8 rounds of at most 500 // 8 = 62 steps: 32 is the power of two below
+    assert local.paced(local_results(2e-4, 3e-3), steps_per_epoch=500).round_steps() == 32
+    # an exchange as cheap as a step: rounds as short as allowed, and never under 8 steps
+    assert local.paced(local_results(1e-3, 1e-3), steps_per_epoch=10_000).round_steps() == 8
+    assert local.paced(local_results(2e-4, 3e-3), steps_per_epoch=20).round_steps() == 8
+    # nothing measured (no round ended), or a fixed number of steps: the rounds stay
+    assert local.paced(local_results(2e-4, float("nan")), 10_000) is local
+    fixed = get_strategy("local", local_steps=16)
+    assert fixed.paced(local_results(2e-4, 3e-3), 10_000) is fixed
+    assert fixed.calibration_steps() is None and fixed.round_steps() == 16
+
+
+@pytest.mark.timeout(60)
+def test_auto_rounds_are_measured_in_a_first_segment_and_recorded(client):
+    X, y = make_classification(n_samples=4000, n_features=5, random_state=0)
+    X, y = da.from_array(X, chunks=1000), da.from_array(y, chunks=1000)
+    clf = SGDClassifier(max_iter=2, tol=None, batch_size=8, random_state=0).fit(X, y)
+    rounds = [record["local_steps"] for record in clf.history_]
+    assert all(steps in (8, 16, 32) for steps in rounds), rounds  # 250 steps: 8 rounds, 31 at most
+    assert all(record["exchange_wait_seconds"] >= 0 for record in clf.history_)

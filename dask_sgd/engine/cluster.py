@@ -137,7 +137,10 @@ class ClusterTrainer:
         self.scale_learning_rate, self.warmup_epochs = scale_learning_rate, warmup_epochs
         round_steps = strategy.round_steps()  # a segment is whole exchange rounds
         self.max_segment_steps = max(snapshot_steps // round_steps, 1) * round_steps
-        self.segment_steps = self.max_segment_steps  # shorter if steps are slow
+        # shorter if steps are slow, or if the strategy measures its pace in a first segment
+        self.segment_steps = min(
+            self.max_segment_steps, strategy.calibration_steps() or self.max_segment_steps
+        )
         self.snapshot_seconds = snapshot_seconds
         self.follow_workers = follow_workers
         self.average_start = int(average)  # samples; True is 1
@@ -299,6 +302,7 @@ class ClusterTrainer:
                 self.keeper.recover(state, version, n_steps, str(lost))
         seconds = time.perf_counter() - started
         self._pace_segments(n_steps, seconds)
+        self._use_strategy(self.strategy.paced(segment.results, self.steps_per_epoch))
         publish_segment(
             self.client, self.fit_id, self.strategy, state.step, segment.units, segment.results,
             seconds, segment.pushes,
@@ -335,6 +339,11 @@ class ClusterTrainer:
         dropped = self.keeper.dropped_since_last_snapshot(stats)
         pushes = [shard.pushes for shard in stats]
         return new_state, Segment(self.units, results, dropped, pushes)
+
+    def _use_strategy(self, strategy: Strategy) -> None:
+        """Go on with ``strategy`` (the same one, paced by what its units measured)."""
+        if strategy is not self.strategy:
+            self.strategy = self.keeper.strategy = self.supervisor.strategy = strategy
 
     def _pace_segments(self, n_steps: int, seconds: float) -> None:
         """Segments of about ``snapshot_seconds`` at the last one's pace (whole rounds, at

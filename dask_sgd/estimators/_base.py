@@ -83,7 +83,7 @@ class BaseSGD(TrainedEstimator):
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "strategy": [StrOptions(STRATEGY_NAMES)],  # grows as strategies register
         "n_backup": [Interval(Integral, 0, None, closed="left")],
-        "local_steps": [Interval(Integral, 1, None, closed="left")],
+        "local_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "elastic_rate": [Interval(Real, 0, 1, closed="right"), None],
         "overlap": ["boolean"],
         "n_fetch": [Interval(Integral, 1, None, closed="left")],

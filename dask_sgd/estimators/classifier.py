@@ -139,8 +139,12 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     n_backup : int, default=1
         "backup": workers whose gradients a step does without; fewer than the workers
         (should workers leave during the fit, at least one gradient counts).
-    local_steps : int, default=8
-        "local": steps each worker takes between two averagings.
+    local_steps : int or "auto", default="auto"
+        "local": steps each worker takes between two averagings. "auto" sizes the rounds by
+        time: a fit's first segment (64 steps) measures a step and an exchange, and from
+        then on a round lasts at least 4 exchanges, 8 to 64 steps in powers of two,
+        re-measured at every snapshot (``history_[i]["local_steps"]``). An integer makes
+        the fit reproducible; "auto" rounds can differ between two runs of the same fit.
     elastic_rate : float in (0, 1] or None, default=None
         "local": elastic averaging (EASGD, Zhang et al. 2015) with this moving rate β: the
         averaged model moves ``β`` of the way to the workers' mean, and each worker is
@@ -265,7 +269,7 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         clip_norm=None,
         strategy="local",
         n_backup=1,
-        local_steps=8,
+        local_steps="auto",
         elastic_rate=None,
         overlap=True,
         n_fetch=1,

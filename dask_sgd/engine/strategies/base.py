@@ -82,6 +82,16 @@ class Strategy:
         """Steps in an exchange round: a segment is whole rounds."""
         return 1
 
+    def calibration_steps(self) -> int | None:
+        """Steps of a fit's first segment, if the strategy measures something in it that
+        the rest of the fit needs (None: the segments' usual length)."""
+        return None
+
+    def paced(self, results: list[UnitResult], steps_per_epoch: int) -> Strategy:
+        """The strategy for the segments after the one of ``results`` (itself, unless it
+        adapts to what its units measured)."""
+        return self
+
     def first_version(self, step: int) -> int:
         """The version that new shards start at, for a fit at ``step``."""
         return 0
