@@ -16,6 +16,7 @@ import numpy as np
 from dask_sgd._array import get_namespace
 from dask_sgd.models.base import Model
 from dask_sgd.models.layout import Layout
+from dask_sgd.models.products import raw_outputs, transposed_times
 
 Array = Any
 
@@ -57,13 +58,13 @@ class LinearModel(Model):
     def forward(self, theta: Array, X: Array) -> tuple[Array, Array]:
         """Raw predictions, shape ``(n_samples, n_outputs)``; the backward pass needs ``X``."""
         coef = self.layout.view(theta, "coef")
-        return X @ coef.T + self.layout.view(theta, "intercept"), X
+        return raw_outputs(X, coef, self.layout.view(theta, "intercept")), X
 
     def backward(self, theta: Array, cache: Array, draw: Array) -> Array:
         """Chain rule: the flat gradient of ``sum(loss)`` given ``draw = dloss/draw``."""
         X = cache
         xp = get_namespace(theta)
-        coef_grad = (X.T @ draw).T
+        coef_grad = transposed_times(X, draw)
         intercept_grad = draw.sum(axis=0)
         if not self.fit_intercept:
             intercept_grad = xp.zeros_like(intercept_grad)
@@ -131,13 +132,13 @@ class StandardizedLinearModel(LinearModel):
 
     def forward(self, theta: Array, X: Array) -> tuple[Array, Array]:
         coef, intercept = self._effective(theta)
-        return X @ coef.T + intercept, X
+        return raw_outputs(X, coef, intercept), X
 
     def backward(self, theta: Array, cache: Array, draw: Array) -> Array:
         xp = get_namespace(theta)
         mean, std = self._moments_like(theta)
         per_output = draw.sum(axis=0)
-        coef_grad = ((cache.T @ draw).T - per_output[:, None] * mean) / std
+        coef_grad = (transposed_times(cache, draw) - per_output[:, None] * mean) / std
         if not self.fit_intercept:
             per_output = xp.zeros_like(per_output)
         flat = xp.concatenate([xp.reshape(coef_grad, -1), per_output])
