@@ -72,3 +72,16 @@ def test_other_minibatches_take_numpys_products():
     assert products._kernels_for(X.astype(int), np.ones(4, dtype=int)) is None
     with dask.config.set({"dask-sgd.compiled-kernels": False}):
         assert products._kernels_for(X, theta) is None
+
+
+@pytest.mark.timeout(60)
+def test_warm_up_loads_the_kernels_in_the_background_once():
+    import threading
+
+    products._compiled.cache_clear()
+    products.warm_up()
+    (loading,) = [t for t in threading.enumerate() if t.name == "dask-sgd-kernels"]
+    loading.join()
+    assert products._compiled.cache_info().misses == 1
+    products.warm_up()  # loaded: no second thread
+    assert not [t for t in threading.enumerate() if t.name == "dask-sgd-kernels"]

@@ -10,9 +10,11 @@ release the GIL, so the worker's event loop (the exchanges, the heartbeats) runs
 They are used for C-contiguous float32 or float64 NumPy minibatches of at least
 ``MIN_ROWS`` rows whose parameters have the same dtype; anything else (sparse, CuPy,
 column-major, small minibatches) takes the array's own ``@``, which stays the reference the
-tests compare against. ``dask.config.set({"dask-sgd.compiled-kernels": False})`` turns
-them off. numba compiles them on first use and caches the code next to this module; a new
-process still pays about 0.6 s to start numba, once.
+tests compare against. The Dask setting ``dask-sgd.compiled-kernels: false`` turns them off
+(on the workers: ``DASK_DASK_SGD__COMPILED_KERNELS=false`` in their environment). numba
+compiles them on first use and caches the code next to this module; a new process still
+pays about 0.6 s to start numba, once, which a fit on Dask starts on every worker in the
+background while it checks the blocks (:func:`warm_up`).
 
 Their sums run in another order than BLAS's (``reassoc``, so that they vectorize), so the
 results agree to rounding, not bit for bit. No other fast-math flag is set: a NaN or an
@@ -21,6 +23,7 @@ infinity propagates as in NumPy, so a diverging step is still refused.
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
 
@@ -76,3 +79,20 @@ def _compiled():
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return _kernels.forward, _kernels.backward
+
+
+def warm_up() -> None:
+    """Start numba and load (or compile) the kernels in a thread of their own, once per
+    process: ``client.run(warm_up)`` returns at once, and the first step finds them ready."""
+    if dask.config.get("dask-sgd.compiled-kernels", True) and _compiled.cache_info().misses == 0:
+        threading.Thread(target=_load_kernels, name="dask-sgd-kernels", daemon=True).start()
+
+
+def _load_kernels() -> None:
+    kernels = _compiled()
+    if kernels is None:  # pragma: no cover - numba is a dependency
+        return
+    for dtype in (np.float64, np.float32):
+        X, coef = np.zeros((1, 1), dtype), np.zeros((1, 1), dtype)
+        kernels[0](X, coef, np.zeros(1, dtype), np.empty((1, 1), dtype))
+        kernels[1](X, coef, np.empty((1, 1), dtype))
