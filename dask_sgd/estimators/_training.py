@@ -44,7 +44,7 @@ from dask_sgd.estimators._checkpoint import (
 )
 from dask_sgd.estimators._dask import check_dask_features, current_client
 from dask_sgd.models import Model, Objective
-from dask_sgd.models.products import warm_up
+from dask_sgd.models.products import start_warm_up
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule, scaled
 
@@ -411,7 +411,7 @@ def train_on_dask(
             "early_stopping=False and evaluate on held-out data yourself."
         )
     client = current_client()
-    client.run(warm_up)  # numba starts on the workers while they check the blocks
+    client.run(start_warm_up)  # numba starts on the workers while they check the blocks
     seed = draw_seed(spec.random_state)
     data = persist_blocks(
         client, X, y, sample_weight, classifier=is_classifier(estimator), seed=seed

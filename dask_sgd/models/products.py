@@ -81,11 +81,15 @@ def _compiled():
     return _kernels.forward, _kernels.backward
 
 
-def warm_up() -> None:
+def warm_up() -> threading.Thread | None:
     """Start numba and load (or compile) the kernels in a thread of their own, once per
-    process: ``client.run(warm_up)`` returns at once, and the first step finds them ready."""
-    if dask.config.get("dask-sgd.compiled-kernels", True) and _compiled.cache_info().misses == 0:
-        threading.Thread(target=_load_kernels, name="dask-sgd-kernels", daemon=True).start()
+    process: ``client.run(warm_up)`` returns at once, and the first step finds them ready.
+    Returns the thread (None if the kernels were loaded, or are off)."""
+    if not dask.config.get("dask-sgd.compiled-kernels", True) or _compiled.cache_info().misses:
+        return None
+    thread = threading.Thread(target=_load_kernels, name="dask-sgd-kernels", daemon=True)
+    thread.start()
+    return thread
 
 
 def _load_kernels() -> None:
@@ -96,3 +100,8 @@ def _load_kernels() -> None:
         X, coef = np.zeros((1, 1), dtype), np.zeros((1, 1), dtype)
         kernels[0](X, coef, np.zeros(1, dtype), np.empty((1, 1), dtype))
         kernels[1](X, coef, np.empty((1, 1), dtype))
+
+
+def start_warm_up() -> None:
+    """:func:`warm_up` for ``client.run``, which would send its thread back."""
+    warm_up()
