@@ -25,7 +25,9 @@ worker (or loop) and step. Everything below is measured in one run:
   workers), "local" averaging every 32 steps, and "default", the estimator's default
   strategy with its defaults (``strategy`` not passed). Samples per second over the
   epochs after the first (the first also starts the parameter server) of a fit of
-  ``--epochs`` + 1 epochs, as a fraction of the k-process limit.
+  ``--epochs`` + 1 epochs, as a fraction of the k-process limit: the median of
+  ``--repeats`` first fits (the contenders take turns, so that the machine's drift
+  spreads over all of them), with min and max.
 - **Each fit is a user's first fit on its data**: the rows are made again on the workers
   for every fit, under keys of their own, persisted and waited for as ``persist`` placed
   them, with no replica or block left by an earlier fit; they are released after it, and
@@ -44,11 +46,12 @@ worker (or loop) and step. Everything below is measured in one run:
   worker memory is the largest resident memory of a worker process during that fit
   (sampled every 0.2 s), beside the worker's share of the persisted rows plus its
   process's resident memory measured before those rows were made (the baseline); the
-  ratio is the larger of the two workers'.
+  ratio is the larger of the two workers'. Setup is the median over the repeats, memory
+  the run with the largest ratio.
 - **Per-step coordination overhead** of each strategy (and the default) with 2 workers:
   the time of a unit's step on one row (batch 1, ``--overhead-samples`` rows in 8 blocks,
   one timed epoch) minus the plain loop's step on one row (in this process, BLAS on one
-  thread, the best of three).
+  thread, the best of three); the median over the repeats.
 
 Prints every measurement and a table of the goals of issue 15; ``--output`` writes them
 as JSON. ``--quick`` runs a small size and only what the goals need ("default" and
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 import uuid
@@ -104,6 +108,7 @@ QUICK = dict(
     epochs=1,
     contenders=["default", "sync"],
     overhead_strategies=["sync"],
+    repeats=1,
 )
 #: issue 15's goals: (figure, key, goal, "min" if at least the goal else "max", unit)
 GOALS = (
@@ -229,47 +234,82 @@ def first_fit(client, data: dict, estimator: SGDClassifier, measure_memory: bool
     return result
 
 
+def summarize(runs: list[dict], keys) -> dict:
+    """The median of each of ``keys`` over ``runs``, with its min and max, and the runs."""
+    out: dict = {}
+    for key in keys:
+        values = [run[key] for run in runs]
+        out |= {key: statistics.median(values), f"{key}_min": min(values)}
+        out[f"{key}_max"] = max(values)
+    return out | {"runs": runs}
+
+
 def run_fits(client, n_workers: int, args, limit: float, data: dict, overhead: dict) -> dict:
-    """Every contender on the client's ``n_workers`` workers, each a first fit on fresh rows;
-    on 2 workers also a user's default fit (setup, memory) and the per-step overheads."""
-    out: dict = {"fits": {}}
+    """Every contender on the client's ``n_workers`` workers, ``--repeats`` times (in turns,
+    so that the machine's drift spreads over all), each a first fit on fresh rows; on 2
+    workers also a user's default fit (setup, memory) and the per-step overheads."""
     warm_up = dict(n_samples=max(64 * n_workers, 1_000), n_features=data["n_features"])
     first_fit(client, warm_up, SGDClassifier(**ALGORITHM, max_iter=1))
-    if n_workers == 2:
-        user = SGDClassifier(loss="log_loss", max_iter=args.epochs + 1, tol=None, random_state=0)
-        out["user_defaults"] = fit = first_fit(client, data, user, measure_memory=True)
-        print(f"{n_workers} workers, SGDClassifier(loss='log_loss'): setup "
-              f"{fit['setup_seconds']:.3f} s, peak memory ratio {fit['memory']['ratio']:.2f}",
-              flush=True)  # fmt: skip
-    for name in args.contenders:
-        if name == "backup" and n_workers < 2:
-            out["fits"][name] = {"not_applicable": "n_backup=1 needs at least 2 workers"}
-            continue
-        estimator = SGDClassifier(
-            **ALGORITHM, batch_size=args.batch_size, max_iter=args.epochs + 1, **CONTENDERS[name]
-        )
-        fit = first_fit(client, data, estimator)
-        fit["fraction_of_limit"] = fit["samples_per_second"] / limit
-        steps = fit["timed_samples"] / (n_workers * args.batch_size)
-        fit["step_seconds"] = fit["timed_seconds"] / steps
-        out["fits"][name] = fit
-        print(
-            f"{n_workers} worker(s), {name}: {fit['samples_per_second']:,.0f} samples/s, "
-            f"{fit['fraction_of_limit']:.3f} of {n_workers} loop(s)",
-            flush=True,
-        )
-    if overhead:
-        out["overhead"] = {}
-        for name in args.overhead_strategies:
+    names = [name for name in args.contenders if name != "backup" or n_workers > 1]
+    runs: dict = {name: [] for name in names}
+    user_runs: list[dict] = []
+    overhead_runs: dict = {name: [] for name in args.overhead_strategies if overhead}
+    for _ in range(args.repeats):
+        if n_workers == 2:
+            user = SGDClassifier(
+                loss="log_loss", max_iter=args.epochs + 1, tol=None, random_state=0
+            )
+            user_runs.append(fit := first_fit(client, data, user, measure_memory=True))
+            print(f"{n_workers} workers, SGDClassifier(loss='log_loss'): setup "
+                  f"{fit['setup_seconds']:.3f} s, peak memory ratio "
+                  f"{fit['memory']['ratio']:.2f}", flush=True)  # fmt: skip
+        for name in names:
+            estimator = SGDClassifier(
+                **ALGORITHM,
+                batch_size=args.batch_size,
+                max_iter=args.epochs + 1,
+                **CONTENDERS[name],
+            )
+            fit = first_fit(client, data, estimator)
+            steps = fit["timed_samples"] / (n_workers * args.batch_size)
+            fit["step_seconds"] = fit["timed_seconds"] / steps
+            runs[name].append(fit)
+            print(
+                f"{n_workers} worker(s), {name}: {fit['samples_per_second']:,.0f} samples/s, "
+                f"{fit['samples_per_second'] / limit:.3f} of {n_workers} loop(s)",
+                flush=True,
+            )
+        for name, overhead_fits in overhead_runs.items():
             estimator = SGDClassifier(**ALGORITHM, batch_size=1, max_iter=2, **CONTENDERS[name])
             fit = first_fit(client, overhead["data"], estimator)
             step = fit["timed_seconds"] / (fit["timed_samples"] / n_workers)
-            out["overhead"][name] = {
-                "step_seconds_batch_1": step,
-                "overhead_per_step_seconds": step - overhead["loop_step_seconds"],
-            }
+            overhead_fits.append(
+                {
+                    "step_seconds_batch_1": step,
+                    "overhead_per_step_seconds": step - overhead["loop_step_seconds"],
+                }
+            )
             print(f"overhead per step, {name}: {1e3 * (step - overhead['loop_step_seconds']):.3f}"
                   " ms", flush=True)  # fmt: skip
+
+    out: dict = {"fits": {}}
+    for name in args.contenders:
+        if name not in runs:
+            out["fits"][name] = {"not_applicable": "n_backup=1 needs at least 2 workers"}
+            continue
+        keys = ("samples_per_second", "seconds", "setup_seconds", "first_epoch_seconds")
+        out["fits"][name] = fit = summarize(runs[name], (*keys, "step_seconds"))
+        fit["fraction_of_limit"] = fit["samples_per_second"] / limit
+    if user_runs:
+        keys = ("seconds", "setup_seconds", "setup_and_first_epoch_extra_seconds")
+        out["user_defaults"] = summarize(user_runs, (*keys, "first_epoch_seconds"))
+        # peak memory is a worst case: the run with the largest ratio
+        out["user_defaults"]["memory"] = max(
+            (run["memory"] for run in user_runs), key=lambda memory: memory["ratio"]
+        )
+    if overhead_runs:
+        keys = ("step_seconds_batch_1", "overhead_per_step_seconds")
+        out["overhead"] = {name: summarize(rs, keys) for name, rs in overhead_runs.items()}
     return out
 
 
@@ -307,10 +347,11 @@ def markdown(results: dict) -> str:
     lines = [
         (
             f"{results['n_samples']:,} × {results['n_features']} float64 rows, "
-            f"batch {results['batch_size']} per worker, {results['epochs']} timed epoch(s)."
+            f"batch {results['batch_size']} per worker, {results['epochs']} timed epoch(s); "
+            f"dask_sgd: the median of {results['repeats']} first fit(s) each."
         ),
         "",
-        "| contender | samples / s | fraction of the limit |",
+        "| contender | samples / s (median [min, max]) | fraction of the limit |",
         "| --- | ---: | ---: |",
     ]
     for k in ("1", "2"):
@@ -324,12 +365,13 @@ def markdown(results: dict) -> str:
                 lines.append(f"| dask_sgd {name}, {k} worker(s) | {fit['not_applicable']} | |")
                 continue
             lines.append(
-                f"| dask_sgd {name}, {k} worker(s) | {fit['samples_per_second']:,.0f} | "
+                f"| dask_sgd {name}, {k} worker(s) | {fit['samples_per_second']:,.0f} "
+                f"[{fit['samples_per_second_min']:,.0f}, {fit['samples_per_second_max']:,.0f}] | "
                 f"{fit['fraction_of_limit']:.3f} |"
             )
     lines += [
         "",
-        "| strategy, 2 workers, batch 1 | step | overhead per step |",
+        "| strategy, 2 workers, batch 1 | step (median) | overhead per step (median) |",
         "| --- | ---: | ---: |",
     ]
     for name, row in results["workers"]["2"]["overhead"].items():
@@ -341,9 +383,9 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         (
-            f"Setup of a first fit (SGDClassifier(loss='log_loss'), 2 workers): "
+            f"Setup of a first fit (SGDClassifier(loss='log_loss'), 2 workers, median): "
             f"{user['setup_seconds']:.3f} s; one plain pass on one core: "
-            f"{limits['1']['pass_seconds']:.3f} s. Peak worker memory "
+            f"{limits['1']['pass_seconds']:.3f} s. Peak worker memory (the largest ratio) "
             f"{user['memory']['peak_bytes'] / 2**20:,.0f} MiB; share of the data "
             f"{user['memory']['share_bytes'] / 2**20:,.0f} MiB + baseline "
             f"{user['memory']['baseline_bytes'] / 2**20:,.0f} MiB."
@@ -370,6 +412,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side loops")
     parser.add_argument("--overhead-samples", type=int, default=4_000)
     parser.add_argument(
+        "--repeats", type=int, default=3, help="first fits per dask_sgd contender (the median)"
+    )
+    parser.add_argument(
         "--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS)
     )
     parser.add_argument(
@@ -382,9 +427,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
+    if args.quick:  # the small size, where no option says otherwise
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
 
     data = dict(n_samples=args.n_samples, n_features=args.n_features)
     overhead_data = dict(n_samples=args.overhead_samples, n_features=args.n_features)
@@ -393,6 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_features": args.n_features,
         "batch_size": args.batch_size,
         "epochs": args.epochs,
+        "repeats": args.repeats,
         "limits": {},
         "workers": {},
     }

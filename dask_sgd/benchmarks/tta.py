@@ -27,6 +27,7 @@ budget that reached the target, on the same rows right after the first.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -209,10 +210,14 @@ def release_rows(client, data: dict) -> None:
     client.cancel([data["dX"], data["dy"]])
 
 
+def _import(name: str) -> None:
+    importlib.import_module(name)
+
+
 def warm_up(client, n_features: int) -> None:
     """Start the cluster's machinery off the clock: the workers import dask-ml, and one
     dask_sgd fit on a few rows (its own) runs once."""
-    client.run(__import__, "dask_ml.linear_model")
+    client.run(_import, "dask_ml.linear_model")
     X, y = make_classification(n_samples=2_000, n_features=n_features, random_state=1)
     dX, dy = client.persist([da.from_array(X, chunks=(250, -1)), da.from_array(y, 250)])
     wait([dX, dy])
