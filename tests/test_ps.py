@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from dask_sgd.ps import (
     ParameterShard,
     shard_ranges,
 )
+from dask_sgd.ps.lane import LaneStream
 from dask_sgd.ps.retirement import ShardRetirement
 
 
@@ -165,6 +167,100 @@ async def test_an_update_that_is_not_finite_is_refused(c, s, a, b):
     await synchronous.abort("refused")
     with pytest.raises(TrainingAborted, match="refused"):
         await first
+
+
+# --- the shards' direct lanes (a plain TCP stream per unit, bypassing actor calls) ---------
+
+
+async def lane_streams(shard, n: int) -> list[LaneStream]:
+    address = tuple(await shard.call("open_lane", "127.0.0.1"))
+    streams = [await asyncio.to_thread(LaneStream, address) for _ in range(n)]
+    for stream in streams:  # a test that would wait for ever fails instead
+        stream.sock.settimeout(10)
+    return streams
+
+
+def answered(stream: LaneStream, seconds: float = 0.05) -> bool:
+    """Whether the lane has sent ``stream`` its answer (within ``seconds``)."""
+    stream.sock.settimeout(seconds)
+    try:
+        return bool(stream.sock.recv(1, socket.MSG_PEEK))
+    except TimeoutError:
+        return False
+    finally:
+        stream.sock.settimeout(10)
+
+
+@pytest.mark.timeout(30)
+@gen_cluster(client=True)
+async def test_a_lane_step_waits_for_every_contributor_and_answers_each_once(c, s, a, b):
+    rule = MeanGradientStep(2)
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.sgd(), rule, actor=True)
+    first, second = await lane_streams(shard, 2)
+    try:
+        await asyncio.to_thread(first.send_push, 0, np.array([1.0, 0.0]), (0, 0), 1.0)
+        assert not await asyncio.to_thread(answered, first)  # one of two gradients
+        assert (await shard.stats()).version == 0
+        await asyncio.to_thread(second.send_push, 0, np.array([3.0, 2.0]), (0, 1), 1.0)
+        for stream in (first, second):
+            params, version = await asyncio.to_thread(stream.receive)
+            np.testing.assert_array_equal(params, [-2.0, -1.0])  # minus the mean gradient
+            assert version == 1
+        # a rerun unit's push (same token) is not counted twice; the step waits on
+        await asyncio.to_thread(first.send_push, 1, np.array([1.0, 1.0]), (1, 0), 1.0)
+        await asyncio.to_thread(second.send_push, 1, np.array([1.0, 1.0]), (1, 0), 1.0)
+        assert not await asyncio.to_thread(answered, first)
+        assert (await shard.stats()).pushes == 3
+        # the actor calls reach the same barrier
+        params, version = await shard.push(1, np.array([3.0, 3.0]), (1, 1), 1.0)
+        np.testing.assert_array_equal(params, [-4.0, -3.0])
+        for stream in (first, second):
+            assert await asyncio.to_thread(stream.receive) == (pytest.approx(params), 2)
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.timeout(30)
+@gen_cluster(client=True)
+async def test_a_late_push_to_a_lane_is_dropped_and_counted(c, s, a, b):
+    """Backup workers: a step applies the first gradient of two; the late one is dropped
+    and its unit is answered at once with the step it missed."""
+    rule = MeanGradientStep(1)
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.sgd(), rule, actor=True)
+    fast, late = await lane_streams(shard, 2)
+    try:
+        await asyncio.to_thread(fast.send_push, 0, np.array([1.0, 2.0]), (0, 0), 1.0)
+        params, version = await asyncio.to_thread(fast.receive)
+        np.testing.assert_array_equal(params, [-1.0, -2.0])
+        await asyncio.to_thread(late.send_push, 0, np.array([5.0, 5.0]), (0, 1), 1.0)
+        late_params, late_version = await asyncio.to_thread(late.receive)
+        np.testing.assert_array_equal(late_params, params)
+        assert late_version == version == 1
+        stats = await shard.stats()
+        assert (stats.pushes, stats.dropped) == (1, 1)
+    finally:
+        fast.close()
+        late.close()
+
+
+@pytest.mark.timeout(30)
+@gen_cluster(client=True)
+async def test_abort_releases_a_unit_waiting_at_a_lane(c, s, a, b):
+    rule = MeanGradientStep(2)
+    shard = await c.submit(ParameterShard, np.zeros(2), optim.sgd(), rule, actor=True)
+    (stream,) = await lane_streams(shard, 1)
+    try:
+        await asyncio.to_thread(stream.send_push, 0, np.array([1.0, 0.0]), (0, 0), 1.0)
+        assert not await asyncio.to_thread(answered, stream)  # waits for the other unit
+        await shard.abort("a training unit failed")
+        with pytest.raises(TrainingAborted, match="a training unit failed"):
+            await asyncio.to_thread(stream.receive)
+        await asyncio.to_thread(stream.send_pull, 0)  # and every later request
+        with pytest.raises(TrainingAborted):
+            await asyncio.to_thread(stream.receive)
+    finally:
+        stream.close()
 
 
 @gen_cluster(client=True)

@@ -225,3 +225,48 @@ def test_auto_rounds_are_measured_in_a_first_segment_and_recorded(client):
     rounds = [record["local_steps"] for record in clf.history_]
     assert all(steps in (8, 16, 32) for steps in rounds), rounds  # 250 steps: 8 rounds, 31 at most
     assert all(record["exchange_wait_seconds"] >= 0 for record in clf.history_)
+
+
+def lanes_opened(client, shards) -> int:
+    """How many of ``shards`` (actors) have opened their direct lane."""
+    keys = {shard.key for shard in shards}
+
+    def count(dask_worker):
+        actors = dask_worker.state.actors
+        return sum(actors[key].rule.lane is not None for key in keys & set(actors))
+
+    return sum(client.run(count).values())
+
+
+@pytest.mark.timeout(60)
+def test_sync_through_the_direct_lanes_trains_the_model_of_the_actor_calls(client):
+    """Two shards on two workers: each unit reaches one shard on its own worker (no socket)
+    and one on the other (a TCP stream). The lanes hand the same rule the same gradients as
+    Dask's actor calls: the same model, bit for bit, averaged and not."""
+    X, y = dask_data()
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = Objective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-3))
+    fits, opened = {}, {}
+    try:
+        for lanes in (True, False):
+            trainer = ClusterTrainer(
+                client, data, objective, optim.adam(), schedules.constant(0.05),
+                TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=2,
+                strategy=Sync(lanes=lanes), snapshot_steps=10, average=200,
+            ).start()  # fmt: skip
+            state = TrainState.create(model.init_params(), optim.adam(), averaged=True)
+            try:
+                for _ in range(2):
+                    state, *_ = trainer.run_epoch(state, 1.0)
+                opened[lanes] = lanes_opened(client, trainer.server.shards)
+            finally:
+                trainer.close()
+            fits[lanes] = state
+    finally:
+        data.release()
+    assert opened == {True: 2, False: 0}
+    assert 0 < fits[True].n_averaged == fits[False].n_averaged < fits[True].step
+    np.testing.assert_array_equal(fits[True].params, fits[False].params)
+    np.testing.assert_array_equal(fits[True].average, fits[False].average)
+    np.testing.assert_array_equal(fits[True].opt_state.nu, fits[False].opt_state.nu)

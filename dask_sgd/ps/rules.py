@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from dask_sgd.ps.lane import lane_of
+
 Array = Any
 
 
@@ -29,6 +31,9 @@ class ExchangeRule:
 
     async def push(self, *args: Any) -> Any:
         raise NotImplementedError
+
+    def abort(self) -> None:
+        """The shard was aborted (it has released its own waiters): release the rule's."""
 
 
 class Immediate(ExchangeRule):
@@ -127,14 +132,31 @@ class Barrier(ExchangeRule):
 
     A contribution to a round already applied (a backup worker's late push) is dropped and
     counted. A token applies once.
+
+    Units reach a barrier either through Dask's actor calls (``push``) or through the
+    shard's direct lane (:mod:`dask_sgd.ps.lane`, opened by the ``open_lane`` request), a
+    plain TCP stream whose threads call :meth:`contribute` under the lane's lock: the
+    same rule either way.
     """
+
+    requests = ("open_lane",)
 
     def __init__(self, n_contributors: int) -> None:
         self.n_contributors = n_contributors
         self.dropped = 0
         self._pending: dict[int, tuple[Array, int, Any]] = {}
+        self.lane = None  # the shard's direct lane, once opened
 
     async def push(self, round_: int, value: Array, token: Any, rate: float) -> tuple[Array, int]:
+        if self.lane is None:
+            self.contribute(round_, value, token, rate)
+        else:  # under the lane's lock, answering the units that wait there
+            self.lane.push(round_, value, token, rate)
+        return await self.shard.pull(round_ + 1)
+
+    def contribute(self, round_: int, value: Array, token: Any, rate: float) -> None:
+        """Count ``value`` towards ``round_`` (or drop it, late), and apply every round that
+        is complete, in order; does not wait."""
         shard = self.shard
         if round_ < shard.version:  # late: the round was applied without it
             self.dropped += 1
@@ -144,7 +166,14 @@ class Barrier(ExchangeRule):
             with np.errstate(over="ignore", invalid="ignore"):  # refused, not warned
                 self._pending[round_] = (total + value, count + 1, first_rate)
                 self._apply_ready_rounds()
-        return await shard.pull(round_ + 1)
+
+    async def open_lane(self, host: str) -> tuple[str, int]:
+        """The address of this shard's direct lane, listening on ``host`` (its worker's)."""
+        return lane_of(self, host).open()
+
+    def abort(self) -> None:
+        if self.lane is not None:
+            self.lane.abort()
 
     def _apply_ready_rounds(self) -> None:
         shard = self.shard

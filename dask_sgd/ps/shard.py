@@ -89,6 +89,7 @@ class ParameterShard:
         self.pushes = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the waiters' loop
         self.rule = copy.deepcopy(rule if rule is not None else Immediate())
         self.rule.bind(self)
 
@@ -134,6 +135,7 @@ class ParameterShard:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters = []
+        self.rule.abort()  # and the units waiting on the rule's own (a direct lane's)
 
     async def stats(self) -> ShardStats:
         return ShardStats(self.version, self.pushes, self.rule.dropped, int(self.params.size))
@@ -166,14 +168,19 @@ class ParameterShard:
     async def until(self, condition: Callable[[], bool]) -> None:
         """Wait until ``condition()`` holds; raise if training was aborted meanwhile."""
         if not condition() and self.aborted is None:
-            waiter = asyncio.get_running_loop().create_future()
+            self._loop = asyncio.get_running_loop()
+            waiter = self._loop.create_future()
             self._waiters.append((condition, waiter))
             await waiter
         if self.aborted is not None:
             raise TrainingAborted(f"Training was aborted: {self.aborted}")
 
     def wake(self) -> None:
-        """Release the waiters whose condition now holds."""
+        """Release the waiters whose condition now holds. An update applied by a thread of
+        a direct lane (:mod:`dask_sgd.ps.lane`) wakes them through their event loop."""
+        if self._waiters and self._loop is not None and _running_loop() is not self._loop:
+            self._loop.call_soon_threadsafe(self.wake)
+            return
         still_waiting = []
         for condition, waiter in self._waiters:
             if condition() and not waiter.done():
@@ -192,3 +199,10 @@ class ParameterShard:
         if len(self._tokens) > TOKEN_MEMORY:
             self._tokens.popitem(last=False)
         return False
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dask_sgd.engine.strategies.base import Carry, UnitResult, register
-from dask_sgd.engine.strategies.sync import Sync, push_step
+from dask_sgd.engine.strategies.sync import Sync
 from dask_sgd.engine.units import joined
 
 
@@ -33,14 +33,15 @@ class Backup(Sync):
 
     def run_unit(self, data, calls, plan, unit, carry) -> UnitResult:
         step, end = plan.first_step, plan.first_step + plan.n_steps
-        params, _ = calls.pull(step)
-        loss_sum, rows = 0.0, 0
-        while step < end:
-            batch_loss, grad, batch_rows = data.gradient(plan, params, step)
-            lr = plan.learning_rate(step)
-            params, versions = joined(push_step(calls, step, grad, lr, (step, unit)))
-            loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
-            step = max(step + 1, min(versions.values()))
+        with self.rounds(calls) as rounds:
+            params, _ = joined(rounds.pull(step))
+            loss_sum, rows = 0.0, 0
+            while step < end:
+                batch_loss, grad, batch_rows = data.gradient(plan, params, step)
+                lr = plan.learning_rate(step)
+                params, versions = joined(rounds.push(step, grad, (step, unit), lr))
+                loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
+                step = max(step + 1, min(versions.values()))
         return UnitResult(loss_sum, rows, Carry(data.cursor))
 
     def history(self, results, dropped: int) -> dict:

@@ -5,14 +5,23 @@ the ``k`` gradients once with the optimizer,
 ``θ ← θ − η_t · d_t``, ``d_t`` = direction of ``(1/k) Σ_j (1/|B_j|) Σ_{i∈B_j} ∇L_i``,
 and answers every unit with the new parameters. The shards' version is the step, so a
 rerun unit's pushes of steps already applied are dropped.
+
+A step's pushes and answers go through the shards' direct lanes (:mod:`dask_sgd.ps.lane`:
+one message each way on a plain TCP stream, or none for a shard on the unit's own worker),
+not through Dask's actor calls, which cost milliseconds per step; ``lanes=False`` takes the
+actor calls, the reference path (the same rule on the shards, the same model).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Self
+
+from distributed import get_worker
 
 from dask_sgd.engine.strategies.base import Carry, ScaledStrategy, UnitResult, register
 from dask_sgd.engine.units import joined
+from dask_sgd.ps.lane import Lanes
 from dask_sgd.ps.rules import MeanGradientStep
 
 
@@ -20,6 +29,8 @@ from dask_sgd.ps.rules import MeanGradientStep
 @dataclass(frozen=True)
 class Sync(ScaledStrategy):
     name = "sync"
+    #: whether units reach the shards through their direct lanes (False: actor calls)
+    lanes: bool = True
 
     def first_version(self, step: int) -> int:
         return step
@@ -28,16 +39,39 @@ class Sync(ScaledStrategy):
         return MeanGradientStep(self.contributors(n_units))
 
     def run_unit(self, data, calls, plan, unit, carry) -> UnitResult:
-        params, _ = calls.pull(plan.first_step)
-        loss_sum, rows = 0.0, 0
-        for step in range(plan.first_step, plan.first_step + plan.n_steps):
-            batch_loss, grad, batch_rows = data.gradient(plan, params, step)
-            lr = plan.learning_rate(step)
-            params, _ = joined(push_step(calls, step, grad, lr, (step, unit)))
-            loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
+        with self.rounds(calls) as rounds:
+            params, _ = joined(rounds.pull(plan.first_step))
+            loss_sum, rows = 0.0, 0
+            for step in range(plan.first_step, plan.first_step + plan.n_steps):
+                batch_loss, grad, batch_rows = data.gradient(plan, params, step)
+                lr = plan.learning_rate(step)
+                params, _ = joined(rounds.push(step, grad, (step, unit), lr))
+                loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
         return UnitResult(loss_sum, rows, Carry(data.cursor))
 
+    def rounds(self, calls) -> Lanes | ActorRounds:
+        """How a unit reaches the shards' barriers: their lanes, or actor calls."""
+        if self.lanes:
+            return Lanes.open(calls.remote, calls.local, get_worker().address)
+        return ActorRounds(calls)
 
-def push_step(calls, step: int, grad, lr: float, token):
-    """Contribute ``grad`` to synchronous step ``step`` on every shard."""
-    return calls.fan_out("push", lambda where: (step, grad[where], token, lr))
+
+class ActorRounds:
+    """Synchronous rounds through Dask's actor calls (:class:`ShardCalls`), the reference
+    path: the interface of :class:`~dask_sgd.ps.lane.Lanes`."""
+
+    def __init__(self, calls) -> None:
+        self.calls = calls
+
+    def pull(self, min_version: int) -> list[tuple[slice, Any]]:
+        return self.calls.fan_out("pull", lambda where: (min_version,))
+
+    def push(self, round_: int, value, token, rate: float) -> list[tuple[slice, Any]]:
+        """Contribute ``value`` to synchronous round ``round_`` on every shard."""
+        return self.calls.fan_out("push", lambda where: (round_, value[where], token, rate))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
