@@ -1,23 +1,32 @@
-"""Dask input: check it, convert it and persist it on the workers as training blocks.
+"""Dask input: check it and train on it where it is, as blocks.
 
 A block is one partition of ``X`` with its rows of ``y`` and ``sample_weight``, as NumPy
-arrays, shuffled once when it is made (minibatches are then slices, not copies). Making the
-blocks and checking them is one pass over the data on the workers; only a small summary of
-each block (rows, labels, where a NaN is) comes back to the client.
+arrays: the partition itself when it already is one of the training dtype (a view of it, no
+copy), else the one conversion (a data frame's ``to_numpy``, or another dtype). Rows are
+never shuffled into a copy: a unit takes each minibatch as *runs* of ``run_rows``
+consecutive rows of its blocks, the runs in an order drawn anew every pass over the unit's
+rows (:class:`RowOrder`). Making the blocks and checking them is one read of the data on the
+workers; only a small summary of each block (rows, labels, column moments, where a NaN is)
+comes back to the client.
+
+Blocks are dealt to units by where they are: each worker's unit trains on the blocks it
+holds, and blocks move only to even out the units' rows (``docs/distributed.md``).
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 import uuid
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import dask
 import numpy as np
 import pandas as pd
+from dask.sizeof import sizeof
 from distributed import wait
 from sklearn.exceptions import DataConversionWarning
 
@@ -28,11 +37,34 @@ logger = logging.getLogger(__name__)
 
 Array = Any
 
+#: consecutive rows in a run: a minibatch is runs of this many rows of a unit's blocks, in
+#: an order drawn anew every pass (``docs/benchmarks.md``, "Minibatches without a shuffled
+#: copy"); the Dask config ``dask-sgd.run-rows`` changes it (1: rows in random order)
+RUN_ROWS = 64
+
 
 class Block(NamedTuple):
     X: np.ndarray
     y: np.ndarray
     sample_weight: np.ndarray | None
+
+
+class SharedBlock(Block):
+    """A block whose ``X`` is a view of a persisted partition (another key holds its memory).
+
+    Dask's size of it leaves out that view, so that a worker's managed memory counts the
+    rows once, and does not spill for a copy that does not exist. An ``X`` that arrived
+    from another worker (its base is the message, not an array) counts in full.
+    """
+
+    __slots__ = ()
+
+
+@sizeof.register(SharedBlock)
+def _sizeof_shared_block(block: SharedBlock) -> int:
+    X, y, weight = block
+    own = 0 if isinstance(X.base, np.ndarray) else X.nbytes
+    return 200 + own + y.nbytes + (0 if weight is None else weight.nbytes)
 
 
 class Unit(NamedTuple):
@@ -41,6 +73,171 @@ class Unit(NamedTuple):
     worker: str
     blocks: list[Any]
     partitions: list[int]
+
+
+class Runs(NamedTuple):
+    """A pass's runs in order: each run's block, first row and end row (Python lists), and
+    where each run ends in the pass (``ends``, rows from the pass's start)."""
+
+    block: list[int]
+    start: list[int]
+    stop: list[int]
+    ends: list[int]
+
+
+@dataclass(frozen=True)
+class RowOrder:
+    """The order in which a unit takes its rows: runs of ``run_rows`` consecutive rows of its
+    blocks (a block's last run may be shorter), every run once per pass, in an order drawn
+    anew for every pass from ``seed``, the pass's number and the unit's partitions.
+
+    A unit's position is a cursor ``(pass, row)``: which pass, and how many rows of it were
+    taken. The order is a function of the cursor and the unit's blocks, so a unit that
+    starts again from a cursor (a rerun, a resumed fit) takes the same rows.
+
+    Examples
+    --------
+    >>> blocks = [Block(np.arange(16.0).reshape(8, 2), np.arange(8), None)]
+    >>> order = RowOrder(seed=0, run_rows=2)
+    >>> X, y, weight, cursor, block = order.take(blocks, [0], (0, 0), 8)  # a whole pass
+    >>> y.tolist(), cursor
+    ([4, 5, 0, 1, 2, 3, 6, 7], (1, 0))
+    >>> order.take(blocks, [0], (1, 0), 8)[1].tolist()  # the next pass: another order
+    [6, 7, 0, 1, 4, 5, 2, 3]
+    >>> X, y, weight, cursor, block = order.take(blocks, [0], (1, 2), 2)  # one run: views
+    >>> y.tolist(), cursor, np.shares_memory(X, blocks[0].X)
+    ([0, 1], (1, 4), True)
+    """
+
+    seed: int = 0
+    run_rows: int = RUN_ROWS
+
+    def runs(self, sizes: tuple[int, ...], partitions: tuple[int, ...], pass_: int) -> Runs:
+        """The runs of pass ``pass_`` over blocks of ``sizes`` rows (partitions
+        ``partitions``)."""
+        return _shuffled_runs(sizes, self.run_rows, self.seed, partitions, pass_)
+
+    def take(
+        self,
+        blocks: list[Block],
+        partitions,
+        cursor: tuple[int, int],
+        n_rows: int,
+        buffers: MinibatchBuffers | None = None,
+    ):
+        """``(X, y, sample_weight, cursor, block)``: the next ``n_rows`` rows from ``cursor``
+        on (into the next pass, or passes, where this one ends), the cursor after them, and
+        the index of the block of their first row. Views when the rows are one run's, else
+        row-major arrays: new ones, or ``buffers``'."""
+        pass_, offset = cursor
+        sizes = tuple(int(block[0].shape[0]) for block in blocks)
+        total, partitions = sum(sizes), tuple(partitions)
+        pieces = []  # (block, first row, end row)
+        while n_rows > 0:
+            runs = self.runs(sizes, partitions, pass_)
+            i = bisect.bisect_right(runs.ends, offset)
+            while n_rows > 0 and i < len(runs.ends):
+                first = runs.stop[i] - (runs.ends[i] - offset)
+                stop = min(runs.stop[i], first + n_rows)
+                pieces.append((runs.block[i], first, stop))
+                n_rows -= stop - first
+                offset += stop - first
+                i += 1
+            if offset >= total:
+                pass_, offset = pass_ + 1, 0
+        return (*gather_pieces(blocks, pieces, buffers), (pass_, offset), pieces[0][0])
+
+
+@functools.lru_cache(maxsize=64)
+def _shuffled_runs(
+    sizes: tuple[int, ...], run_rows: int, seed: int, partitions: tuple[int, ...], pass_: int
+) -> Runs:
+    run_rows = max(int(run_rows), 1)
+    block = np.concatenate([np.full(-(-n // run_rows), b) for b, n in enumerate(sizes)])
+    start = np.concatenate([np.arange(0, n, run_rows) for n in sizes])
+    stop = np.minimum(start + run_rows, np.asarray(sizes)[block])
+    entropy = [int(seed), int(pass_), *(int(p) for p in partitions)]
+    order = np.random.default_rng(np.random.SeedSequence(entropy)).permutation(len(start))
+    block, start, stop = block[order], start[order], stop[order]
+    return Runs(block.tolist(), start.tolist(), stop.tolist(), np.cumsum(stop - start).tolist())
+
+
+class MinibatchBuffers:
+    """Arrays that a unit's minibatches are gathered into, ``depth`` sets used in turn: a
+    minibatch stays as it is while the next ``depth - 1`` are taken.
+
+    In a Dask worker every large new array is fresh memory from the kernel (Dask sets
+    ``MALLOC_TRIM_THRESHOLD_``, so freed memory goes back at once), and its page faults
+    cost more than the copy into it: 540 µs against 80 µs for W1's 1024-row minibatches.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self.sets: list[tuple | None] = [None] * depth
+        self.turn = 0
+
+    def arrays(self, n: int, X: np.ndarray, y: np.ndarray, weight: np.ndarray | None):
+        """``(X, y, sample_weight)`` arrays of ``n`` rows shaped and typed as the block's."""
+        turn, self.turn = self.turn, (self.turn + 1) % len(self.sets)
+        kept = self.sets[turn]
+        if kept is None or not all(map(_holds, kept, (X, y, weight), (n, n, n))):
+            kept = self.sets[turn] = _new_arrays(n, X, y, weight)
+        return tuple(None if a is None else a[:n] for a in kept)
+
+
+def _holds(buffer: np.ndarray | None, like: np.ndarray | None, n: int) -> bool:
+    """Whether ``buffer`` has room for ``n`` rows shaped and typed as ``like``'s."""
+    if buffer is None or like is None:
+        return buffer is None and like is None
+    return (
+        buffer.shape[0] >= n and buffer.shape[1:] == like.shape[1:] and buffer.dtype == like.dtype
+    )
+
+
+def _new_arrays(n: int, X: np.ndarray, y: np.ndarray, weight: np.ndarray | None) -> tuple:
+    return (
+        np.empty((n, *X.shape[1:]), X.dtype),
+        np.empty((n, *y.shape[1:]), y.dtype),
+        None if weight is None else np.empty(n, weight.dtype),
+    )
+
+
+def gather_pieces(
+    blocks: list[Block],
+    pieces: list[tuple[int, int, int]],
+    buffers: MinibatchBuffers | None = None,
+):
+    """``(X, y, sample_weight)`` of the rows ``pieces`` (``(block, first, end)``), in that
+    order: views of one piece, or row-major arrays (new, or ``buffers``') filled piece by
+    piece (one copy of consecutive rows per piece: faster than taking the rows one by one,
+    see ``docs/benchmarks.md``)."""
+    if len(pieces) == 1:
+        b, first, stop = pieces[0]
+        X, y, weight = blocks[b]
+        return X[first:stop], y[first:stop], None if weight is None else weight[first:stop]
+    n = sum(stop - first for _, first, stop in pieces)
+    first_block = blocks[pieces[0][0]]
+    X, y, weight = (
+        _new_arrays(n, *first_block) if buffers is None else buffers.arrays(n, *first_block)
+    )
+    at = 0
+    for b, first, stop in pieces:
+        block, end = blocks[b], at + stop - first
+        X[at:end] = block[0][first:stop]
+        y[at:end] = block[1][first:stop]
+        if weight is not None:
+            weight[at:end] = block[2][first:stop]
+        at = end
+    return X, y, weight
+
+
+def gather_runs(X: np.ndarray, starts, run_rows: int, out: np.ndarray) -> np.ndarray:
+    """Rows ``start:start + run_rows`` of ``X`` for each start, one after the other, into
+    ``out`` (what :func:`gather_pieces` does for ``X``; the gather benchmark times it)."""
+    at = 0
+    for start in starts:
+        out[at : at + run_rows] = X[start : start + run_rows]
+        at += run_rows
+    return out[:at]
 
 
 @dataclass(frozen=True)
@@ -59,13 +256,15 @@ class BlockSummary:
 
 @dataclass
 class DaskTrainingData:
-    """Persisted blocks (futures on the workers) and what the client knows about them."""
+    """Persisted blocks (futures on the workers) and what the client knows about them;
+    ``row_order`` is how units take their rows."""
 
     futures: list[Any]
     summaries: list[BlockSummary]
     n_features: int
     dtype: np.dtype
     feature_names: np.ndarray | None = None
+    row_order: RowOrder = RowOrder()
 
     @property
     def n_rows(self) -> int:
@@ -85,34 +284,32 @@ class DaskTrainingData:
         return DataMoments(features, total_moments(targets) if targets else None)
 
     def units(self, client: Any) -> list[Unit]:
-        """The non-empty blocks dealt to one training unit per worker, by block index.
+        """The non-empty blocks dealt to one training unit per worker, by where they are.
 
-        Dealing by index, not by where the scheduler happened to put the blocks, keeps the
-        minibatches (and so the fit) the same from run to run. Every unit gets a worker of
-        its own, preferring one that holds many of its rows (:func:`persist_blocks` makes
-        each block on the worker this chooses, when it can tell). Blocks held elsewhere
-        move to their unit's worker now, once, as aligned copies (:func:`aligned_block`),
-        and the blocks they were copied from are released.
+        Each worker's unit trains on the blocks that worker holds, so that an undisturbed
+        fit moves no data. Blocks move only to even out the units' rows (as
+        :meth:`redeal` does): when a worker holds no block (there is a unit for every
+        worker while there are blocks enough), when the blocks' workers hold very
+        different numbers of rows, or when a block is on a worker that is leaving. A block
+        moves once, as an aligned copy (:func:`aligned_block`), and the block it was
+        copied from is released. The units come in the order of their workers.
+
+        Which rows a unit trains on, and so the fit, depends on where Dask put the
+        partitions: two fits of the same data placed alike give the same model.
         """
-        blocks = [
-            (f, s.n_rows, s.index)
-            for f, s in zip(self.futures, self.summaries, strict=True)
-            if s.n_rows
-        ]
+        blocks = [i for i, s in enumerate(self.summaries) if s.n_rows]
         workers = staying_workers(client)
         if not workers:
             raise RuntimeError("No Dask worker to train on.")
-        n_units = self.n_units(len(workers))
-        dealt = [blocks[j::n_units] for j in range(n_units)]
-        holder = holders(client, [f.key for f, _, _ in blocks])
-        held = Counter()  # (unit, worker) -> rows of the unit's blocks on that worker
-        for unit, unit_blocks in enumerate(dealt):
-            for future, n_rows, _ in unit_blocks:
-                held[unit, holder[future.key]] += n_rows
-        chosen = unit_workers(held, n_units, workers)
-        return self._placed(
-            client, [(w, [i for _, _, i in b]) for w, b in zip(chosen, dealt, strict=True)], holder
+        holder = holders(client, [self.futures[i].key for i in blocks])
+        held: dict[str, list[int]] = {}
+        for i in blocks:
+            held.setdefault(holder[self.futures[i].key], []).append(i)
+        kept = {worker: held[worker] for worker in workers if worker in held}
+        orphans = sorted(
+            i for worker, indices in held.items() if worker not in kept for i in indices
         )
+        return self._placed(client, self._deal(kept, orphans, workers), holder)
 
     def n_units(self, n_workers: int) -> int:
         """How many units ``n_workers`` workers train: one each, if there are blocks enough."""
@@ -127,9 +324,21 @@ class DaskTrainingData:
         idlest for as long as that evens them out. A block moves to its new unit's worker
         once, as an aligned copy. The units come in the order of their workers.
         """
-        rows = {s.index: s.n_rows for s in self.summaries}
         kept = {unit.worker: list(unit.partitions) for unit in units if unit.worker in workers}
         orphans = sorted(i for unit in units if unit.worker not in kept for i in unit.partitions)
+        dealt = self._deal(kept, orphans, workers)
+        holder = holders(client, [self.futures[i].key for _, blocks in dealt for i in blocks])
+        return self._placed(client, dealt, holder)
+
+    def _deal(
+        self, kept: dict[str, list[int]], orphans: list[int], workers: list[str]
+    ) -> list[tuple[str, list[int]]]:
+        """``(worker, block indices)`` for each unit: the blocks ``kept`` by their workers,
+        a unit for more workers while there are blocks enough, the ``orphans`` to the units
+        with the fewest rows, and then the busiest unit's smallest block to the idlest unit
+        for as long as that lowers the most rows a unit has."""
+        rows = {s.index: s.n_rows for s in self.summaries}
+        kept = {worker: list(blocks) for worker, blocks in kept.items()}
         n_units = self.n_units(len(workers))
         for worker in workers:
             if len(kept) < n_units and worker not in kept:
@@ -142,13 +351,12 @@ class DaskTrainingData:
             idlest = min(kept, key=lambda worker: (load(worker), worker))
             if len(kept[busiest]) < 2:
                 break
-            block = min(kept[busiest], key=lambda index: rows[index])
+            block = min(kept[busiest], key=lambda index: (rows[index], index))
             if load(idlest) + rows[block] >= load(busiest):
                 break
             kept[busiest].remove(block)
             kept[idlest].append(block)
-        holder = holders(client, [self.futures[i].key for blocks in kept.values() for i in blocks])
-        return self._placed(client, [(w, sorted(kept[w])) for w in sorted(kept)], holder)
+        return [(worker, sorted(kept[worker])) for worker in sorted(kept)]
 
     def _placed(self, client: Any, dealt: list[tuple[str, list[int]]], holder: dict) -> list[Unit]:
         """A unit for each ``(worker, block indices)``: a block that ``holder`` (key ->
@@ -192,33 +400,18 @@ def holders(client: Any, keys: list) -> dict:
     return {key: (held.get(key) or [None])[0] for key in keys}
 
 
-def unit_workers(held: Counter, n_units: int, workers: list[str]) -> list[str]:
-    """A worker of its own for each of ``n_units`` units, preferring, greedily, the one
-    holding most of the unit's data (``held[unit, worker]``: how much); the others in order."""
-    chosen: dict[int, str] = {}
-    for (unit, worker), _ in held.most_common():
-        if worker in workers and unit not in chosen and worker not in chosen.values():
-            chosen[unit] = worker
-    free = iter(w for w in workers if w not in chosen.values())
-    return [chosen.get(unit) or next(free) for unit in range(n_units)]
-
-
-def dealt_workers(client: Any, x_parts: list) -> list[str | None]:
-    """For each partition, the worker :meth:`DaskTrainingData.units` will train its block on
-    if no partition is empty (None for all if there is no worker, or if the caller
-    restricts the workers with ``dask.annotate``).
-
-    Making each block there moves the partition to it while the blocks are being made,
-    instead of moving the block afterwards.
-    """
-    workers = staying_workers(client)
+def dealt_workers(client: Any, x_parts: list, held: dict) -> list[str | None]:
+    """For each partition, the worker to make its block on: None (where the scheduler puts
+    it, next to the partition) for a partition in a worker's memory (persisted), and for a
+    partition that is computed for the fit, the worker that dealing by index gives it
+    (partition ``i`` to the ``i mod k``-th of ``k`` workers), so that the units, and so the
+    fit, are the same from run to run. None for all if the caller restricts the workers
+    with ``dask.annotate``, or if there is no worker."""
+    workers = sorted(staying_workers(client))
     if not workers or "workers" in dask.get_annotations():
         return [None] * len(x_parts)
-    n_units = min(len(workers), len(x_parts))
-    holder = holders(client, [x.key for x in x_parts])
-    held = Counter((i % n_units, holder[x.key]) for i, x in enumerate(x_parts))
-    chosen = unit_workers(held, n_units, workers)
-    return [chosen[i % n_units] for i in range(len(x_parts))]
+    k = min(len(workers), len(x_parts))
+    return [None if held[x.key] else workers[i % k] for i, x in enumerate(x_parts)]
 
 
 def is_dask_collection(X: Any) -> bool:
@@ -234,18 +427,32 @@ def persist_blocks(
     classifier: bool,
     seed: int,
 ) -> DaskTrainingData:
-    """Make, check and persist the training blocks; raise on bad input, holding nothing."""
+    """Make, check and persist the training blocks; raise on bad input, holding nothing.
+
+    A block of a persisted partition is made where the partition is, as a view of it when
+    it already has the training dtype (:func:`load_block`); a partition that the fit
+    computes is made on the worker that :func:`dealt_workers` deals it to. ``seed`` seeds
+    the units' :class:`RowOrder`.
+    """
     x_parts, y_parts, w_parts, n_features, names, dtype = _partitions(X, y, sample_weight)
     name = uuid.uuid4().hex[:8]
     load = dask.delayed(load_block, pure=True)
+    held = holders(client, [x.key for x in x_parts])
     blocks = []
     for i, (x, yp, w, worker) in enumerate(
-        zip(x_parts, y_parts, w_parts, dealt_workers(client, x_parts), strict=True)
+        zip(x_parts, y_parts, w_parts, dealt_workers(client, x_parts, held), strict=True)
     ):
         where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
         with dask.annotate(**where):
             blocks.append(
-                load(x, yp, w, dtype, seed + i, dask_key_name=f"dask-sgd-block-{i}-{name}")
+                load(
+                    x,
+                    yp,
+                    w,
+                    dtype,
+                    held[x.key] is not None,
+                    dask_key_name=f"dask-sgd-block-{i}-{name}",
+                )
             )
     futures = client.compute(blocks)
     summaries = client.gather(
@@ -254,7 +461,9 @@ def persist_blocks(
             for i, f in enumerate(futures)
         ]
     )
-    data = DaskTrainingData(futures, summaries, n_features, np.dtype(dtype), names)
+    run_rows = int(dask.config.get("dask-sgd.run-rows", RUN_ROWS))
+    order = RowOrder(int(seed), run_rows)
+    data = DaskTrainingData(futures, summaries, n_features, np.dtype(dtype), names, order)
     bad = [s for s in summaries if s.problem]
     if bad or data.n_rows == 0:
         data.release()
@@ -267,25 +476,51 @@ def persist_blocks(
     return data
 
 
-def load_block(X, y, sample_weight, dtype, seed: int) -> Block:
-    """One partition as NumPy arrays, rows shuffled once (runs on a worker)."""
-    X = X.to_numpy(dtype=dtype) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=dtype)
+def load_block(X, y, sample_weight, dtype, persisted: bool = False) -> Block:
+    """One partition as NumPy arrays, its rows in their order (runs on a worker).
+
+    ``X`` becomes a row-major array of ``dtype`` (:func:`rows_are_contiguous`): the partition
+    itself (a view of it) when it already is one, else one copy (a data frame, whose
+    ``to_numpy`` is column-major; a column-major array; another dtype). Runs of rows from a column-major array train at
+    about half the speed (``docs/benchmarks.md``, "Minibatches without a shuffled copy").
+    A view of a ``persisted`` partition is a :class:`SharedBlock`: another key holds its
+    memory.
+    """
+    source = X  # what a view of the partition would share memory with
+    if isinstance(X, pd.DataFrame):
+        source = X.iloc[:, 0].to_numpy() if X.shape[1] else None
+        X = X.to_numpy(dtype=dtype)  # a column-major view, if the frame is one pandas block
+    X = np.asarray(X)
+    if not rows_are_contiguous(X, dtype):
+        X = np.ascontiguousarray(X, dtype=dtype)
     y = np.asarray(y).reshape(-1)
     weight = None if sample_weight is None else np.asarray(sample_weight, dtype=dtype).ravel()
-    order = np.random.default_rng(seed).permutation(X.shape[0])
-    return Block(shuffled_rows(X, order), y[order], None if weight is None else weight[order])
+    if persisted and isinstance(source, np.ndarray) and np.may_share_memory(X, source):
+        return SharedBlock(X if isinstance(X.base, np.ndarray) else X.view(), y, weight)
+    return Block(X, y, weight)
 
 
-def shuffled_rows(X: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """The rows of ``X`` in ``order``, as a new row-major array.
+def rows_are_contiguous(X: np.ndarray, dtype) -> bool:
+    """Whether ``X`` is an aligned 2-D array of ``dtype`` whose rows each lie in one piece
+    of memory, in order: C-contiguous, or columns sliced from a C-contiguous array. A run of
+    its rows is then one read of nearby memory, and a minibatch that is one run is a view
+    that BLAS takes as it is.
 
-    Indexing rows of a column-major array (what pandas' ``to_numpy`` gives, and a slice of
-    columns of one) reads memory far apart for every value: 2 to 3 times slower than
-    ``np.take`` into a row-major result, which reads each column once in turn.
+    Examples
+    --------
+    >>> wide = np.zeros((4, 3))
+    >>> [rows_are_contiguous(a, np.float64) for a in (wide, wide[:, :2], wide.T, wide[::2])]
+    [True, True, False, True]
+    >>> rows_are_contiguous(wide, np.float32)
+    False
     """
-    if X.strides[0] < X.strides[1]:  # column-major
-        return np.take(X, order, axis=0, out=np.empty(X.shape, X.dtype))
-    return np.ascontiguousarray(X[order])
+    return (
+        X.ndim == 2
+        and X.dtype == dtype
+        and X.flags.aligned
+        and (X.shape[1] <= 1 or X.strides[1] == X.itemsize)
+        and (X.shape[0] <= 1 or X.strides[0] >= X.shape[1] * X.itemsize)
+    )
 
 
 def aligned_block(block: Block) -> Block:
@@ -334,9 +569,7 @@ def summarize_block(block: Block, index: int, classifier: bool) -> BlockSummary:
         if problem is None:
             target = Moments.of(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     column = int(np.argmin(finite_columns)) if not finite_columns.all() else None
-    return BlockSummary(
-        index, int(X.shape[0]), labels, counts, problem, column, features, target
-    )
+    return BlockSummary(index, int(X.shape[0]), labels, counts, problem, column, features, target)
 
 
 def _partitions(X, y, sample_weight):

@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-#: rows per piece when a block's moments are taken: bounds the temporary copy
-MOMENT_ROWS = 8192
+#: rows per piece when a block's moments are taken: a piece of 100 float64 columns stays in
+#: a core's L2 cache between its reads (1.6 times as fast as 8192 rows on W1's blocks)
+MOMENT_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,23 @@ class Moments:
         (2, [2.0, 10.0], [1.0, 0.0])
         """
         total = cls(0, np.zeros(values.shape[1]), np.zeros(values.shape[1]))
+        # one buffer for every piece: in a Dask worker (MALLOC_TRIM_THRESHOLD_ set) every
+        # large temporary is fresh memory, and its page faults cost as much as the sums
+        buffer = np.empty((min(MOMENT_ROWS, values.shape[0]), values.shape[1]))
+        converted = None if values.dtype == np.float64 else np.empty_like(buffer)
+        ones = np.ones(buffer.shape[0])  # column sums as matrix products: one read each
         with np.errstate(all="ignore"):  # NaN, infinity and overflow give non-finite sums
             for start in range(0, values.shape[0], MOMENT_ROWS):
-                piece = np.asarray(values[start : start + MOMENT_ROWS], dtype=np.float64)
-                mean = piece.mean(axis=0)
-                m2 = ((piece - mean) ** 2).sum(axis=0)
-                total = total.combine(cls(piece.shape[0], mean, m2))
+                piece = values[start : start + MOMENT_ROWS]
+                if converted is not None:  # in float64
+                    converted[: piece.shape[0]] = piece
+                    piece = converted[: piece.shape[0]]
+                n = piece.shape[0]
+                mean = (ones[:n] @ piece) / n
+                deviations = buffer[:n]
+                np.subtract(piece, mean, out=deviations)
+                m2 = ones[:n] @ np.square(deviations, out=deviations)
+                total = total.combine(cls(n, mean, m2))
         return total
 
     def combine(self, other: Moments) -> Moments:

@@ -12,7 +12,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, wait
+from distributed import Client
 from sklearn import linear_model
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
 from sklearn.metrics import log_loss
@@ -22,7 +22,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import dask_sgd
 from dask_sgd import SGDClassifier, SGDRegressor, defaults, optim, schedules
-from dask_sgd.blocks import Block, aligned_block, persist_blocks, shuffled_rows
+from dask_sgd.blocks import Block, aligned_block, persist_blocks
 from dask_sgd.data import TargetEncoder
 from dask_sgd.datasets import make_linear_classification
 from dask_sgd.engine.cluster import ClusterTrainer
@@ -68,11 +68,7 @@ def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
         client, data, objective, optimizer, schedules.constant(0.1), encoder, batch_size=16
     ).start()
     try:
-        # blocks are dealt to units by index, wherever the scheduler put them
-        dealt = [[f.key for f in blocks] for _, blocks, _ in trainer.units]
-        keys = [f.key for f in data.futures]
-        assert dealt == [keys[0::2], keys[1::2]]
-        units = [client.gather(blocks) for _, blocks, _ in trainer.units]
+        units = [(client.gather(blocks), indices) for _, blocks, indices in trainer.units]
         state = TrainState.create(model.init_params(), optimizer, averaged=False)
         for _ in range(2):
             state, *_ = trainer.run_epoch(state, lr_factor=1.0)
@@ -86,8 +82,8 @@ def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
         cursors = [(0, 0)] * len(units)
         for _ in range(2 * trainer.steps_per_epoch):
             pieces = []
-            for j, blocks in enumerate(units):
-                Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
+            for j, (blocks, indices) in enumerate(units):
+                Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16, data.row_order, indices)
                 pieces.append((Xb, encoder(yb, None, Xb.dtype)[0]))
             yield (
                 np.concatenate([p[0] for p in pieces]),
@@ -139,45 +135,6 @@ def test_aligned_block_copies_only_what_is_unaligned():
     assert X.flags.aligned and X.flags.c_contiguous
     np.testing.assert_array_equal(X, unaligned)
     assert same_y is y and weight is None  # aligned arrays are not copied
-
-
-@pytest.mark.parametrize("layout", ["row-major", "column-major", "columns of a wider array"])
-def test_shuffled_rows_are_a_row_major_copy_in_any_layout(layout):
-    rng = np.random.default_rng(0)
-    wide = rng.standard_normal((50, 5))
-    X = {
-        "row-major": wide[:, :4].copy(),
-        "column-major": np.asfortranarray(wide[:, :4]),
-        "columns of a wider array": np.asfortranarray(wide)[:, 1:],
-    }[layout]
-    order = rng.permutation(50)
-
-    shuffled = shuffled_rows(X, order)
-
-    np.testing.assert_array_equal(shuffled, X[order])
-    assert shuffled.flags.c_contiguous and not np.shares_memory(shuffled, X)
-
-
-def test_blocks_are_made_on_their_units_worker_and_none_moves(client):
-    """Every partition is on worker a: unit 1's blocks are made on b, none is moved later."""
-    a, b = sorted(worker_statuses(client))
-    X, y = make_classification(n_samples=400, n_features=4, random_state=0)
-    with dask.annotate(workers=[a], allow_other_workers=False):
-        X, y = client.persist(as_dask_array(X, y, 50))
-    wait([X, y])
-    data = persist_blocks(client, X, y, classifier=True, seed=0)
-    try:
-        made = [f.key for f in data.futures]
-        where = client.who_has(data.futures)
-        assert [where[key] for key in made] == [[a], [b]] * 4  # dealt by index: a, b, a, ...
-        units = data.units(client)
-        assert [f.key for f in data.futures] == made  # nothing moved
-        assert [(worker, indices) for worker, _, indices in units] == [
-            (a, [0, 2, 4, 6]),
-            (b, [1, 3, 5, 7]),
-        ]
-    finally:
-        data.release()
 
 
 def test_a_client_that_lost_its_scheduler_says_so(client):
@@ -338,9 +295,7 @@ def test_predictions_on_dask_input_are_lazy_and_match(client):
         lazy = getattr(clf, method)(Xd)
         assert isinstance(lazy, da.Array), method
         # block by block or whole: the same products, summed in another order
-        np.testing.assert_allclose(
-            lazy.compute(), getattr(clf, method)(X), rtol=1e-12, atol=1e-14
-        )
+        np.testing.assert_allclose(lazy.compute(), getattr(clf, method)(X), rtol=1e-12, atol=1e-14)
 
 
 def test_dataframe_with_unknown_partition_lengths(client):
@@ -597,7 +552,7 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate, overla
         elastic_rate=elastic_rate, overlap=overlap,
     )  # fmt: skip
     try:
-        units = [client.gather(blocks) for _, blocks, _ in trainer.start().units]
+        units = [(client.gather(blocks), indices) for _, blocks, indices in trainer.start().units]
         state = fit_epochs(trainer, model, optimizer, epochs=2)
     finally:
         data.release()
@@ -614,10 +569,12 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate, overla
         done, late = 0, None  # late: the last round's mean and what each unit pushed to it
         while done < trainer.steps_per_epoch:
             n = min(4, trainer.steps_per_epoch - done)
-            for j, blocks in enumerate(units):
+            for j, (blocks, indices) in enumerate(units):
                 batches = []
                 for _ in range(n):
-                    Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16)
+                    Xb, yb, _, cursors[j] = take_rows(
+                        blocks, cursors[j], 16, data.row_order, indices
+                    )
                     batches.append((Xb, encoder(yb, None, Xb.dtype)[0], None))
                 unit_state = TrainState(copies[j], opt_states[j], done)
                 unit_state, _, _ = run_minibatches(

@@ -321,6 +321,7 @@ class ClusterTrainer:
             first_version=self.keeper.version,
             n_units=len(self.units),
             fit_id=self.fit_id,
+            row_order=self.data.row_order,
         )
         steps = self.strategy.open_segment(self.keeper.server, state.step, n_steps, len(self.units))
         results = self.supervisor.run(self.units, plan, self.carries)

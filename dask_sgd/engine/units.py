@@ -14,14 +14,14 @@ fails with :class:`NonFiniteParameters` naming the step and the partition.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from distributed import get_worker, secede
 from distributed.utils import sync
 
-from dask_sgd.blocks import Block, aligned_block
+from dask_sgd.blocks import Block, MinibatchBuffers, RowOrder, aligned_block
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.on_worker import fit_on_worker
 from dask_sgd.engine.steps import refuse_unusable_gradient
@@ -47,30 +47,32 @@ class SegmentPlan:
     first_version: int  # the shards' version as the segment starts
     n_units: int
     fit_id: str = ""  # the state the fit keeps on each worker (:mod:`.on_worker`)
+    row_order: RowOrder = field(default_factory=RowOrder)  # how units take their rows
 
 
-def take_rows(blocks: list[Block], cursor: tuple[int, int], n_rows: int):
-    """The next ``n_rows`` rows of the blocks, cycling; views unless they span two blocks."""
-    block_index, offset = cursor
-    pieces = []
-    while n_rows > 0:
-        X, y, weight = blocks[block_index]
-        rows = slice(offset, min(offset + n_rows, X.shape[0]))
-        pieces.append((X[rows], y[rows], None if weight is None else weight[rows]))
-        n_rows -= rows.stop - rows.start
-        offset = rows.stop
-        if offset >= X.shape[0]:
-            block_index, offset = (block_index + 1) % len(blocks), 0
-    if len(pieces) == 1:
-        return (*pieces[0], (block_index, offset))
-    X, y, weight = zip(*pieces, strict=True)
-    weight = None if weight[0] is None else np.concatenate(weight)
-    return np.concatenate(X), np.concatenate(y), weight, (block_index, offset)
+def take_rows(
+    blocks: list[Block],
+    cursor: tuple[int, int],
+    n_rows: int,
+    order: RowOrder | None = None,
+    partitions: list[int] | None = None,
+):
+    """``(X, y, sample_weight, cursor)``: the next ``n_rows`` rows of the blocks from
+    ``cursor`` (``(pass, rows of it taken)``) in ``order`` (:class:`~dask_sgd.blocks.RowOrder`;
+    the default's with seed 0), shuffled runs of consecutive rows of every block, a new order
+    every pass; views when they are one run's rows. ``partitions`` (the blocks' partition
+    indices, by default their positions) seed the order with ``order.seed``."""
+    order = RowOrder() if order is None else order
+    partitions = range(len(blocks)) if partitions is None else partitions
+    X, y, weight, cursor, _ = order.take(blocks, partitions, cursor, n_rows)
+    return X, y, weight, cursor
 
 
 @dataclass
 class UnitData:
-    """A unit's blocks, the Dask partition each one is, and where the next minibatch starts.
+    """A unit's blocks, the Dask partition each one is, and where the next minibatch starts:
+    a cursor ``(pass, rows of it taken)`` into the unit's :class:`~dask_sgd.blocks.RowOrder`
+    (the segment plan's ``row_order``), which a carry keeps from segment to segment.
 
     The blocks' targets are encoded as the losses take them (and class weights folded into
     their sample weights) once per block, not once per minibatch.
@@ -79,6 +81,8 @@ class UnitData:
     blocks: list[Block]
     partitions: list[int]
     cursor: tuple[int, int]
+    #: what minibatches are gathered into: one stays as it is while the next is taken
+    buffers: MinibatchBuffers = field(default_factory=MinibatchBuffers)
 
     @classmethod
     def encoded(
@@ -101,10 +105,13 @@ class UnitData:
         return cls(encoded, partitions, cursor)
 
     def next_minibatch(self, plan: SegmentPlan):
-        """``(X, Y, sample_weight, partition)``: encoded targets, the partition it starts in."""
-        partition = self.partitions[self.cursor[0]]
-        X, Y, weight, self.cursor = take_rows(self.blocks, self.cursor, plan.batch_size)
-        return X, Y, weight, partition
+        """``(X, Y, sample_weight, partition)``: encoded targets, the partition it starts in.
+        The arrays are views of the blocks or of :attr:`buffers`: the next call but one
+        overwrites them."""
+        X, Y, weight, self.cursor, block = plan.row_order.take(
+            self.blocks, self.partitions, tuple(self.cursor), plan.batch_size, self.buffers
+        )
+        return X, Y, weight, self.partitions[block]
 
     def gradient(self, plan: SegmentPlan, params: np.ndarray, step: int):
         """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
@@ -143,12 +150,14 @@ def train_unit(
 def sample_objective(
     theta: Any, block: Block, objective: Objective, encoder: TargetEncoder, n_rows: int
 ) -> tuple[float, int]:
-    """``(objective × rows, rows)`` at ``theta`` on the first ``n_rows`` rows of a block (a
-    task): the same rows every epoch, so that two epochs' values differ by what the
+    """``(objective × rows, rows)`` at ``theta`` on ``n_rows`` rows of a block, evenly spaced
+    through it (a task; a block is its partition's rows in their order, which may be
+    sorted): the same rows every epoch, so that two epochs' values differ by what the
     parameters changed, not by which rows were drawn."""
     X, y, weight = block
-    X, y = X[:n_rows], y[:n_rows]
-    Y, weight = encoder(y, None if weight is None else weight[:n_rows], X.dtype)
+    rows = slice(0, None, max(1, X.shape[0] // max(n_rows, 1)))
+    X, y = X[rows][:n_rows], y[rows][:n_rows]
+    Y, weight = encoder(y, None if weight is None else weight[rows][:n_rows], X.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         return objective.value(theta.astype(X.dtype), X, Y, weight) * X.shape[0], X.shape[0]
 
