@@ -173,8 +173,10 @@ async def test_an_update_that_is_not_finite_is_refused(c, s, a, b):
 
 
 async def lane_streams(shard, n: int) -> list[LaneStream]:
-    address = tuple(await shard.call("open_lane", "127.0.0.1"))
-    streams = [await asyncio.to_thread(LaneStream, address) for _ in range(n)]
+    host, port, secret = await shard.call("open_lane", "127.0.0.1")
+    streams = [
+        await asyncio.to_thread(LaneStream, (host, port), bytes.fromhex(secret)) for _ in range(n)
+    ]
     for stream in streams:  # a test that would wait for ever fails instead
         stream.sock.settimeout(10)
     return streams
@@ -210,6 +212,15 @@ async def test_a_lane_step_waits_for_every_contributor_and_answers_each_once(c, 
         await asyncio.to_thread(first.send_push, 1, np.array([1.0, 1.0]), (1, 0), 1.0)
         await asyncio.to_thread(second.send_push, 1, np.array([1.0, 1.0]), (1, 0), 1.0)
         assert not await asyncio.to_thread(answered, first)
+        assert (await shard.stats()).pushes == 3
+        # a stream without the lane's secret (it comes through Dask's comms) is closed unheard
+        host, port, _ = await shard.call("open_lane", "127.0.0.1")
+        intruder = await asyncio.to_thread(LaneStream, (host, port), bytes(16))
+        intruder.sock.settimeout(10)
+        await asyncio.to_thread(intruder.send_push, 1, np.array([9.0, 9.0]), (1, 1), 1.0)
+        with pytest.raises(ConnectionError):
+            await asyncio.to_thread(intruder.receive)
+        intruder.close()
         assert (await shard.stats()).pushes == 3
         # the actor calls reach the same barrier
         params, version = await shard.push(1, np.array([3.0, 3.0]), (1, 1), 1.0)

@@ -25,13 +25,16 @@ stream, which the unit raises as :class:`ConnectionError` (the trainer then find
 shard and recovers from the snapshot). TCP keepalive bounds the wait on a machine that
 vanished without closing its streams.
 
-The lane's threads end once no unit has been connected for :data:`IDLE_SECONDS`; the next
-``open_lane`` starts them again.
+A stream must first send the lane's random secret, which ``open_lane`` hands out through
+Dask's comms; messages are JSON and raw array bytes, never pickle, so a stream carries no
+code. The lane's threads end once no unit has been connected for :data:`IDLE_SECONDS`; the
+next ``open_lane`` starts them again.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
+import secrets
 import socket
 import struct
 import threading
@@ -41,12 +44,14 @@ from typing import Any, Self
 import numpy as np
 from distributed.comm import get_address_host
 
-from dask_sgd.errors import TrainingAborted
+from dask_sgd.errors import NonFiniteParameters, TrainingAborted
 
 Array = Any
 
-#: message framing: the length of the pickled metadata, then of the raw array bytes
+#: message framing: the length of the metadata (JSON), then of the raw array bytes
 HEADER = struct.Struct("!IQ")
+#: the length of a lane's secret, the first bytes a unit's stream sends
+SECRET_BYTES = 16
 #: a lane with no connected unit for this long closes its listening socket and its thread
 IDLE_SECONDS = 1.0
 #: how often a blocked wait looks again at the shard's abort flag (a safety net: an abort
@@ -58,8 +63,9 @@ POLL_SECONDS = 0.5
 
 
 def send_message(sock: socket.socket, meta: Any, array: Array | None = None) -> None:
-    """One message: ``meta`` (pickled) and the bytes of a contiguous 1-D array, if any."""
-    meta_bytes = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+    """One message: ``meta`` (JSON: numbers, strings and lists, never pickle, so that a
+    stream can carry no code) and the bytes of a contiguous 1-D array, if any."""
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     payload = memoryview(b"" if array is None else np.ascontiguousarray(array)).cast("B")
     parts = [memoryview(HEADER.pack(len(meta_bytes), payload.nbytes)), memoryview(meta_bytes)]
     parts.append(payload)
@@ -93,7 +99,7 @@ def receive_message(sock: socket.socket) -> tuple[Any, bytearray] | None:
     payload = _receive_exactly(sock, payload_size) if payload_size else bytearray()
     if meta_bytes is None or payload is None:
         return None
-    return pickle.loads(meta_bytes), payload
+    return json.loads(meta_bytes), payload
 
 
 def _tuned(sock: socket.socket) -> socket.socket:
@@ -121,7 +127,7 @@ class _Stream:
         self._send(("ok", version, params.dtype.str), params)
 
     def fail(self, error: BaseException) -> None:
-        self._send(("error", error), None)
+        self._send(("error", *_error_fields(error)), None)
 
     def _send(self, meta: Any, array: Array | None) -> None:
         try:
@@ -147,11 +153,13 @@ class PushLane:
         self._listener: socket.socket | None = None
         self._connections = 0
         self._last_used = time.monotonic()
+        self.secret = secrets.token_bytes(SECRET_BYTES)
 
     # --- opening -------------------------------------------------------------------------------
 
-    def open(self) -> tuple[str, int]:
-        """The address units connect to; starts listening if the lane was idle."""
+    def open(self) -> tuple[str, int, str]:
+        """The address units connect to and the lane's secret (what a stream sends first;
+        it reaches the units through Dask's comms); starts listening if the lane was idle."""
         with self.lock:
             self._last_used = time.monotonic()
             if self._listener is None:
@@ -161,7 +169,7 @@ class PushLane:
                 threading.Thread(
                     target=self._accept, args=(listener,), name="dask-sgd-lane-accept", daemon=True
                 ).start()
-            return self._listener.getsockname()[:2]
+            return (*self._listener.getsockname()[:2], self.secret.hex())
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -185,8 +193,14 @@ class PushLane:
             ).start()
 
     def _serve(self, stream: _Stream) -> None:
-        """One remote unit's requests, until it closes the stream."""
+        """One remote unit's requests, until it closes the stream (or sends a wrong secret)."""
         try:
+            try:
+                secret = _receive_exactly(stream.sock, SECRET_BYTES)
+            except OSError:
+                secret = None
+            if secret is None or not secrets.compare_digest(bytes(secret), self.secret):
+                return
             while True:
                 try:
                     message = receive_message(stream.sock)
@@ -197,7 +211,7 @@ class PushLane:
                 meta, payload = message
                 if meta[0] == "push":
                     _, round_, token, rate, dtype = meta
-                    value = np.frombuffer(payload, dtype)
+                    value, token = np.frombuffer(payload, dtype), _hashable(token)
                     self._request(stream, round_ + 1, (round_, value, token, rate))
                 else:  # ("pull", min_version)
                     self._request(stream, meta[1], None)
@@ -247,14 +261,18 @@ class PushLane:
 
     def push(self, round_: int, value: Array, token: Any, rate: float) -> None:
         """Contribute to ``round_`` without waiting (answers the remote units it releases)."""
+        error = None
         with self.lock:
             if self.shard.aborted is not None:
                 raise _aborted(self.shard)
             try:
                 self.rule.contribute(round_, value, token, rate)
-            finally:
-                ready = self._answerable()
+            except Exception as failure:  # noqa: BLE001 (raised below, once others are answered)
+                error = failure
+            ready = self._answerable()
         self._send(ready)
+        if error is not None:
+            raise error
 
     def wait(self, min_version: int) -> tuple[Array, int]:
         """The parameters and version once the version reaches ``min_version`` (the GIL
@@ -280,6 +298,28 @@ class PushLane:
 
 def _aborted(shard: Any) -> TrainingAborted:
     return TrainingAborted(f"Training was aborted: {shard.aborted}")
+
+
+def _hashable(token: Any) -> Any:
+    """A token as the unit made it: JSON turns its tuples into lists."""
+    return tuple(map(_hashable, token)) if isinstance(token, list) else token
+
+
+def _error_fields(error: BaseException) -> list:
+    """An error as plain fields: its kind and what rebuilds it (:func:`_error`)."""
+    if isinstance(error, NonFiniteParameters):
+        return ["non-finite", error.step, error.what, error.partition]
+    if isinstance(error, TrainingAborted):
+        return ["aborted", str(error)]
+    return ["other", f"{type(error).__name__}: {error}"]
+
+
+def _error(kind: str, *fields: Any) -> BaseException:
+    if kind == "non-finite":
+        return NonFiniteParameters(*fields)
+    if kind == "aborted":
+        return TrainingAborted(*fields)
+    return RuntimeError(f"A parameter-server shard's lane failed: {fields[0]}")
 
 
 _CREATING = threading.Lock()
@@ -309,7 +349,7 @@ def _connect(actor: Any) -> LaneStream:
     for attempt in range(2):
         address = actor.call("open_lane", host).result()
         try:
-            return LaneStream(tuple(address))
+            return LaneStream((address[0], address[1]), bytes.fromhex(address[2]))
         except ConnectionRefusedError:
             if attempt:
                 raise
@@ -319,8 +359,9 @@ def _connect(actor: Any) -> LaneStream:
 class LaneStream:
     """A unit's stream to a remote shard's lane: one request at a time."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], secret: bytes) -> None:
         self.sock = _tuned(socket.create_connection(address))
+        self.sock.sendall(secret)
 
     def send_push(self, round_: int, value: Array, token: Any, rate: float) -> None:
         value = np.ascontiguousarray(value)
@@ -336,7 +377,7 @@ class LaneStream:
             raise ConnectionError("The parameter-server shard's lane closed its stream.")
         meta, payload = message
         if meta[0] == "error":
-            raise meta[1]
+            raise _error(*meta[1:])
         _, version, dtype = meta
         return np.frombuffer(payload, dtype), version
 

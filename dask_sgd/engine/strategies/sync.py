@@ -9,7 +9,9 @@ rerun unit's pushes of steps already applied are dropped.
 A step's pushes and answers go through the shards' direct lanes (:mod:`dask_sgd.ps.lane`:
 one message each way on a plain TCP stream, or none for a shard on the unit's own worker),
 not through Dask's actor calls, which cost milliseconds per step; ``lanes=False`` takes the
-actor calls, the reference path (the same rule on the shards, the same model).
+actor calls, the reference path (the same rule on the shards, the same model), and so does
+a cluster whose comms use TLS (a lane is plain TCP, authenticated by a secret that reaches
+the units through Dask's comms, but not encrypted).
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ class Sync(ScaledStrategy):
         return UnitResult(loss_sum, rows, Carry(data.cursor))
 
     def rounds(self, calls) -> Lanes | ActorRounds:
-        """How a unit reaches the shards' barriers: their lanes, or actor calls."""
-        if self.lanes:
-            return Lanes.open(calls.remote, calls.local, get_worker().address)
+        """How a unit reaches the shards' barriers: their lanes, or actor calls (also on a
+        cluster whose comms use TLS: a lane is plain TCP)."""
+        here = get_worker().address
+        if self.lanes and not here.startswith("tls://"):
+            return Lanes.open(calls.remote, calls.local, here)
         return ActorRounds(calls)
 
 
