@@ -43,6 +43,11 @@ Array = Any
 RUN_ROWS = 64
 
 
+#: a unit may have this fraction more rows than the mean before blocks move to even the
+#: units out (a unit with fewer rows visits its rows more often in an epoch)
+BALANCE_TOLERANCE = 0.05
+
+
 class Block(NamedTuple):
     X: np.ndarray
     y: np.ndarray
@@ -132,6 +137,8 @@ class RowOrder:
         pass_, offset = cursor
         sizes = tuple(int(block[0].shape[0]) for block in blocks)
         total, partitions = sum(sizes), tuple(partitions)
+        if total == 0 and n_rows > 0:
+            raise ValueError("No rows to take: every block is empty.")
         pieces = []  # (block, first row, end row)
         while n_rows > 0:
             runs = self.runs(sizes, partitions, pass_)
@@ -289,8 +296,9 @@ class DaskTrainingData:
         Each worker's unit trains on the blocks that worker holds, so that an undisturbed
         fit moves no data. Blocks move only to even out the units' rows (as
         :meth:`redeal` does): when a worker holds no block (there is a unit for every
-        worker while there are blocks enough), when the blocks' workers hold very
-        different numbers of rows, or when a block is on a worker that is leaving. A block
+        worker while there are blocks enough), when a worker holds more than
+        ``BALANCE_TOLERANCE`` (5 %) above the mean rows, or when a block is on a worker
+        that is leaving. A block
         moves once, as an aligned copy (:func:`aligned_block`), and the block it was
         copied from is released. The units come in the order of their workers.
 
@@ -320,9 +328,10 @@ class DaskTrainingData:
 
         A unit whose worker is still there keeps its blocks; a new worker gets a unit (while
         there are more blocks than units); the blocks of units whose worker has left go to
-        the units with the fewest rows, and then blocks move from the busiest unit to the
-        idlest for as long as that evens them out. A block moves to its new unit's worker
-        once, as an aligned copy. The units come in the order of their workers.
+        the units with the fewest rows, and then, while a unit has more than
+        ``BALANCE_TOLERANCE`` (5 %) above the mean rows, blocks move from the busiest unit
+        to the idlest for as long as that evens them out. A block moves to its new unit's
+        worker once, as an aligned copy. The units come in the order of their workers.
         """
         kept = {unit.worker: list(unit.partitions) for unit in units if unit.worker in workers}
         orphans = sorted(i for unit in units if unit.worker not in kept for i in unit.partitions)
@@ -335,8 +344,9 @@ class DaskTrainingData:
     ) -> list[tuple[str, list[int]]]:
         """``(worker, block indices)`` for each unit: the blocks ``kept`` by their workers,
         a unit for more workers while there are blocks enough, the ``orphans`` to the units
-        with the fewest rows, and then the busiest unit's smallest block to the idlest unit
-        for as long as that lowers the most rows a unit has."""
+        with the fewest rows, and then, while a unit has more than ``BALANCE_TOLERANCE``
+        above the mean rows, the busiest unit's smallest block to the idlest unit for as
+        long as that lowers the most rows a unit has."""
         rows = {s.index: s.n_rows for s in self.summaries}
         kept = {worker: list(blocks) for worker, blocks in kept.items()}
         n_units = self.n_units(len(workers))
@@ -346,10 +356,11 @@ class DaskTrainingData:
         load = lambda worker: sum(rows[i] for i in kept[worker])
         for index in orphans:
             kept[min(kept, key=lambda worker: (load(worker), worker))].append(index)
+        most = (1 + BALANCE_TOLERANCE) * sum(map(load, kept)) / max(len(kept), 1)
         while True:  # even out: the busiest unit's smallest block goes to the idlest unit
             busiest = max(kept, key=lambda worker: (load(worker), worker))
             idlest = min(kept, key=lambda worker: (load(worker), worker))
-            if len(kept[busiest]) < 2:
+            if len(kept[busiest]) < 2 or load(busiest) <= most:
                 break
             block = min(kept[busiest], key=lambda index: (rows[index], index))
             if load(idlest) + rows[block] >= load(busiest):

@@ -240,10 +240,11 @@ def test_units_train_where_the_partitions_are(client):
 
 @pytest.mark.timeout(60)
 def test_runs_converge_as_well_as_rows_in_random_order(client):
-    """Held-out log loss after a fixed budget of epochs, the same seeds, on rows sorted by
-    label within each partition (the worst case for runs): the default runs of 64 rows are
-    within 2 % of rows in random order (``dask-sgd.run-rows`` 1, which is at least as
-    random as the shuffled copy the engine made before)."""
+    """Held-out log loss after one epoch, the same seeds, on rows sorted by label within
+    each partition (the worst case for runs): the default runs of 64 rows are within 2 % of
+    rows in random order (``dask-sgd.run-rows`` 1, at least as random as the shuffled copy
+    the engine made before). Adam at a high constant rate follows the order closely: runs
+    of 512 rows were 8 % worse here, a partition at a time 27 %."""
     X, y = make_classification_blocks(
         24_000, 20, n_informative=10, chunk_rows=6_000, random_state=0
     )
@@ -265,8 +266,9 @@ def test_runs_converge_as_well_as_rows_in_random_order(client):
         losses = []
         for seed in (0, 1):
             clf = dask_sgd.SGDClassifier(
-                loss="log_loss", max_iter=2, tol=None, random_state=seed, local_steps=16
-            )
+                loss="log_loss", optimizer="adam", learning_rate="constant", eta0=0.05,
+                max_iter=1, tol=None, random_state=seed, local_steps=16,
+            )  # fmt: skip
             with dask.config.set({"dask-sgd.run-rows": run_rows}):
                 clf.fit(X, y)
             losses.append(log_loss(y_test, clf.predict_proba(X_test)))

@@ -13,7 +13,10 @@ machine's noise to the comparison). Three layouts of the same rows:
 - ``sorted in partitions``: each partition's rows sorted by label (the worst case for
   runs of consecutive rows: a run holds one class);
 - ``sorted``: all rows sorted by label, so that the first partitions hold one class and
-  the last the other (and which rows a unit gets depends on how blocks are dealt).
+  the last the other (and which rows a unit gets depends on how blocks are dealt);
+- ``sorted, a class per worker``: the same, the first half of the partitions persisted on
+  one worker and the second half on the other (the worst case for dealing blocks by where
+  they are: each unit trains on one class between exchanges).
 
 Each order is set with the Dask config ``dask-sgd.run-rows`` (runs of that many
 consecutive rows, a new order every pass; 1: rows in random order). Run it with an older
@@ -39,7 +42,7 @@ import dask_sgd
 from dask_sgd.benchmarks.scaling import W1
 from dask_sgd.datasets import make_classification_blocks
 
-LAYOUTS = ("random", "sorted in partitions", "sorted")
+LAYOUTS = ("random", "sorted in partitions", "sorted", "sorted, a class per worker")
 
 
 def layout(X: np.ndarray, y: np.ndarray, name: str, chunk: int):
@@ -54,6 +57,30 @@ def layout(X: np.ndarray, y: np.ndarray, name: str, chunk: int):
         [lo + np.argsort(y[lo:hi], kind="stable") for lo, hi in itertools.pairwise(bounds)]
     )
     return X[order], y[order]
+
+
+def persist(client, X: np.ndarray, y: np.ndarray, chunk: int, by_halves: bool):
+    """``X, y`` persisted in partitions of ``chunk`` rows: where ``persist`` puts them, or
+    (``by_halves``) the first half of the partitions on one worker, the rest on another."""
+    if not by_halves:
+        dX, dy = client.persist([da.from_array(X, chunks=(chunk, -1)), da.from_array(y, chunk)])
+        wait([dX, dy])
+        return dX, dy
+    workers, half = sorted(client.scheduler_info()["workers"]), len(y) // 2
+    parts = []
+    for worker, rows in zip(workers, (slice(0, half), slice(half, None)), strict=False):
+        with dask.annotate(workers=[worker], allow_other_workers=False):
+            parts.append(
+                client.persist(
+                    [da.from_array(X[rows], chunks=(chunk, -1)), da.from_array(y[rows], chunk)]
+                )
+            )
+    wait(parts)
+    dX = da.concatenate([p[0] for p in parts]).map_blocks(np.copy)
+    dy = da.concatenate([p[1] for p in parts]).map_blocks(np.copy)
+    dX, dy = client.persist([dX, dy])
+    wait([dX, dy])
+    return dX, dy  # the halves are released as ``parts`` goes
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,11 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     ):
         warnings.simplefilter("ignore", UserWarning)  # from_array's "large graph" warning
         for name in args.layouts:
-            Xl, yl = layout(X, y, name, chunk)
-            dX = da.from_array(Xl, chunks=(chunk, -1))
-            dy = da.from_array(yl, chunks=chunk)
-            dX, dy = client.persist([dX, dy])
-            wait([dX, dy])
+            Xl, yl = layout(X, y, name.split(",")[0], chunk)
+            dX, dy = persist(client, Xl, yl, chunk, by_halves=name.endswith("per worker"))
             where = client.who_has(dX)
             workers = sorted({w for held in where.values() for w in held})
             placed = [workers.index(where[(dX.name, i, 0)][0]) for i in range(n_parts)]
