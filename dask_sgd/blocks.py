@@ -48,6 +48,11 @@ RUN_ROWS = 64
 BALANCE_TOLERANCE = 0.05
 
 
+#: a classifier's unit whose mix of labels is further than this from the whole data's (total
+#: variation distance) swaps blocks with other units (:meth:`DaskTrainingData.units`)
+LABEL_SKEW_LIMIT = 0.25
+
+
 class Block(NamedTuple):
     X: np.ndarray
     y: np.ndarray
@@ -202,10 +207,31 @@ def _holds(buffer: np.ndarray | None, like: np.ndarray | None, n: int) -> bool:
 
 def _new_arrays(n: int, X: np.ndarray, y: np.ndarray, weight: np.ndarray | None) -> tuple:
     return (
-        np.empty((n, *X.shape[1:]), X.dtype),
-        np.empty((n, *y.shape[1:]), y.dtype),
-        None if weight is None else np.empty(n, weight.dtype),
+        aligned_empty((n, *X.shape[1:]), X.dtype),
+        aligned_empty((n, *y.shape[1:]), y.dtype),
+        None if weight is None else aligned_empty((n,), weight.dtype),
     )
+
+
+def aligned_empty(shape: tuple, dtype, alignment: int = 64) -> np.ndarray:
+    """A new row-major array whose data starts at a multiple of ``alignment`` bytes.
+
+    A vectorized kernel may sum in another order depending on where its data starts (the
+    compiled kernels of :mod:`dask_sgd.models.products` reassociate their sums), so a
+    minibatch gathered into memory at another offset could give another rounding, and two
+    runs of a fit (or a unit and its rerun) could drift apart.
+
+    Examples
+    --------
+    >>> a = aligned_empty((3, 5), np.float32)
+    >>> a.shape, a.dtype, a.ctypes.data % 64, a.flags.c_contiguous
+    ((3, 5), dtype('float32'), 0, True)
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def gather_pieces(
@@ -317,7 +343,8 @@ class DaskTrainingData:
         orphans = sorted(
             i for worker, indices in held.items() if worker not in kept for i in indices
         )
-        return self._placed(client, self._deal(kept, orphans, workers), holder)
+        dealt = self._mixed(self._deal(kept, orphans, workers))
+        return self._placed(client, dealt, holder)
 
     def n_units(self, n_workers: int) -> int:
         """How many units ``n_workers`` workers train: one each, if there are blocks enough."""
@@ -368,6 +395,56 @@ class DaskTrainingData:
             kept[busiest].remove(block)
             kept[idlest].append(block)
         return [(worker, sorted(kept[worker])) for worker in sorted(kept)]
+
+    def _mixed(self, dealt: list[tuple[str, list[int]]]) -> list[tuple[str, list[int]]]:
+        """``dealt`` with blocks of about as many rows swapped between units when a unit's
+        mix of labels is more than ``LABEL_SKEW_LIMIT`` from the whole data's (total
+        variation distance): the swap that brings the furthest unit closest, until every
+        unit is within half that; as it is for a regressor.
+
+        Local SGD trains on a unit's own rows between exchanges: data sorted by label and
+        placed by class would have each unit learn one class (``docs/benchmarks.md``)."""
+        labels = {s.index: dict(zip(s.labels.tolist(), s.counts.tolist(), strict=True))
+                  for s in self.summaries}  # fmt: skip
+        classes = sorted({c for counts in labels.values() for c in counts}, key=repr)
+        if len(dealt) < 2 or len(classes) < 2:
+            return dealt
+        count = {i: np.array([labels[i].get(c, 0) for c in classes], float) for i in labels}
+        whole = sum(count.values())
+        whole = whole / whole.sum()
+        units = [list(blocks) for _, blocks in dealt]
+        totals = [sum((count[i] for i in blocks), np.zeros(len(classes))) for blocks in units]
+
+        def skew(total: np.ndarray) -> float:
+            return 0.5 * float(np.abs(total / max(total.sum(), 1) - whole).sum())
+
+        limit = LABEL_SKEW_LIMIT
+        for _ in range(sum(map(len, units))):  # each swap lowers a skew: a bounded search
+            skews = [skew(total) for total in totals]
+            a = int(np.argmax(skews))
+            if skews[a] <= limit:
+                break
+            limit = LABEL_SKEW_LIMIT / 2  # once mixing, mix well
+            best, gain = None, 1e-12
+            for b, others in enumerate(units):
+                for i in units[a] if b != a else ():
+                    for j in others:
+                        rows_i, rows_j = count[i].sum(), count[j].sum()
+                        if abs(rows_i - rows_j) > 0.1 * max(rows_i, rows_j):
+                            continue  # the units keep their rows
+                        moved = count[j] - count[i]
+                        better = (
+                            skews[a] + skews[b] - skew(totals[a] + moved) - skew(totals[b] - moved)
+                        )
+                        if better > gain:
+                            best, gain = (b, i, j), better
+            if best is None:
+                break
+            b, i, j = best
+            units[a] = [k for k in units[a] if k != i] + [j]
+            units[b] = [k for k in units[b] if k != j] + [i]
+            totals[a], totals[b] = totals[a] + count[j] - count[i], totals[b] + count[i] - count[j]
+        return [(worker, sorted(blocks)) for (worker, _), blocks in zip(dealt, units, strict=True)]
 
     def _placed(self, client: Any, dealt: list[tuple[str, list[int]]], holder: dict) -> list[Unit]:
         """A unit for each ``(worker, block indices)``: a block that ``holder`` (key ->

@@ -46,6 +46,16 @@ def persisted(client, n_samples=4_000, n_features=6, chunk_rows=500, seed=0, **p
     return X, y
 
 
+def placed(client, X, y, workers: list[str]) -> list:
+    """Persist partition ``i`` of ``X`` and ``y`` (their own keys) on ``workers[i]``; the
+    futures that hold them."""
+    held = []
+    for i, worker in enumerate(workers):
+        held += client.persist([X.to_delayed()[i, 0], y.to_delayed()[i]], workers=[worker])
+    wait(held)
+    return held
+
+
 def views_of_partitions(client, data, X) -> dict:
     """For each block: whether it is a view of its X partition, on the worker holding it."""
     keys = [(f.key, x.key) for f, x in zip(data.futures, X.to_delayed().ravel(), strict=True)]
@@ -215,12 +225,8 @@ def test_units_train_where_the_partitions_are(client):
     """Half the partitions on each worker: each unit gets its worker's blocks, none moves;
     all of them on one worker: half move, so that the units have as many rows."""
     a, b = sorted(worker_statuses(client))
-    Xa, ya = persisted(client, 2_000, seed=1, workers=[a], allow_other_workers=False)
-    Xb, yb = persisted(client, 2_000, seed=2, workers=[b], allow_other_workers=False)
-    X = da.concatenate([Xa, Xb]).map_blocks(np.copy)  # partitions 0-3 on a, 4-7 on b
-    y = da.concatenate([ya, yb]).map_blocks(np.copy)
-    X, y = client.persist([X, y])
-    wait([X, y])
+    X, y = make_linear_classification(4_000, 6, chunk_rows=500, random_state=1)
+    held = placed(client, X, y, [a] * 4 + [b] * 4)  # noqa: F841 (holds the partitions)
     data = persist_blocks(client, X, y, classifier=True, seed=0)
     try:
         keys = [f.key for f in data.futures]
@@ -233,6 +239,29 @@ def test_units_train_where_the_partitions_are(client):
         assert all(views_of_partitions(client, data, X).values())
     finally:
         data.release()
+
+
+@pytest.mark.timeout(30)
+def test_units_that_would_each_train_on_one_class_swap_blocks(client):
+    """Rows sorted by label and placed by class (a, the 0s; b, the 1s): blocks of as many
+    rows are swapped until each unit's labels are mixed; a regressor keeps the placement."""
+    a, b = sorted(worker_statuses(client))
+    X, _ = make_linear_classification(4_000, 6, chunk_rows=500, random_state=3)
+    y = da.concatenate([da.zeros(2_000, int, chunks=500), da.ones(2_000, int, chunks=500)])
+    held = placed(client, X, y, [a] * 4 + [b] * 4)  # noqa: F841 (holds the partitions)
+    for classifier in (True, False):
+        data = persist_blocks(client, X, y, classifier=classifier, seed=0)
+        try:
+            units = data.units(client)
+            dealt = [(worker, indices) for worker, _, indices in units]
+            if classifier:
+                assert [worker for worker, _ in dealt] == [a, b]
+                for _, indices in dealt:  # half of each class
+                    assert len(indices) == 4 and sum(i < 4 for i in indices) == 2
+            else:
+                assert dealt == [(a, [0, 1, 2, 3]), (b, [4, 5, 6, 7])]
+        finally:
+            data.release()
 
 
 # --- what the order costs in convergence ----------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import time
 import warnings
 
 import dask
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
             placed = [workers.index(where[(dX.name, i, 0)][0]) for i in range(n_parts)]
             for run_rows in args.run_rows:
                 for epochs in args.epochs:
-                    losses = []
+                    losses, setups = [], []
                     for seed in args.seeds:
                         clf = dask_sgd.SGDClassifier(
                             loss="log_loss",
@@ -127,8 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
                             random_state=seed,
                             local_steps=args.local_steps,
                         )
+                        started = time.perf_counter()
                         with dask.config.set({"dask-sgd.run-rows": run_rows}):
                             clf.fit(dX, dy)
+                        seconds = time.perf_counter() - started
+                        setups.append(seconds - clf.history_[-1]["wall_time"])
                         losses.append(log_loss(y_test, clf.predict_proba(X_test)))
                     row = {
                         "label": args.label,
@@ -137,13 +141,15 @@ def main(argv: list[str] | None = None) -> dict:
                         "epochs": epochs,
                         "held_out_log_loss": float(np.mean(losses)),
                         "per_seed": [float(v) for v in losses],
+                        "setup_seconds": float(np.median(setups)),
                         "placement": placed,
                     }
                     results.append(row)
                     print(
                         f"{args.label:10s} {name:22s} run_rows {run_rows:4d} epochs {epochs} "
                         f"held-out log loss {row['held_out_log_loss']:.5f} "
-                        f"(seeds {', '.join(f'{v:.5f}' for v in losses)}) placement {placed}",
+                        f"(seeds {', '.join(f'{v:.5f}' for v in losses)}) placement {placed}"
+                        f", setup {row['setup_seconds']:.2f} s",
                         flush=True,
                     )
             client.cancel([dX, dy])
