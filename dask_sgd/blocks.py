@@ -1,16 +1,17 @@
 """Dask input: check it and train on it where it is, as blocks.
 
 A block is one partition of ``X`` with its rows of ``y`` and ``sample_weight``, as NumPy
-arrays: the partition itself when it already is one of the training dtype (a view of it, no
-copy), else the one conversion (a data frame's ``to_numpy``, or another dtype). Rows are
-never shuffled into a copy: a unit takes each minibatch as *runs* of ``run_rows``
-consecutive rows of its blocks, the runs in an order drawn anew every pass over the unit's
-rows (:class:`RowOrder`). Making the blocks and checking them is one read of the data on the
-workers; only a small summary of each block (rows, labels, column moments, where a NaN is)
-comes back to the client.
+arrays: the partition itself when its rows are contiguous and of the training dtype (a view
+of it, no copy), else one row-major copy (a data frame, a column-major array, another
+dtype). Rows are never shuffled into a copy: a unit takes each minibatch as *runs* of
+``run_rows`` consecutive rows of its blocks, the runs in an order drawn anew every pass
+over the unit's rows (:class:`RowOrder`), gathered into buffers it reuses. Making the
+blocks and checking them is one read of the data on the workers; only a small summary of
+each block (rows, labels, column moments, where a NaN is) comes back to the client.
 
 Blocks are dealt to units by where they are: each worker's unit trains on the blocks it
-holds, and blocks move only to even out the units' rows (``docs/distributed.md``).
+holds, and blocks move only to even out the units' rows, or a classifier's labels when
+each unit would see one class (``docs/distributed.md``, "Blocks and minibatches").
 """
 
 from __future__ import annotations
