@@ -109,3 +109,30 @@ def test_engine_quick_run_reports_every_goal_figure(tmp_path):
     assert saved["figures"]["peak_memory_ratio"] == pytest.approx(
         memory["peak_bytes"] / (memory["share_bytes"] + memory["baseline_bytes"])
     )
+
+
+@pytest.mark.timeout(60)
+def test_step_cost_runs_every_contender_at_a_small_size():
+    from dask_sgd.benchmarks import step_cost
+
+    rates = step_cost.main(["--n-samples", "8192", "--repeats", "1"])
+    assert set(rates) == {
+        "plain NumPy loop", "engine, compiled products", "engine, NumPy's products"
+    }  # fmt: skip
+    assert all(math.isfinite(rate) and rate > 0 for rate in rates.values())
+
+
+@pytest.mark.timeout(120)
+def test_round_length_fits_each_setting_with_and_without_overlap():
+    from dask_sgd.benchmarks import round_length
+
+    rows = round_length.main(
+        ["--n-samples", "16000", "--local-steps", "8", "auto", "--repeats", "1"]
+    )
+    assert [(row["local_steps"], row["overlap"]) for row in rows] == [
+        (8, False), (8, True), ("auto", False), ("auto", True)
+    ]  # fmt: skip
+    for row in rows:
+        assert 0 < row["log_loss"] < math.log(2)  # better than a coin
+        assert row["waited_seconds"] >= 0
+        assert all(steps in (8, 16, 32, 64) for steps in row["rounds"])
