@@ -207,7 +207,7 @@ class ClusterTrainer:
             if self.keeper.averaging:
                 self.keeper.start_averaging(state)
         if self.keeper.server is None:
-            self.carries = [self.strategy.start_carry(state) for _ in self.units]
+            self.carries = [self._start_carry(state, unit, len(self.units)) for unit in self.units]
             self.keeper.start(state, len(self.units))
         segments: list[Segment] = []
         recoveries, moves, changes = (
@@ -341,6 +341,16 @@ class ClusterTrainer:
         pushes = [shard.pushes for shard in stats]
         return new_state, Segment(self.units, results, dropped, pushes)
 
+    def _start_carry(self, state: TrainState, unit: Unit, n_units: int) -> Carry:
+        """A new unit's carry at the snapshot ``state``: its cursor where the unit would be
+        had it trained from the fit's first step on its share of the samples seen. The
+        order of a unit's rows changes with every pass, so a fit resumed from a checkpoint,
+        or a unit that moved to another worker, takes the rows that an undisturbed fit
+        would (exactly so when the units take equal minibatches, as "sync" and "local")."""
+        unit_rows = sum(self.data.summaries[index].n_rows for index in unit.partitions)
+        cursor = divmod(state.samples // n_units, unit_rows)
+        return replace(self.strategy.start_carry(state), cursor=cursor)
+
     def _use_strategy(self, strategy: Strategy) -> None:
         """Go on with ``strategy`` (the same one, paced by what its units measured)."""
         if strategy is not self.strategy:
@@ -387,7 +397,8 @@ class ClusterTrainer:
             for unit, carry in zip(self.units, self.carries, strict=True)
         }
         self.carries = [
-            kept.get((unit.worker, tuple(unit.partitions))) or self.strategy.start_carry(state)
+            kept.get((unit.worker, tuple(unit.partitions)))
+            or self._start_carry(state, unit, len(units))
             for unit in units
         ]
         before, after = [u.worker for u in self.units], [u.worker for u in units]

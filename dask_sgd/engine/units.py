@@ -175,6 +175,7 @@ class ShardCalls:
     def __init__(self, shards: list, ranges: list[slice]) -> None:
         worker = get_worker()
         self.loop = worker.loop
+        self.actors = list(zip(shards, ranges, strict=True))  # every shard's actor proxy
         self.remote, self.local = [], []
         for shard, where in zip(shards, ranges, strict=True):
             obj = worker.state.actors.get(shard.key) if shard._address == worker.address else None

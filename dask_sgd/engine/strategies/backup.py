@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dask_sgd.engine.strategies.base import Carry, UnitResult, register
 from dask_sgd.engine.strategies.sync import Sync
 from dask_sgd.engine.units import joined
+from dask_sgd.ps.lane import Lanes
 
 
 @register
@@ -43,6 +44,14 @@ class Backup(Sync):
                 loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
                 step = max(step + 1, min(versions.values()))
         return UnitResult(loss_sum, rows, Carry(data.cursor))
+
+    def open_lanes(self, calls, here: str) -> Lanes:
+        """A stream to every shard, its own worker's too: a step takes the first gradients
+        to arrive, and a unit that skipped the network would always be first (on 2 workers,
+        every step took the gradient of the unit beside the shard, and the other's rows
+        never counted: on a noisy regression the average of the updates came 0.63 × as
+        near the optimum as the last iterate, 0.25 × with a stream for both units)."""
+        return Lanes.open(calls.actors, [], here)
 
     def history(self, results, dropped: int) -> dict:
         return {"dropped": dropped}

@@ -56,8 +56,13 @@ class Sync(ScaledStrategy):
         cluster whose comms use TLS: a lane is plain TCP)."""
         here = get_worker().address
         if self.lanes and not here.startswith("tls://"):
-            return Lanes.open(calls.remote, calls.local, here)
+            return self.open_lanes(calls, here)
         return ActorRounds(calls)
+
+    def open_lanes(self, calls, here: str) -> Lanes:
+        """The unit's lanes: a stream to each shard on another worker, none to a shard on
+        its own worker ``here``."""
+        return Lanes.open(calls.remote, calls.local, here)
 
 
 class ActorRounds:
