@@ -28,7 +28,7 @@ from dask_sgd.blocks import (
 )
 from dask_sgd.data import TargetEncoder
 from dask_sgd.datasets import make_classification_blocks, make_linear_classification
-from dask_sgd.engine.units import SegmentPlan, UnitData, take_rows
+from dask_sgd.engine.units import SegmentPlan, UnitData
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
@@ -159,7 +159,7 @@ def test_runs_visit_every_row_once_per_pass_and_differ_between_passes():
     total = 1000 + 777 + 64
     cursor, passes = (0, 0), []
     while len(passes) < 3 * total:
-        X, y, weight, cursor = take_rows(blocks, cursor, 100, order, [5, 2, 9])
+        X, y, weight, cursor, _ = order.take(blocks, [5, 2, 9], cursor, 100)
         assert X.shape == (100, 2) and weight.shape == (100,)
         np.testing.assert_array_equal(X[:, 0] * 10**6 + X[:, 1], y)  # rows stay whole
         passes.extend(y.tolist())
@@ -177,9 +177,9 @@ def test_runs_visit_every_row_once_per_pass_and_differ_between_passes():
     starts = list(zip(block[~inside], row[~inside], strict=True))
     assert len(starts) == 16 + 13 + 1 and starts != sorted(starts)
     # the same seed, cursor and partitions give the same rows; other seeds, others
-    again = take_rows(blocks, (1, 250), 300, order, [5, 2, 9])[1]
+    again = order.take(blocks, [5, 2, 9], (1, 250), 300)[1]
     assert again.tolist() == passes[total + 250 : total + 550]
-    other = take_rows(blocks, (1, 250), 300, RowOrder(seed=4, run_rows=64), [5, 2, 9])[1]
+    other = RowOrder(seed=4, run_rows=64).take(blocks, [5, 2, 9], (1, 250), 300)[1]
     assert other.tolist() != again.tolist()
 
 

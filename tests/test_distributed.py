@@ -27,7 +27,6 @@ from dask_sgd.data import TargetEncoder
 from dask_sgd.datasets import make_linear_classification
 from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.steps import TrainState, run_minibatches
-from dask_sgd.engine.units import take_rows
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
@@ -83,7 +82,7 @@ def test_sync_steps_equal_the_in_process_path_on_the_same_minibatches(client):
         for _ in range(2 * trainer.steps_per_epoch):
             pieces = []
             for j, (blocks, indices) in enumerate(units):
-                Xb, yb, _, cursors[j] = take_rows(blocks, cursors[j], 16, data.row_order, indices)
+                Xb, yb, _, cursors[j], _ = data.row_order.take(blocks, indices, cursors[j], 16)
                 pieces.append((Xb, encoder(yb, None, Xb.dtype)[0]))
             yield (
                 np.concatenate([p[0] for p in pieces]),
@@ -572,9 +571,8 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate, overla
             for j, (blocks, indices) in enumerate(units):
                 batches = []
                 for _ in range(n):
-                    Xb, yb, _, cursors[j] = take_rows(
-                        blocks, cursors[j], 16, data.row_order, indices
-                    )
+                    order = data.row_order
+                    Xb, yb, _, cursors[j], _ = order.take(blocks, indices, cursors[j], 16)
                     batches.append((Xb, encoder(yb, None, Xb.dtype)[0], None))
                 unit_state = TrainState(copies[j], opt_states[j], done)
                 unit_state, _, _ = run_minibatches(

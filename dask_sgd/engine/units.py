@@ -50,24 +50,6 @@ class SegmentPlan:
     row_order: RowOrder = field(default_factory=RowOrder)  # how units take their rows
 
 
-def take_rows(
-    blocks: list[Block],
-    cursor: tuple[int, int],
-    n_rows: int,
-    order: RowOrder | None = None,
-    partitions: list[int] | None = None,
-):
-    """``(X, y, sample_weight, cursor)``: the next ``n_rows`` rows of the blocks from
-    ``cursor`` (``(pass, rows of it taken)``) in ``order`` (:class:`~dask_sgd.blocks.RowOrder`;
-    the default's with seed 0), shuffled runs of consecutive rows of every block, a new order
-    every pass; views when they are one run's rows. ``partitions`` (the blocks' partition
-    indices, by default their positions) seed the order with ``order.seed``."""
-    order = RowOrder() if order is None else order
-    partitions = range(len(blocks)) if partitions is None else partitions
-    X, y, weight, cursor, _ = order.take(blocks, partitions, cursor, n_rows)
-    return X, y, weight, cursor
-
-
 @dataclass
 class UnitData:
     """A unit's blocks, the Dask partition each one is, and where the next minibatch starts:
