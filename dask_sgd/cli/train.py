@@ -1,13 +1,14 @@
 """``dask-sgd train``: fit an estimator on a data file, report held-out metrics, save it.
 
-    dask-sgd train DATA --target NAME [--estimator classifier|regressor] [--loss LOSS]
-        [--strategy S] [--max-iter N] [--set PARAM=VALUE ...] [--test-fraction 0.1]
-        [--scheduler ADDRESS | --n-workers 2] [--output PATH] [--quiet]
+    dask-sgd train DATA [--target NAME] [--format F] [--estimator classifier|regressor]
+        [--loss LOSS] [--strategy S] [--max-iter N] [--set PARAM=VALUE ...]
+        [--n-features N] [--index-base auto|0|1] [--hash-features 2**20]
+        [--test-fraction 0.1] [--scheduler ADDRESS | --n-workers 2] [--output PATH] [--quiet]
 
 The data (see :mod:`dask_sgd.cli.sources`) stays lazy until the fit persists it on the
-workers. A random ``--test-fraction`` of the rows is held out; its metrics are computed on
-the client (accuracy and, where the loss has probabilities, log-loss; R² for regression).
-The fitted model is written with :func:`dask_sgd.save` (numeric arrays and a JSON manifest,
+workers; svmlight files and hashed tables are Dask arrays of ``scipy.sparse`` CSR blocks.
+A random ``--test-fraction`` of the rows is held out; its metrics are computed on the
+client (accuracy and, where the loss has probabilities, log-loss; R² for regression). The fitted model is written with :func:`dask_sgd.save` (numeric arrays and a JSON manifest,
 no pickle) and read back with :func:`dask_sgd.load`.
 """
 
@@ -15,19 +16,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 import time
 
 import dask
 import dask.array as da
+import numpy as np
 from distributed import Client, LocalCluster
 from sklearn.base import is_classifier
 from sklearn.metrics import accuracy_score, log_loss, r2_score
 from sklearn.utils._param_validation import InvalidParameterError
 
 import dask_sgd
-from dask_sgd.cli.sources import FORMATS, DataError, read
+from dask_sgd.cli.sources import (
+    FORMATS,
+    DataError,
+    check_exists,
+    check_options,
+    guess_format,
+    parse_size,
+    read,
+)
 
 ESTIMATORS = {"classifier": dask_sgd.SGDClassifier, "regressor": dask_sgd.SGDRegressor}
 
@@ -36,11 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dask-sgd train", description=__doc__.splitlines()[0].strip("`: ")
     )
-    parser.add_argument("data", help="a Parquet, CSV, Zarr or .npy path or fsspec URL")
     parser.add_argument(
-        "--target", required=True, help="the target: a column name, or an index for arrays"
+        "data", help="a Parquet, CSV, Zarr, .npy or svmlight path or fsspec URL (a glob works)"
+    )
+    parser.add_argument(
+        "--target",
+        help="the target: a column name, or an index for arrays (svmlight files carry theirs)",
     )
     parser.add_argument("--format", choices=FORMATS, help="default: from the path's name")
+    parser.add_argument(
+        "--n-features",
+        type=int,
+        help="svmlight: the number of columns (default: the highest index found by a first "
+        "pass over the files)",
+    )
+    parser.add_argument(
+        "--index-base",
+        choices=("auto", "0", "1"),
+        default="auto",
+        help="svmlight: whether indices count from 0 or 1 (auto: 1 unless some file has an "
+        "index 0); with --n-features and 0 or 1, the first pass is skipped",
+    )
+    parser.add_argument(
+        "--hash-features",
+        type=hash_size,
+        metavar="N",
+        help="Parquet or CSV: hash every column but the target into N sparse columns on the "
+        "workers (N like 2**20)",
+    )
     parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="classifier")
     parser.add_argument("--loss", help="default: the estimator's (hinge, squared_error)")
     parser.add_argument("--strategy", help="default: the estimator's (local)")
@@ -65,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", help="where to save the fitted model")
     parser.add_argument("--quiet", action="store_true", help="no line per epoch")
     return parser
+
+
+def hash_size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:  # argparse words a ValueError as "invalid value" only
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def estimator_params(args) -> dict:
@@ -116,9 +157,18 @@ def held_out_split(X, y, fraction: float, seed: int):
             test.drop(columns="__target__"),
             test["__target__"].rename(y.name),
         )
-    rng = da.random.default_rng(seed)
-    held = rng.random(X.shape[0], chunks=(X.chunks[0],)) < fraction
+    if np.isnan(X.shape[0]):  # blocks of unknown length: one generator per block
+        held = y.map_blocks(_held_rows, fraction, seed, dtype=bool, meta=np.empty(0, dtype=bool))
+    else:
+        rng = da.random.default_rng(seed)
+        held = rng.random(X.shape[0], chunks=(X.chunks[0],)) < fraction
     return X[~held], y[~held], X[held], y[held]
+
+
+def _held_rows(block, fraction: float, seed: int, block_info=None) -> np.ndarray:
+    """Which of a block's rows are held out: a generator of the seed and the block's place."""
+    place = block_info[0]["chunk-location"][0] if block_info else 0
+    return np.random.default_rng([seed, place]).random(len(block)) < fraction
 
 
 def held_out_metrics(estimator, X_test, y_test) -> dict:
@@ -149,7 +199,22 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def train(args) -> dict:
-    X, y = read(args.data, args.target, args.format)
+    reader = functools.partial(
+        read,
+        args.data,
+        args.target,
+        args.format,
+        n_features=args.n_features,
+        index_base=args.index_base,
+        hash_features=args.hash_features,
+    )
+    # svmlight's first pass over the files runs on the workers; other data is opened here,
+    # so that a missing file or column fails before a cluster starts
+    check_exists(args.data)
+    fmt = args.format or guess_format(args.data)
+    check_options(fmt, args.target, args.n_features, args.index_base, args.hash_features)
+    svmlight = fmt == "svmlight"
+    X, y = (None, None) if svmlight else reader()
     cls = ESTIMATORS[args.estimator]
     params = estimator_params(args)
     unknown = sorted(set(params) - set(cls().get_params()))
@@ -159,6 +224,8 @@ def train(args) -> dict:
     estimator._validate_params()  # scikit-learn's own check, before any cluster starts
     with connect(args.scheduler, args.n_workers, args.connect_timeout) as client:
         print(f"dashboard: {client.dashboard_link}")
+        if svmlight:
+            X, y = reader()
         X_train, y_train, X_test, y_test = held_out_split(
             X, y, args.test_fraction, args.random_state
         )
