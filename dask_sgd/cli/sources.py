@@ -220,7 +220,14 @@ def read_svmlight(
     urls = svmlight_files(path)
     rows: list[float] = [np.nan] * len(urls)
     if n_features is None or index_base == "auto":
-        scans = dask.compute(*[dask.delayed(_scan_svmlight, pure=True)(url) for url in urls])
+        scans = dask.compute(
+            *[
+                dask.delayed(_scan_svmlight, pure=True)(
+                    url, dask_key_name=f"dask-sgd-scan-svmlight-{dask.base.tokenize(url)}"
+                )
+                for url in urls
+            ]
+        )
         rows = [scan[0] for scan in scans]
         lowest = [scan[1] for scan in scans if scan[1] is not None]
         highest = max((scan[2] for scan in scans if scan[2] is not None), default=-1)
