@@ -48,6 +48,18 @@ class GradientTransformation:
     def update(self, g: Array, state: State, params: Array | None = None) -> tuple[Array, State]:
         raise NotImplementedError
 
+    def zero_gradient_decay(self) -> Any:
+        """The factor by which each state leaf is multiplied in a step whose input is zero,
+        as a tree shaped as the state (None for scalar leaves such as Adam's count).
+
+        Lazily updated sparse parameters (:class:`dask_sgd.sparse.lazy.LazyParams`) catch an
+        entry untouched for ``k`` steps up with ``factor ** k``. A transformation whose
+        state does not simply decay under a zero input does not define it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not say how its state evolves under a zero gradient."
+        )
+
 
 class TraceState(NamedTuple):
     momentum: Array
@@ -77,6 +89,9 @@ class Identity(GradientTransformation):
     def update(self, g, state, params=None):
         return g, state
 
+    def zero_gradient_decay(self):
+        return ()
+
 
 @dataclass(frozen=True)
 class Trace(GradientTransformation):
@@ -92,6 +107,9 @@ class Trace(GradientTransformation):
         momentum = self.decay * state.momentum + g
         direction = g + self.decay * momentum if self.nesterov else momentum
         return direction, TraceState(momentum)
+
+    def zero_gradient_decay(self):
+        return TraceState(self.decay)
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,9 @@ class ScaleByAdagrad(GradientTransformation):
         sum_of_squares = state.sum_of_squares + g * g
         return g / (xp.sqrt(sum_of_squares) + self.eps), AdagradState(sum_of_squares)
 
+    def zero_gradient_decay(self):
+        return AdagradState(1.0)
+
 
 @dataclass(frozen=True)
 class ScaleByRMS(GradientTransformation):
@@ -125,6 +146,9 @@ class ScaleByRMS(GradientTransformation):
         xp = get_namespace(g)
         mean_square = self.decay * state.mean_square + (1 - self.decay) * g * g
         return g / (xp.sqrt(mean_square) + self.eps), RMSState(mean_square)
+
+    def zero_gradient_decay(self):
+        return RMSState(self.decay)
 
 
 @dataclass(frozen=True)
@@ -150,6 +174,9 @@ class ScaleByAdam(GradientTransformation):
         direction = (mu_hat / (xp.sqrt(nu_hat) + self.eps)).astype(g.dtype)
         return direction, AdamState(count, mu, nu)
 
+    def zero_gradient_decay(self):
+        return AdamState(None, self.b1, self.b2)
+
 
 @dataclass(frozen=True)
 class Chain(GradientTransformation):
@@ -174,6 +201,10 @@ class Chain(GradientTransformation):
             g, s = t.update(g, s, params)
             new_state.append(s)
         return g, tuple(new_state)
+
+    def zero_gradient_decay(self):
+        # lazily, an untouched entry's direction counts as zero: so is the next one's input
+        return tuple(t.zero_gradient_decay() for t in self.transformations)
 
 
 def identity() -> GradientTransformation:

@@ -1,0 +1,114 @@
+"""A sparse minibatch's loss and gradient at the columns it touches only.
+
+A CSR minibatch of hashed features touches a few hundred of a model's 2^20 or more columns.
+:func:`sparse_loss_and_grad` computes the loss on a *compact* model made of those columns
+(the minibatch's column indices renumbered, its data shared, nothing dense of the model's
+width), so that a step costs O(touched entries), not O(n_features).
+
+The penalty is left out: :class:`dask_sgd.sparse.lazy.LazyParams` applies it lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from dask_sgd.models.linear import LinearModel
+from dask_sgd.models.objective import MAX_DLOSS
+from dask_sgd.sparse.vector import SparseVector
+
+Array = Any
+
+
+def touched_columns(X: Any) -> np.ndarray:
+    """The sorted distinct column indices (int64) that a CSR minibatch stores entries in."""
+    return np.unique(X.indices).astype(np.int64, copy=False)
+
+
+def param_indices(model: LinearModel, columns: Any) -> np.ndarray:
+    """The flat θ indices of ``coef[:, columns]`` for every output, then every intercept,
+    ascending (the layout: ``coef`` of shape (n_outputs, n_features) row-major, then
+    ``intercept``).
+
+    Examples
+    --------
+    >>> param_indices(LinearModel(n_features=5, n_outputs=2), [1, 3])
+    array([ 1,  3,  6,  8, 10, 11])
+    """
+    columns = np.asarray(columns, dtype=np.int64)
+    n_outputs, n_features = model.n_outputs, model.n_features
+    coef = (np.arange(n_outputs, dtype=np.int64)[:, None] * n_features + columns).reshape(-1)
+    intercept = n_outputs * n_features + np.arange(n_outputs, dtype=np.int64)
+    return np.concatenate([coef, intercept])
+
+
+def _check_model(model: Any) -> None:
+    if type(model) is not LinearModel:
+        raise TypeError(
+            f"Sparse gradients need a plain LinearModel; got {type(model).__name__}."
+        )
+
+
+def sparse_loss_and_grad(
+    objective: Any,
+    values: Array,
+    indices: Array,
+    X: Any,
+    Y: Array,
+    sample_weight: Array | None = None,
+) -> tuple[float, SparseVector]:
+    """``(Σ_i L_i, gradient of the weighted mean loss)`` of a CSR minibatch, sparse.
+
+    ``indices`` (sorted) covers ``param_indices(model, touched_columns(X))`` and ``values``
+    are θ at ``indices``. The loss and gradient are those of
+    :meth:`Objective.loss_and_grad` (derivative clipped for unbounded losses, sample weights,
+    divided by the rows, ``clip_norm``) *without the penalty*: the loss summed over the
+    rows, and a :class:`SparseVector` of ``model.layout.size`` entries over
+    ``param_indices(model, touched_columns(X))``. Its intercept entries are always there
+    (zero without ``fit_intercept``). ``clip_norm`` clips the loss gradient's norm.
+    """
+    model = objective.model
+    _check_model(model)
+    if not sp.issparse(X):
+        raise TypeError(f"sparse_loss_and_grad takes a SciPy sparse minibatch, not {type(X)}.")
+    if X.format != "csr":
+        X = X.tocsr()
+    values = np.asarray(values)
+    indices = np.asarray(indices, dtype=np.int64)
+    columns, inverse = np.unique(X.indices, return_inverse=True)
+    columns = columns.astype(np.int64, copy=False)
+    n_rows, n_touched = X.shape[0], columns.shape[0]
+    compact = sp.csr_matrix(
+        (X.data, inverse.astype(X.indices.dtype, copy=False).reshape(-1), X.indptr),
+        shape=(n_rows, n_touched),
+    )
+    where = param_indices(model, columns)
+    positions = np.searchsorted(indices, where)
+    if positions.size and (
+        positions[-1] >= indices.shape[0] or not np.array_equal(indices[positions], where)
+    ):
+        raise ValueError("The indices do not cover the minibatch's touched parameters.")
+    gathered = values[positions]
+    n_coef = model.n_outputs * n_touched
+    coef = gathered[:n_coef].reshape(model.n_outputs, n_touched)
+    intercept = gathered[n_coef:]
+
+    raw = compact @ coef.T + intercept
+    loss_sum, draw = objective.loss.loss_sum_and_dloss(Y, raw)
+    if not objective.loss.bounded_dloss:
+        draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
+    if sample_weight is not None:
+        draw = draw * sample_weight[:, None]
+    coef_grad = np.asarray(compact.T @ draw).T  # (n_outputs, n_touched)
+    intercept_grad = draw.sum(axis=0)
+    if not model.fit_intercept:
+        intercept_grad = np.zeros_like(intercept_grad)
+    grad = np.concatenate([coef_grad.reshape(-1), intercept_grad]).astype(values.dtype, copy=False)
+    grad /= n_rows
+    if objective.clip_norm is not None:
+        norm = float((grad * grad).sum()) ** 0.5
+        if objective.clip_norm < norm < float("inf"):  # a non-finite one is the caller's
+            grad = grad * (objective.clip_norm / norm)
+    return float(loss_sum), SparseVector(where, grad, model.layout.size)
