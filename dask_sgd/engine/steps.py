@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from dask_sgd._array import get_namespace
 from dask_sgd.errors import NonFiniteParameters
-from dask_sgd.models import Objective
+from dask_sgd.models import LinearModel, Objective
 from dask_sgd.optim import GradientTransformation, apply_updates
+from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
+from dask_sgd.sparse.lazy import LazyParams
 
 Array = Any
 
@@ -69,13 +73,30 @@ def run_minibatches(
     optimizer: GradientTransformation,
     learning_rate: Callable[[int], float],
     average_start: int = 0,
+    *,
+    sparse_intercept_rate: float = 1.0,
 ) -> tuple[TrainState, float, int]:
     """Apply one optimizer step per minibatch ``(X, y, sample_weight)``.
 
     Returns the new state, the objective summed over the rows of each minibatch before its
-    update (see :meth:`Objective.loss_and_grad`), and the number of rows seen. ``average_start > 0`` turns on averaging from that sample on.
-    Raises :class:`NonFiniteParameters` before a step with a non-finite gradient or result.
+    update (see :meth:`Objective.loss_and_grad`), and the number of rows seen.
+    ``average_start > 0`` turns on averaging from that sample on. Raises
+    :class:`NonFiniteParameters` before a step with a non-finite gradient or result.
+
+    SciPy sparse minibatches of a :class:`LinearModel` take :func:`run_sparse_minibatches`:
+    steps that cost the entries they touch, the penalty applied lazily, and the intercepts'
+    rate multiplied by ``sparse_intercept_rate``.
     """
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return state, 0.0, 0
+    batches = chain([first], batches)
+    if sp.issparse(first[0]) and type(objective.model) is LinearModel:
+        return run_sparse_minibatches(
+            state, batches, objective, optimizer, learning_rate, average_start,
+            intercept_rate=sparse_intercept_rate,
+        )  # fmt: skip
     params, opt_state = state.params, state.opt_state
     step, samples = state.step, state.samples
     average, n_averaged = state.average, state.n_averaged
@@ -103,6 +124,74 @@ def run_minibatches(
         step=step,
         samples=samples,
         average=average,
+        n_averaged=n_averaged,
+    )
+    return new_state, float(loss_sum), rows
+
+
+def run_sparse_minibatches(
+    state: TrainState,
+    batches: Iterable[tuple[Array, Array, Array | None]],
+    objective: Objective,
+    optimizer: GradientTransformation,
+    learning_rate: Callable[[int], float],
+    average_start: int = 0,
+    *,
+    intercept_rate: float = 1.0,
+) -> tuple[TrainState, float, int]:
+    """:func:`run_minibatches` on CSR minibatches of a :class:`LinearModel`, each step in
+    O(entries it touches) (:class:`~dask_sgd.sparse.lazy.LazyParams`).
+
+    The penalty is applied as scikit-learn applies it on sparse input: the L2 part shrinks
+    every coefficient (one scale factor), the L1 part truncates the touched coefficients
+    cumulatively; the optimizer sees the loss's gradient only, and an entry's state catches
+    up as under zero gradients when it is next touched. The pending L1 truncation of every
+    coefficient is applied at the end (the dense state then carries it all). The loss
+    summed is the loss plus the penalty at the parameters before each step, as the dense
+    path's. O(size) twice per call, to build and to materialize the state.
+    """
+    model = objective.model
+    penalty = objective.penalty
+    l1 = penalty.alpha * penalty.l1_ratio
+    (penalized,) = model.penalized
+    lazy = LazyParams(
+        state.params, optimizer, l2=penalty.alpha - l1, l1=l1, penalized=penalized,
+        unpenalized_rate=intercept_rate, opt_state=state.opt_state, step=state.step,
+    )  # fmt: skip
+    step, samples = state.step, state.samples
+    if state.average is not None and state.n_averaged:
+        lazy.start_averaging(state.average, state.n_averaged)
+    loss_sum, rows = 0.0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for X, y, sample_weight in batches:
+            n_rows = X.shape[0]
+            indices = param_indices(model, touched_columns(X))
+            values = lazy.values(indices)
+            batch_loss, grad = sparse_loss_and_grad(objective, values, indices, X, y, sample_weight)
+            refuse_unusable_gradient(grad.values, step)
+            batch_loss += n_rows * lazy.penalty_value()
+            if (
+                state.average is not None
+                and not lazy.averaging
+                and samples + n_rows >= average_start
+            ):
+                lazy.start_averaging()  # this step is the first averaged one
+            lazy.apply(grad.indices, grad.values, learning_rate(step))
+            if not bool(np.isfinite(lazy.values(grad.indices)).all()):
+                raise NonFiniteParameters(step)
+            step += 1
+            samples += n_rows
+            loss_sum += batch_loss
+            rows += n_rows
+    lazy.flush_l1()
+    params, opt_state, average, n_averaged = lazy.dense()
+    new_state = replace(
+        state,
+        params=params,
+        opt_state=opt_state,
+        step=step,
+        samples=samples,
+        average=state.average if average is None else average,
         n_averaged=n_averaged,
     )
     return new_state, float(loss_sum), rows

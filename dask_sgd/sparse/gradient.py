@@ -46,9 +46,7 @@ def param_indices(model: LinearModel, columns: Any) -> np.ndarray:
 
 def _check_model(model: Any) -> None:
     if type(model) is not LinearModel:
-        raise TypeError(
-            f"Sparse gradients need a plain LinearModel; got {type(model).__name__}."
-        )
+        raise TypeError(f"Sparse gradients need a plain LinearModel; got {type(model).__name__}.")
 
 
 def sparse_loss_and_grad(
