@@ -1,8 +1,12 @@
 """Time to accuracy: dask_sgd against its peers on one workload, side by side, in one run.
 
     python -m dask_sgd.benchmarks.tta --workload dense-logreg [--quick] [--repeats 3] [--output DIR]
+    python -m dask_sgd.benchmarks.tta --workload sparse-ctr [--quick] [--n-features 2**20]
+    python -m dask_sgd.benchmarks.tta --workload sparse-ctr --compare-features 20,24
 
-Follows ``BENCHMARKS.md``. The data is generated once, split, and persisted on one
+Follows ``BENCHMARKS.md``. This docstring describes W1 (dense-logreg); W2 (sparse-ctr: its
+rows, its reference, cached, its target, its sweeps, the width comparison) is in
+:mod:`dask_sgd.benchmarks.w2`, and its table adds bytes per step and peak worker memory. The data is generated once, split, and persisted on one
 ``LocalCluster(n_workers=2, threads_per_worker=1)`` before any clock starts; single-process
 peers get the same rows as NumPy arrays. The target is a held-out log-loss of at most
 1.001 × that of a reference fit (scikit-learn's LogisticRegression run to convergence).
@@ -41,6 +45,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import scipy.sparse
 from distributed import Client, LocalCluster, wait
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
@@ -49,9 +54,12 @@ from sklearn.linear_model import SGDClassifier as SklearnSGD
 from sklearn.metrics import log_loss
 
 import dask_sgd
+from dask_sgd.benchmarks import w2
+from dask_sgd.benchmarks.memory import PeakMemory
 
 WORKLOADS = {
     "dense-logreg": dict(n_samples=1_100_000, n_test=100_000, n_features=100, n_informative=50),
+    "sparse-ctr": w2.SIZE,
 }
 #: ``--quick``: the same workload, small enough for a smoke test
 QUICK = dict(n_samples=11_000, n_test=1_000, n_features=20, n_informative=10)
@@ -75,6 +83,12 @@ class Contender:
     fit: Callable[[Any, dict, int | None], Any] | None = None
     #: also time a second fit at the reaching budget on the same rows ("refit")
     refit: bool = False
+    #: sample the workers' peak memory during each fit (Dask input)
+    memory: bool = False
+    #: a failure is a row saying why (a peer that refuses sparse blocks), not the run's end
+    may_fail: bool = False
+    #: runs of this contender, where not ``--repeats`` (a reference solver of minutes)
+    repeats: int | None = None
 
     def run_fit(self, model, data: dict, budget):
         if self.fit is not None:
@@ -160,6 +174,75 @@ def contenders(quick: bool) -> list[Contender]:
     return rows
 
 
+def sparse_contenders(quick: bool, tuned: dict, reference: dict) -> list[Contender]:
+    """W2's peers and every dask_sgd strategy, default and tuned (``tuned``: the sweeps'
+    best settings, :func:`w2.sweeps`)."""
+    from dask_ml.linear_model import LogisticRegression as DaskLogisticRegression
+    from dask_ml.wrappers import Incremental
+
+    epochs = [1, 2, 3] if not quick else [1, 2]
+    ours = epochs if not quick else [1]
+
+    def chosen(best, grid):
+        """The sweep's best setting and how it was chosen."""
+        if best is None:
+            first = w2.describe(grid[0])
+            return grid[0], f"every setting of {len(grid)} failed; the first: {first}"
+        return best, f"best of {len(grid)}: {w2.describe(best)}"
+
+    sk, swept = chosen(tuned["sklearn"], w2.SKLEARN_GRID)
+    mine, ours_swept = chosen(tuned["ours"], w2.OURS_GRID)
+    c = reference["C"]
+    common = dict(on_dask=True, may_fail=True, memory=True)
+    rows = [
+        Contender(
+            "sklearn SGDClassifier", "default (log_loss)",
+            lambda b: SklearnSGD(loss="log_loss", random_state=0), [None],
+        ),
+        Contender(
+            "sklearn SGDClassifier", f"tuned ({swept}), epochs",
+            lambda b: SklearnSGD(loss="log_loss", max_iter=b, tol=None, random_state=0, **sk),
+            epochs, epochs=True,
+        ),
+        Contender(
+            "sklearn LogisticRegression (reference)", f"lbfgs, C {c:g}, tol 1e-4, max_iter",
+            lambda b: LogisticRegression(C=c, tol=1e-4, max_iter=b),
+            [20, 50] if quick else [50, 100, 200, 400, 2000], repeats=1,
+        ),
+        Contender(
+            "dask-ml Incremental(SGDClassifier)", f"tuned SGDClassifier ({w2.describe(sk)}), epochs",
+            lambda b: Incremental(SklearnSGD(loss="log_loss", random_state=0, **sk)),
+            epochs, epochs=True, fit=incremental_fit, **common,
+        ),
+        Contender(
+            "dask-ml LogisticRegression lbfgs", "default (on CSR blocks)",
+            lambda b: DaskLogisticRegression(solver="lbfgs"), [None], **common,
+        ),
+    ]  # fmt: skip
+    for strategy in STRATEGIES:
+        rows.append(
+            Contender(
+                f"dask_sgd {strategy}", "default" if strategy == "local" else "defaults",
+                lambda b, s=strategy: dask_sgd.SGDClassifier(
+                    loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0
+                ),
+                ours, epochs=True, refit=True, **common,
+            )
+        )  # fmt: skip
+    for strategy in STRATEGIES:
+        rows.append(
+            Contender(
+                f"dask_sgd {strategy}",
+                f"tuned ({ours_swept}; swept with local)",
+                lambda b, s=strategy: dask_sgd.SGDClassifier(
+                    loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0, **mine
+                ),
+                ours, epochs=True, refit=True, **common,
+            )
+        )  # fmt: skip
+    return rows
+
+
 def make_data(client, n_samples: int, n_test: int, n_features: int, n_informative: int):
     """The workload's rows: train and test as NumPy, train also persisted on the cluster."""
     X, y = make_classification(
@@ -190,7 +273,7 @@ def make_data(client, n_samples: int, n_test: int, n_features: int, n_informativ
 
 
 def _copy(block):
-    return np.array(block, copy=True)
+    return block.copy() if scipy.sparse.issparse(block) else np.array(block, copy=True)
 
 
 def fresh_rows(client, data: dict) -> dict:
@@ -232,19 +315,28 @@ def held_out_log_loss(model, data: dict) -> float:
     return float(log_loss(data["y_test"], np.asarray(proba)))
 
 
-def timed_fit(contender: Contender, data: dict, budget) -> tuple[Any, float]:
-    """A new model at ``budget``, fitted: the model and the seconds of its fit alone."""
+def timed_fit(contender: Contender, data: dict, budget, client=None) -> tuple[Any, float, int]:
+    """A new model at ``budget``, fitted: the model, the seconds of its fit alone, and the
+    workers' peak memory during it (0 unless ``contender.memory``: sampled by a thread of
+    this process, every 0.2 s, a call to each worker that costs about a millisecond)."""
     model = contender.make(budget)
+    memory = PeakMemory(client) if contender.memory and client is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # small budgets are the point
         # the peers' own deprecations: dask-ml reads old Dask settings and passes
         # deprecated options to SciPy's L-BFGS-B
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        started = time.perf_counter()
-        contender.run_fit(model, data, budget)
-        seconds = time.perf_counter() - started
-    return model, seconds
+        if memory is not None:
+            memory.__enter__()
+        try:
+            started = time.perf_counter()
+            contender.run_fit(model, data, budget)
+            seconds = time.perf_counter() - started
+        finally:
+            if memory is not None:
+                memory.__exit__(None, None, None)
+    return model, seconds, memory.peak if memory is not None else 0
 
 
 def run_contender(contender: Contender, data: dict, target: float, client=None) -> list[dict]:
@@ -257,11 +349,20 @@ def run_contender(contender: Contender, data: dict, target: float, client=None) 
     for budget in contender.budgets:
         rows = fresh_rows(client, data) if client is not None and contender.on_dask else data
         try:
-            model, seconds = timed_fit(contender, rows, budget)
+            try:
+                model, seconds, peak = timed_fit(contender, rows, budget, client)
+            except Exception as error:
+                if not contender.may_fail:
+                    raise
+                return [{"budget": budget, "error": f"{type(error).__name__}: {error}"[:500]}]
             loss = held_out_log_loss(model, data)  # off the clock
             point = {"budget": budget, "seconds": seconds, "log_loss": loss}
+            if contender.memory:
+                point["peak_worker_bytes"] = peak
+                pushed, pulled = w2.bytes_per_step(model)
+                point |= {"bytes_pushed_per_step": pushed, "bytes_pulled_per_step": pulled}
             if loss <= target and contender.refit:
-                model, point["refit_seconds"] = timed_fit(contender, rows, budget)
+                model, point["refit_seconds"], _ = timed_fit(contender, rows, budget)
                 point["refit_log_loss"] = held_out_log_loss(model, data)
         finally:
             if rows is not data:
@@ -273,7 +374,12 @@ def run_contender(contender: Contender, data: dict, target: float, client=None) 
 
 
 def summarize(contender: Contender, runs: list[list[dict]], target: float, n_train: int) -> dict:
-    """Median time to target (or "not reached" and the best metric), over the runs."""
+    """Median time to target (or "not reached" and the best metric), over the runs; a run
+    that failed makes the row "failed" with the reason."""
+    errors = [point["error"] for run in runs for point in run if "error" in point]
+    if errors:
+        return {"contender": contender.name, "setting": contender.setting, "runs": runs,
+                "failed": errors[0], "reached": False, "best_log_loss": None}  # fmt: skip
     reached = [run[-1] for run in runs if run[-1]["log_loss"] <= target]
     row = {
         "contender": contender.name,
@@ -282,6 +388,12 @@ def summarize(contender: Contender, runs: list[list[dict]], target: float, n_tra
         "best_log_loss": min(point["log_loss"] for run in runs for point in run),
         "reached": len(reached) == len(runs),
     }
+    if contender.memory:  # at the last budget of each run (the reaching one, where reached)
+        last = [run[-1] for run in runs]
+        row["peak_worker_bytes"] = statistics.median(p["peak_worker_bytes"] for p in last)
+        for key in ("bytes_pushed_per_step", "bytes_pulled_per_step"):
+            values = [p[key] for p in last if p.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
     if row["reached"]:
         times = [point["seconds"] for point in reached]
         budgets = [point["budget"] for point in reached]
@@ -307,21 +419,41 @@ def summarize(contender: Contender, runs: list[list[dict]], target: float, n_tra
     return row
 
 
-def markdown_table(rows: list[dict], target: float, reference: float) -> str:
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f}"
+
+
+def _per_step(value) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def markdown_table(
+    rows: list[dict], target: float, reference: float, ratio: float = TARGET_RATIO
+) -> str:
     """Every contender's time to target as a first fit; the last column, labelled as such,
-    is a refit on data already seen (blank where none was timed)."""
+    is a refit on data already seen (blank where none was timed). Where rows measured them
+    (W2), bytes pushed and pulled per step and peak worker memory come before it."""
+    extra = any("peak_worker_bytes" in row or "failed" in row for row in rows)
     lines = [
-        f"Target: held-out log-loss ≤ {target:.5f} (reference {reference:.5f} × {TARGET_RATIO}).",
+        f"Target: held-out log-loss ≤ {target:.5f} (reference {reference:.5f} × {ratio}).",
         (
             "Every time to target is a first fit on its data; the last column is not (a second "
             "fit at the same budget on the same rows)."
         ),
         "",
         "| contender | setting | time to target, s (median [min, max]) | budget "
-        + "| samples/s | best log-loss | refit on data already seen, s (median [min, max]) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+        + "| samples/s | best log-loss | "
+        + ("bytes pushed/step | bytes pulled/step | peak worker memory, MiB | " if extra else "")
+        + "refit on data already seen, s (median [min, max]) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | " + ("---: | ---: | ---: | " if extra else "")
+        + "---: |",
+    ]  # fmt: skip
     for row in rows:
+        if "failed" in row:
+            cells = ["failed: " + row["failed"].replace("|", "/").replace("\n", " ")[:200]]
+            cells += [""] * (6 if extra else 3)
+            lines.append(f"| {row['contender']} | {row['setting']} | " + " | ".join(cells) + " |")
+            continue
         if row["reached"]:
             time_cell = (
                 f"{row['seconds_to_target']:.2f} [{row['seconds_min']:.2f}, "
@@ -337,18 +469,27 @@ def markdown_table(rows: list[dict], target: float, reference: float) -> str:
         )
         budget = row.get("budget_to_target")
         rate = row.get("samples_per_second")
+        measured = ""
+        if extra:
+            measured = (
+                f"{_per_step(row.get('bytes_pushed_per_step'))} | "
+                f"{_per_step(row.get('bytes_pulled_per_step'))} | "
+                f"{_mib(row.get('peak_worker_bytes'))} | "
+                if "peak_worker_bytes" in row
+                else " |  |  | "
+            )
         lines.append(
             f"| {row['contender']} | {row['setting']} | {time_cell} | "
             f"{'' if budget is None else f'{budget:g}'} | "
             f"{'' if rate is None else f'{rate:,.0f}'} | {row['best_log_loss']:.5f} | "
-            f"{refit_cell} |"
+            f"{measured}{refit_cell} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], reference: float, path: Path) -> None:
+def plot(rows: list[dict], reference: float, path: Path, ratio: float = TARGET_RATIO) -> None:
     """Held-out log-loss above the reference's against fit time (both log scales): each
-    contender's budgets, median over runs; the target is 0.1 % above."""
+    contender's budgets, median over runs; the target is ``ratio`` − 1 above."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -356,6 +497,8 @@ def plot(rows: list[dict], reference: float, path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(12, 5.5))
     for row in rows:
+        if "failed" in row:
+            continue
         by_budget: dict = {}
         for run in row["runs"]:
             for point in run:
@@ -365,7 +508,7 @@ def plot(rows: list[dict], reference: float, path: Path) -> None:
         ys = [max(loss / reference - 1, 1e-5) for loss in losses]  # at or below: 1e-5
         style = "-o" if row["contender"].startswith("dask_sgd") else "--s"
         axes.plot(xs, ys, style, label=f"{row['contender']} ({row['setting'].split(':')[0]})")
-    axes.axhline(TARGET_RATIO - 1, color="black", linewidth=1, label="target")
+    axes.axhline(ratio - 1, color="black", linewidth=1, label="target")
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("fit wall time, s")
@@ -376,6 +519,56 @@ def plot(rows: list[dict], reference: float, path: Path) -> None:
     plt.close(figure)
 
 
+def _features(text: str) -> int:
+    """A column count: ``1048576``, ``2**20`` or ``2^20``."""
+    for power in ("**", "^"):
+        if power in text:
+            base, exponent = text.split(power)
+            return int(base) ** int(exponent)
+    return int(text)
+
+
+def warm_up_sparse(client) -> None:
+    """Off the clock, one dask_sgd fit on a few sparse rows of its own: the sparse path's
+    first use (a failure is printed: the rows then say what fails)."""
+    X, y = w2.make_ctr_blocks(2_000, 2**12, chunk_size=250, random_state=1)
+    X, y = client.persist([X, y])
+    wait([X, y])
+    try:
+        dask_sgd.SGDClassifier(loss="log_loss", max_iter=1, tol=None, random_state=0).fit(X, y)
+    except Exception as error:  # noqa: BLE001 (reported: the rows then say what fails)
+        print(f"sparse warm-up fit failed: {type(error).__name__}: {error}"[:500], flush=True)
+    finally:
+        client.cancel([X, y])
+
+
+def run_contenders(client, contender_list, data, target, args) -> list[dict]:
+    """Each contender ``--repeats`` times (or its own), summarized and printed."""
+    rows = []
+    for contender in contender_list:
+        label = f"{contender.name} [{contender.setting}]"
+        if args.only not in contender.name or (args.skip and args.skip in label):
+            continue
+        repeats = contender.repeats or args.repeats
+        runs = [run_contender(contender, data, target, client) for _ in range(repeats)]
+        row = summarize(contender, runs, target, len(data["y"]))
+        rows.append(row)
+        if "failed" in row:
+            print(f"{label}: failed: {row['failed']}", flush=True)
+            continue
+        reached = f"{row['seconds_to_target']:.2f} s" if row["reached"] else "not reached"
+        if "refit_seconds" in row:
+            reached += f" (refit on data already seen {row['refit_seconds']:.2f} s)"
+        if "peak_worker_bytes" in row:
+            reached += (
+                f"; bytes/step pushed {_per_step(row['bytes_pushed_per_step'])}, pulled "
+                f"{_per_step(row['bytes_pulled_per_step'])}; peak worker memory "
+                f"{_mib(row['peak_worker_bytes'])} MiB"
+            )
+        print(f"{label}: {reached}, best {row['best_log_loss']:.5f}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="dense-logreg")
@@ -384,33 +577,87 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="", help="run only contenders whose name has this")
     parser.add_argument("--skip", default=None, help='skip "name [setting]" that has this')
     parser.add_argument("--output", default="tta-results", help="a directory")
+    parser.add_argument(
+        "--n-features", type=_features, default=None,
+        help="sparse-ctr: the hashed columns (default 2**20; --quick 2**16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compare-features", default=None, metavar="E1,E2",
+        help="sparse-ctr: instead of time to target, fit each dask_sgd strategy (defaults, "
+        "--compare-epochs epochs) on the same rows at 2**E1 and 2**E2 columns: bytes per "
+        "step, time per epoch, peak worker memory",
+    )  # fmt: skip
+    parser.add_argument("--compare-epochs", type=int, default=2)
+    parser.add_argument(
+        "--reference-cache", default=None,
+        help="sparse-ctr: the file that keeps L* per generator setting "
+        "(default: w2-reference.json in --output)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    size = QUICK if args.quick else WORKLOADS[args.workload]
+    sparse = args.workload == "sparse-ctr"
+    if sparse:
+        size = dict(w2.QUICK if args.quick else w2.SIZE)
+        if args.n_features is not None:
+            size["n_features"] = args.n_features
+    else:
+        size = QUICK if args.quick else WORKLOADS[args.workload]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    ratio = w2.TARGET_RATIO if sparse else TARGET_RATIO
 
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        data = make_data(client, **size)
-        warm_up(client, size["n_features"])
-        reference_model = LogisticRegression(C=1e6, tol=1e-6, max_iter=300)
-        reference = held_out_log_loss(reference_model.fit(data["X"], data["y"]), data)
-        target = TARGET_RATIO * reference
-        print(f"reference held-out log-loss {reference:.5f}; target {target:.5f}")
-        rows = []
-        for contender in contenders(args.quick):
-            label = f"{contender.name} [{contender.setting}]"
-            if args.only not in contender.name or (args.skip and args.skip in label):
-                continue
-            runs = [run_contender(contender, data, target, client) for _ in range(args.repeats)]
-            row = summarize(contender, runs, target, len(data["y"]))
-            rows.append(row)
-            reached = f"{row['seconds_to_target']:.2f} s" if row["reached"] else "not reached"
-            if "refit_seconds" in row:
-                reached += f" (refit on data already seen {row['refit_seconds']:.2f} s)"
-            print(f"{label}: {reached}, best {row['best_log_loss']:.5f}", flush=True)
+        if sparse and args.compare_features:
+            exponents = [int(e) for e in args.compare_features.split(",")]
+            warm_up(client, 20)
+            warm_up_sparse(client)
+            strategies = [s for s in STRATEGIES if args.only in f"dask_sgd {s}"]
+            comparison = w2.compare_features(
+                client, size, exponents, strategies, args.compare_epochs, fresh_rows,
+                release_rows,
+            )  # fmt: skip
+            comparison |= {"size": size, "generator": w2.generator_key(size)}
+            (output / "w2-compare.json").write_text(json.dumps(comparison, indent=2))
+            table = w2.comparison_table(comparison)
+            (output / "w2-compare.md").write_text(table)
+            print(table)
+            return comparison
+        extra: dict = {}
+        if sparse:
+            data = w2.make_data(client, **size)
+            warm_up(client, 20)
+            warm_up_sparse(client)
+            cache = Path(args.reference_cache or output / "w2-reference.json")
+            found = w2.reference(data, size, cache)
+            reference = found["log_loss"]
+            extra = {
+                "generator": w2.generator_key(size),
+                "reference": found,
+                **{k: data[k] for k in ("bayes_log_loss", "base_log_loss", "positive_rate",
+                                        "nnz_per_row")},
+            }  # fmt: skip
+            print(
+                f"rows: {data['nnz_per_row']:.1f} non-zeros each, {data['positive_rate']:.3f} "
+                f"positive; held out: base-rate log-loss {data['base_log_loss']:.5f}, Bayes "
+                f"{data['bayes_log_loss']:.5f}; L* {reference:.5f} (C {found['C']:g}"
+                f"{', cached' if found['cached'] else ''})",
+                flush=True,
+            )
+        else:
+            data = make_data(client, **size)
+            warm_up(client, size["n_features"])
+            reference_model = LogisticRegression(C=1e6, tol=1e-6, max_iter=300)
+            reference = held_out_log_loss(reference_model.fit(data["X"], data["y"]), data)
+        target = ratio * reference
+        print(f"reference held-out log-loss {reference:.5f}; target {target:.5f}", flush=True)
+        if sparse:
+            extra["sweeps"] = w2.sweeps(data, args.quick, client)
+            contender_list = sparse_contenders(args.quick, extra["sweeps"], found)
+        else:
+            contender_list = contenders(args.quick)
+        rows = run_contenders(client, contender_list, data, target, args)
 
     results = {
         "workload": args.workload,
@@ -418,12 +665,14 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "reference_log_loss": reference,
         "target_log_loss": target,
+        "target_ratio": ratio,
+        **extra,
         "rows": rows,
     }
     (output / "tta.json").write_text(json.dumps(results, indent=2))
-    (output / "tta.md").write_text(markdown_table(rows, target, reference))
-    plot(rows, reference, output / "tta.png")
-    print(markdown_table(rows, target, reference))
+    (output / "tta.md").write_text(markdown_table(rows, target, reference, ratio))
+    plot(rows, reference, output / "tta.png", ratio)
+    print(markdown_table(rows, target, reference, ratio))
     return results
 
 
