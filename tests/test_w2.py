@@ -97,3 +97,27 @@ def test_held_out_rows_are_new_rows_of_the_same_true_model():
     assert correlations[0] > 0.7 and correlations[1] < 0.4, correlations
     # and the true model scores the held-out rows as well as the training ones
     assert abs(log_loss(train[1], train[2]) - log_loss(test[1], test[2])) < 0.03
+
+
+@pytest.mark.timeout(20)
+def test_the_reference_is_fitted_once_per_generator_setting_and_kept(tmp_path, monkeypatch):
+    from dask_sgd.benchmarks import w2
+
+    size = dict(n_samples=2_000, n_test=500, n_features=2**12, chunk_size=1_000)
+    X, y = _compute(*make_ctr_blocks(2_000, 2**12, chunk_size=1_000))
+    X_test, y_test = _compute(*make_ctr_blocks(500, 2**12, chunk_size=1_000, first_block=9))
+    data = {"X": X, "y": y, "X_test": X_test, "y_test": y_test}
+    cache = tmp_path / "w2-reference.json"
+    first = w2.reference(data, size, cache)
+    assert not first["cached"] and set(first["by_C"]) == {str(c) for c in w2.REFERENCE_C}
+    assert first["log_loss"] == min(fit["log_loss"] for fit in first["by_C"].values())
+    assert first["log_loss"] < log_loss(y_test, np.full(len(y_test), y.mean()))
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the kept reference is fitted again")
+
+    monkeypatch.setattr(w2.LogisticRegression, "fit", no_fit)
+    again = w2.reference(data, size, cache)
+    assert again["cached"] and again["log_loss"] == first["log_loss"]
+    with pytest.raises(AssertionError, match="fitted again"):  # another setting: fitted
+        w2.reference(data, size | {"n_samples": 3_000}, cache)
