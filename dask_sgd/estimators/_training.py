@@ -47,6 +47,7 @@ from dask_sgd.models import Model, Objective
 from dask_sgd.models.products import start_warm_up
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule, scaled
+from dask_sgd.sparse.lazy import SPARSE_INTERCEPT_RATE
 
 MAX_INT = np.iinfo(np.int32).max
 
@@ -357,8 +358,9 @@ def train_in_process(
         batches = iterate_minibatches(X, Y, sample_weight, batch_size, rng)
         learning_rate = scaled(schedule, lr_factor)
         state, loss_sum, rows = run_minibatches(
-            state, batches, objective, optimizer, learning_rate, spec.average
-        )
+            state, batches, objective, optimizer, learning_rate, spec.average,
+            sparse_intercept_rate=SPARSE_INTERCEPT_RATE,
+        )  # fmt: skip
         return state, loss_sum * loss_unit, rows  # the loss in the data's units
 
     run_epochs(

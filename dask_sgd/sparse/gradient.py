@@ -75,13 +75,13 @@ def sparse_loss_and_grad(
         X = X.tocsr()
     values = np.asarray(values)
     indices = np.asarray(indices, dtype=np.int64)
+    # the compact model: column j of X is column inverse[j] of the touched ones; plain NumPy
+    # on X's arrays (a SciPy matrix costs more to build than this minibatch's products)
     columns, inverse = np.unique(X.indices, return_inverse=True)
     columns = columns.astype(np.int64, copy=False)
+    inverse = inverse.reshape(-1)
     n_rows, n_touched = X.shape[0], columns.shape[0]
-    compact = sp.csr_matrix(
-        (X.data, inverse.astype(X.indices.dtype, copy=False).reshape(-1), X.indptr),
-        shape=(n_rows, n_touched),
-    )
+    rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
     where = param_indices(model, columns)
     positions = np.searchsorted(indices, where)
     if positions.size and (
@@ -92,18 +92,24 @@ def sparse_loss_and_grad(
     n_coef = model.n_outputs * n_touched
     coef = gathered[:n_coef].reshape(model.n_outputs, n_touched)
     intercept = gathered[n_coef:]
+    dtype = np.result_type(X.dtype, values.dtype)
 
-    raw = compact @ coef.T + intercept
+    raw = np.empty((n_rows, model.n_outputs), dtype=dtype)
+    for o in range(model.n_outputs):
+        products = X.data * coef[o, inverse]
+        raw[:, o] = np.bincount(rows, weights=products, minlength=n_rows) + intercept[o]
     loss_sum, draw = objective.loss.loss_sum_and_dloss(Y, raw)
     if not objective.loss.bounded_dloss:
         draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
     if sample_weight is not None:
         draw = draw * sample_weight[:, None]
-    coef_grad = np.asarray(compact.T @ draw).T  # (n_outputs, n_touched)
+    coef_grad = np.empty((model.n_outputs, n_touched), dtype=np.float64)
+    for o in range(model.n_outputs):
+        coef_grad[o] = np.bincount(inverse, weights=X.data * draw[rows, o], minlength=n_touched)
     intercept_grad = draw.sum(axis=0)
     if not model.fit_intercept:
         intercept_grad = np.zeros_like(intercept_grad)
-    grad = np.concatenate([coef_grad.reshape(-1), intercept_grad]).astype(values.dtype, copy=False)
+    grad = np.concatenate([coef_grad.reshape(-1), intercept_grad]).astype(values.dtype)
     grad /= n_rows
     if objective.clip_norm is not None:
         norm = float((grad * grad).sum()) ** 0.5

@@ -47,6 +47,11 @@ Array = Any
 #: fold ``scale`` into the values below this, as scikit-learn's WeightVector does
 RESCALE_BELOW = 1e-9
 
+#: scikit-learn's factor on the intercept's step on sparse input (its
+#: SPARSE_INTERCEPT_DECAY): the intercept moves at every step, a rare column's coefficient
+#: seldom
+SPARSE_INTERCEPT_RATE = 0.01
+
 
 def zero_gradient_decays(optimizer: GradientTransformation, n_steps: int = 1) -> list:
     """Each state leaf's factor over ``n_steps`` steps with a zero gradient, in
