@@ -587,6 +587,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--compare-epochs epochs) on the same rows at 2**E1 and 2**E2 columns: bytes per "
         "step, time per epoch, peak worker memory",
     )  # fmt: skip
+    parser.add_argument(
+        "--n-samples", type=int, default=None,
+        help="sparse-ctr: training rows (default 1,000,000; in eight blocks)",
+    )  # fmt: skip
+    parser.add_argument("--n-test", type=int, default=None, help="sparse-ctr: held-out rows")
     parser.add_argument("--compare-epochs", type=int, default=2)
     parser.add_argument(
         "--reference-cache", default=None,
@@ -599,6 +604,11 @@ def main(argv: list[str] | None = None) -> dict:
         size = dict(w2.QUICK if args.quick else w2.SIZE)
         if args.n_features is not None:
             size["n_features"] = args.n_features
+        if args.n_samples is not None:
+            size["n_samples"] = args.n_samples
+            size["chunk_size"] = -(-args.n_samples // 8)  # eight blocks, four per worker
+        if args.n_test is not None:
+            size["n_test"] = args.n_test
     else:
         size = QUICK if args.quick else WORKLOADS[args.workload]
     output = Path(args.output)

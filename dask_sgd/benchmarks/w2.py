@@ -44,9 +44,9 @@ REFERENCE_C = (0.1, 1.0)
 TEST_FIRST_BLOCK = 1_000_000
 #: the sweep behind scikit-learn SGDClassifier's "tuned" row (and dask-ml Incremental's)
 SKLEARN_GRID = [
-    dict(alpha=alpha, learning_rate=rate, eta0=eta0)
-    for alpha in (1e-6, 1e-5)
-    for rate, eta0 in (("optimal", 0.0), ("invscaling", 0.1), ("adaptive", 0.05))
+    dict(alpha=alpha, **rate)
+    for alpha in (1e-6, 1e-5, 1e-4)  # 1e-4: its default
+    for rate in (dict(learning_rate="optimal"), dict(learning_rate="adaptive", eta0=0.05))
 ]
 #: the sweep behind dask_sgd's "tuned" rows (fitted with the default strategy, "local")
 OURS_GRID = [
