@@ -51,6 +51,7 @@ SKLEARN_GRID = [
 #: the sweep behind dask_sgd's "tuned" rows (fitted with the default strategy, "local")
 OURS_GRID = [
     dict(alpha=1e-6),
+    dict(alpha=1e-5),
     dict(alpha=1e-6, optimizer="adagrad", learning_rate="constant", eta0=0.1),
     dict(alpha=1e-6, optimizer="adam", learning_rate="constant", eta0=1e-3),
 ]
