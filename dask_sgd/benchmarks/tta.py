@@ -625,9 +625,8 @@ def main(argv: list[str] | None = None) -> dict:
             warm_up_sparse(client)
             strategies = [s for s in STRATEGIES if args.only in f"dask_sgd {s}"]
             comparison = w2.compare_features(
-                client, size, exponents, strategies, args.compare_epochs, fresh_rows,
-                release_rows,
-            )  # fmt: skip
+                client, size, exponents, strategies, args.compare_epochs
+            )
             comparison |= {"size": size, "generator": w2.generator_key(size)}
             (output / "w2-compare.json").write_text(json.dumps(comparison, indent=2))
             table = w2.comparison_table(comparison)

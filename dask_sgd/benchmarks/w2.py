@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -175,38 +176,51 @@ def model_bytes(n_features: int) -> int:
     return (n_features + 1) * 8
 
 
-def compare_features(client, size: dict, exponents: list[int], strategies, epochs: int,
-                     fresh_rows, release_rows) -> dict:  # fmt: skip
+def _copy_block(block):
+    return block.copy()
+
+
+def fresh_rows(client, size: dict, n_features: int) -> tuple:
+    """The training rows made on the workers, copied under keys of their own, persisted and
+    waited for (only the copies stay): a first fit finds them as ``persist`` placed them."""
+    token = uuid.uuid4().hex
+    X, y = make_ctr_blocks(size["n_samples"], n_features, chunk_size=size["chunk_size"])
+    X = X.map_blocks(_copy_block, name=f"w2-X-{token}", meta=X._meta)
+    y = y.map_blocks(_copy_block, name=f"w2-y-{token}", meta=y._meta)
+    X, y = client.persist([X, y])
+    wait([X, y])
+    return X, y
+
+
+def compare_features(client, size: dict, exponents: list[int], strategies, epochs: int) -> dict:
     """Each strategy's default fit on the same rows at each width 2 ** exponent: bytes per
     step, time per epoch and peak worker memory, and the goals' ratios between the
-    narrowest and the widest."""
+    narrowest and the widest. Each fit gets rows of its own, made after the workers'
+    baseline memory is read."""
     n_workers = len(client.scheduler_info()["workers"])
     widths: dict = {}
     for exponent in exponents:
         n_features = 2**exponent
-        X, y = make_ctr_blocks(size["n_samples"], n_features, chunk_size=size["chunk_size"])
-        X, y = client.persist([X, y])
-        wait([X, y])
-        data = {"dX": X, "dy": y}
         widths[exponent] = {}
         for strategy in strategies:
             baseline = worker_rss(client)
-            rows = fresh_rows(client, data)
-            shares = worker_shares(client, rows["dX"], rows["dy"])
+            X, y = fresh_rows(client, size, n_features)
+            shares = worker_shares(client, X, y)
             model = dask_sgd.SGDClassifier(
                 loss="log_loss", strategy=strategy, max_iter=epochs, tol=None, random_state=0
             )
             try:
                 with PeakMemory(client) as memory:
                     started = time.perf_counter()
-                    model.fit(rows["dX"], rows["dy"])
+                    model.fit(X, y)
                     seconds = time.perf_counter() - started
             except Exception as error:  # noqa: BLE001 (a refused strategy: kept, with why)
                 widths[exponent][strategy] = {"error": f"{type(error).__name__}: {error}"}
                 print(f"2^{exponent} {strategy}: {widths[exponent][strategy]['error']}")
                 continue
             finally:
-                release_rows(client, rows)
+                client.cancel([X, y])
+                del X, y
             walls = [h["wall_time"] for h in model.history_]
             per_epoch = (walls[-1] - walls[0]) / (len(walls) - 1) if len(walls) > 1 else walls[0]
             pushed, pulled = bytes_per_step(model)
@@ -224,7 +238,6 @@ def compare_features(client, size: dict, exponents: list[int], strategies, epoch
                 "memory_within_bound": memory.peaks[worst] <= bounds[worst],
             }  # fmt: skip
             print(f"2^{exponent} {strategy}: {widths[exponent][strategy]}", flush=True)
-        client.cancel([X, y])
     narrow, wide = min(exponents), max(exponents)
     ratios = {}
     for strategy in strategies:
