@@ -285,16 +285,16 @@ class Recording(Identity):
 
 @pytest.mark.timeout(60)
 def test_in_process_steps_touch_only_the_minibatch_entries():
-    X, rng = csr_problem(200, 2**22, 10 / 2**22, 1)
+    X, rng = csr_problem(200, 2**20, 10 / 2**20, 1)
     y = rng.choice([-1.0, 1.0], size=(200, 1))
-    model = LinearModel(2**22)
+    model = LinearModel(2**20)
     objective = Objective(model, LogLoss(), Penalty(alpha=1e-4))
     optimizer = Recording()
     state = TrainState.create(model.init_params(), optimizer, averaged=True)
     batches = iterate_minibatches(X, y, None, 20, np.random.default_rng(0))
     state, loss, rows = run_minibatches(state, batches, objective, optimizer, lambda t: 0.1, 1)
     assert rows == 200 and state.step == 10 and state.n_averaged == 10 and np.isfinite(loss)
-    assert len(optimizer.sizes) == 10 and max(optimizer.sizes) < 1000  # not 2^22 + 1
+    assert len(optimizer.sizes) == 10 and max(optimizer.sizes) < 1000  # not 2^20 + 1
     assert np.count_nonzero(state.params[:-1]) <= X.nnz
     assert np.count_nonzero(state.average[:-1]) <= X.nnz
 
