@@ -177,10 +177,10 @@ def test_l1_cumulative_truncation_equals_the_dense_rule(l2, name):
     optimizer = OPTIMIZERS[name]()
     start = np.random.default_rng(6).normal(scale=0.3, size=SIZE)
     steps = random_steps(50, seed=7, lr=0.2)
-    w, _, _ = eager(start, optimizer, steps, l2=l2, l1=0.3)
-    lazy = lazy_run(start, optimizer, steps, l2=l2, l1=0.3)
+    w, _, _ = eager(start, optimizer, steps, l2=l2, l1=0.02)
+    lazy = lazy_run(start, optimizer, steps, l2=l2, l1=0.02)
     assert_close(lazy.dense()[0], w)
-    assert (w[PENALIZED] == 0).sum() >= 5  # the truncation made zeros
+    assert 3 <= (w[PENALIZED] == 0).sum() <= 20  # the truncation made zeros, not only
 
 
 @pytest.mark.timeout(60)
