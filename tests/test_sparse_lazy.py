@@ -244,6 +244,7 @@ def test_sparse_gradient_is_the_dense_one_without_the_penalty(dtype, case):
     dense[model.penalized[0]] -= objective.penalty.grad(theta[model.penalized[0]])
     n_penalty = 40 * objective._penalty_value(theta)
 
+    np.testing.assert_array_equal(touched_columns(X), np.unique(X.indices))
     indices = param_indices(model, touched_columns(X))
     loss_sum, grad = sparse_loss_and_grad(objective, theta[indices], indices, X, Y, weight)
     assert grad.values.dtype == dtype
