@@ -3,7 +3,9 @@
 A block is one partition of ``X`` with its rows of ``y`` and ``sample_weight``, as NumPy
 arrays: the partition itself when its rows are contiguous and of the training dtype (a view
 of it, no copy), else one row-major copy (a data frame, a column-major array, another
-dtype). Rows are never shuffled into a copy: a unit takes each minibatch as *runs* of
+dtype). A partition that is a SciPy sparse matrix or array becomes a canonical
+``scipy.sparse.csr_matrix`` (:func:`sparse_rows`), never a dense copy: hashed features have
+millions of columns. Rows are never shuffled into a copy: a unit takes each minibatch as *runs* of
 ``run_rows`` consecutive rows of its blocks, the runs in an order drawn anew every pass
 over the unit's rows (:class:`RowOrder`), gathered into buffers it reuses. Making the
 blocks and checking them is one read of the data on the workers; only a small summary of
@@ -27,6 +29,7 @@ from typing import Any, NamedTuple
 import dask
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from dask.sizeof import sizeof
 from distributed import wait
 from sklearn.exceptions import DataConversionWarning
@@ -55,7 +58,7 @@ LABEL_SKEW_LIMIT = 0.25
 
 
 class Block(NamedTuple):
-    X: np.ndarray
+    X: np.ndarray  # or a canonical scipy.sparse.csr_matrix (sparse input)
     y: np.ndarray
     sample_weight: np.ndarray | None
 
@@ -65,7 +68,8 @@ class SharedBlock(Block):
 
     Dask's size of it leaves out that view, so that a worker's managed memory counts the
     rows once, and does not spill for a copy that does not exist. An ``X`` that arrived
-    from another worker (its base is the message, not an array) counts in full.
+    from another worker (its base is the message, not an array) counts in full. A sparse
+    ``X`` counts each of its arrays so.
     """
 
     __slots__ = ()
@@ -74,7 +78,8 @@ class SharedBlock(Block):
 @sizeof.register(SharedBlock)
 def _sizeof_shared_block(block: SharedBlock) -> int:
     X, y, weight = block
-    own = 0 if isinstance(X.base, np.ndarray) else X.nbytes
+    arrays = (X.data, X.indices, X.indptr) if sp.issparse(X) else (X,)
+    own = sum(0 if isinstance(a.base, np.ndarray) else a.nbytes for a in arrays)
     return 200 + own + y.nbytes + (0 if weight is None else weight.nbytes)
 
 
@@ -243,7 +248,10 @@ def gather_pieces(
     """``(X, y, sample_weight)`` of the rows ``pieces`` (``(block, first, end)``), in that
     order: views of one piece, or row-major arrays (new, or ``buffers``') filled piece by
     piece (one copy of consecutive rows per piece: faster than taking the rows one by one,
-    see ``docs/benchmarks.md``)."""
+    see ``docs/benchmarks.md``). Sparse blocks give a CSR minibatch
+    (:func:`gather_sparse_pieces`)."""
+    if sp.issparse(blocks[pieces[0][0]].X):
+        return gather_sparse_pieces(blocks, pieces)
     if len(pieces) == 1:
         b, first, stop = pieces[0]
         X, y, weight = blocks[b]
@@ -262,6 +270,89 @@ def gather_pieces(
             weight[at:end] = block[2][first:stop]
         at = end
     return X, y, weight
+
+
+#: above this many pieces, a sparse minibatch is gathered row by row in a few vectorized
+#: operations (short runs: ``dask-sgd.run-rows`` 1 takes 0.4 ms, not 3 ms, for 1024 rows);
+#: below it, piece by piece (64-row runs: 70 µs, not 160)
+SPARSE_PIECES_VECTORIZED = 64
+
+
+def gather_sparse_pieces(blocks: list[Block], pieces: list[tuple[int, int, int]]):
+    """``(X, y, sample_weight)`` of the rows ``pieces`` of CSR blocks, ``X`` a canonical
+    ``csr_matrix`` of those rows only, never a dense copy: a piece's stored entries are one
+    slice of its block's ``data`` and ``indices``, so a piece costs two slices and its
+    ``indptr`` shifted, whatever the number of columns. One piece's arrays are views of the
+    block's; several pieces' are new arrays, never :class:`MinibatchBuffers`' (a unit keeps
+    sparse minibatches taken ahead, which a buffer in turn would overwrite)."""
+    if len(pieces) > SPARSE_PIECES_VECTORIZED:
+        return _gather_sparse_rows(blocks, np.array(pieces, dtype=np.int64))
+    data, indices, indptr, ys, weights = [], [], [], [], []
+    at = 0  # stored entries before the piece, in the minibatch
+    for b, first, stop in pieces:
+        X, y, weight = blocks[b]
+        start, end = int(X.indptr[first]), int(X.indptr[stop])
+        data.append(X.data[start:end])
+        indices.append(X.indices[start:end])
+        indptr.append(X.indptr[first + 1 : stop + 1] - (start - at))
+        ys.append(y[first:stop])
+        weights.append(None if weight is None else weight[first:stop])
+        at += end - start
+    n_columns = blocks[pieces[0][0]].X.shape[1]
+    indptr = np.concatenate([np.zeros(1, dtype=indptr[0].dtype), *indptr])
+    if len(pieces) == 1:
+        return _csr(data[0], indices[0], indptr, n_columns), ys[0], weights[0]
+    weight = None if weights[0] is None else np.concatenate(weights)
+    X = _csr(np.concatenate(data), np.concatenate(indices), indptr, n_columns)
+    return X, np.concatenate(ys), weight
+
+
+def _gather_sparse_rows(blocks: list[Block], pieces: np.ndarray):
+    """:func:`gather_sparse_pieces` for many short pieces (rows ``[:, 1]`` to ``[:, 2]`` of
+    block ``[:, 0]``): every row's and every stored entry's source found at once."""
+    which, first, stop = pieces.T
+    rows = _ranges(first, stop - first)  # each row's index in its block
+    row_block = np.repeat(which, stop - first)
+    kept = [int(b) for b in np.unique(which)]
+    # the rows of each block (all of them, as a slice, when there is one block)
+    masks = {b: slice(None) if len(kept) == 1 else row_block == b for b in kept}
+    starts, lengths = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+    for b, mask in masks.items():
+        indptr, where = blocks[b].X.indptr, rows[mask]
+        starts[mask], lengths[mask] = indptr[where], indptr[where + 1] - indptr[where]
+    entries = _ranges(starts, lengths)  # each stored entry's index in its block
+    entry_block = np.repeat(row_block, lengths) if len(kept) > 1 else None
+    X0, y0, w0 = blocks[kept[0]]
+    data, indices = np.empty(len(entries), X0.dtype), np.empty(len(entries), X0.indices.dtype)
+    y = np.empty(len(rows), y0.dtype)
+    weight = None if w0 is None else np.empty(len(rows), w0.dtype)
+    for b, mask in masks.items():
+        X, yb, wb = blocks[b]
+        at = slice(None) if entry_block is None else entry_block == b
+        data[at], indices[at] = X.data[entries[at]], X.indices[entries[at]]
+        y[mask] = yb[rows[mask]]
+        if weight is not None:
+            weight[mask] = wb[rows[mask]]
+    indptr = np.zeros(len(rows) + 1, indices.dtype)
+    np.cumsum(lengths, out=indptr[1:])
+    return _csr(data, indices, indptr, X0.shape[1]), y, weight
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``starts[j] + arange(lengths[j])`` for each ``j``, one after the other."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(
+        starts - ends + lengths, lengths
+    )
+
+
+def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_columns: int):
+    """A ``csr_matrix`` of these arrays (views, no copy, when the indices are int32), marked
+    canonical: the rows of canonical blocks, as they are."""
+    shape = (len(indptr) - 1, n_columns)
+    X = sp.csr_matrix((data, indices, indptr.astype(indices.dtype, copy=False)), shape=shape)
+    X.has_canonical_format = True
+    return X
 
 
 def gather_runs(X: np.ndarray, starts, run_rows: int, out: np.ndarray) -> np.ndarray:
@@ -286,12 +377,14 @@ class BlockSummary:
     column: int | None = None
     features: Moments | None = None  # the columns' moments, for standardizing on the fly
     target: Moments | None = None  # a regression target's
+    sparse: bool = False  # X is a CSR matrix (whose columns' moments are not taken)
 
 
 @dataclass
 class DaskTrainingData:
     """Persisted blocks (futures on the workers) and what the client knows about them;
-    ``row_order`` is how units take their rows."""
+    ``row_order`` is how units take their rows. ``sparse``: every block's ``X`` is a
+    canonical ``scipy.sparse.csr_matrix`` (and its minibatches are)."""
 
     futures: list[Any]
     summaries: list[BlockSummary]
@@ -299,6 +392,7 @@ class DaskTrainingData:
     dtype: np.dtype
     feature_names: np.ndarray | None = None
     row_order: RowOrder = RowOrder()
+    sparse: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -311,8 +405,14 @@ class DaskTrainingData:
         unique, inverse = np.unique(labels, return_inverse=True)
         return unique, np.bincount(inverse, weights=counts).astype(int)
 
-    def moments(self) -> DataMoments:
-        """The columns' moments over every block, and the target's (None for classes)."""
+    def moments(self) -> DataMoments | None:
+        """The columns' moments over every block, and the target's (None for classes).
+
+        None for sparse data: its model is not standardized (centring would make the
+        columns dense, and a scale per column is a vector of millions of entries in every
+        task), so its columns' moments are not even taken."""
+        if self.sparse:
+            return None
         features = total_moments([s.features for s in self.summaries if s.n_rows])
         targets = [s.target for s in self.summaries if s.n_rows and s.target is not None]
         return DataMoments(features, total_moments(targets) if targets else None)
@@ -522,8 +622,11 @@ def persist_blocks(
     it already has the training dtype (:func:`load_block`); a partition that the fit
     computes is made on the worker that :func:`dealt_workers` deals it to. ``seed`` seeds
     the units' :class:`RowOrder`.
+
+    A Dask array whose chunks are SciPy sparse (its ``_meta`` says so, or its partitions
+    turn out to be) gives sparse data: CSR blocks (:func:`sparse_rows`), ``data.sparse``.
     """
-    x_parts, y_parts, w_parts, n_features, names, dtype = _partitions(X, y, sample_weight)
+    x_parts, y_parts, w_parts, n_features, names, dtype, sparse = _partitions(X, y, sample_weight)
     name = uuid.uuid4().hex[:8]
     load = dask.delayed(load_block, pure=True)
     held = holders(client, [x.key for x in x_parts])
@@ -540,22 +643,35 @@ def persist_blocks(
                     w,
                     dtype,
                     held[x.key] is not None,
+                    sparse,
                     dask_key_name=f"dask-sgd-block-{i}-{name}",
                 )
             )
     futures = client.compute(blocks)
+    width = None if np.isnan(n_features) else int(n_features)
     summaries = client.gather(
         [
-            client.submit(summarize_block, f, i, classifier, key=f"dask-sgd-check-{i}-{name}")
+            client.submit(
+                summarize_block, f, i, classifier, width, key=f"dask-sgd-check-{i}-{name}"
+            )
             for i, f in enumerate(futures)
         ]
     )
     run_rows = int(dask.config.get("dask-sgd.run-rows", RUN_ROWS))
     order = RowOrder(int(seed), run_rows)
-    data = DaskTrainingData(futures, summaries, n_features, np.dtype(dtype), names, order)
+    kinds = [s.sparse for s in summaries]
+    data = DaskTrainingData(
+        futures, summaries, n_features, np.dtype(dtype), names, order, sparse=any(kinds)
+    )
     bad = [s for s in summaries if s.problem]
-    if bad or data.n_rows == 0:
+    if bad or data.n_rows == 0 or len(set(kinds)) > 1:
         data.release()
+        if len(set(kinds)) > 1 and not bad:
+            raise ValueError(
+                f"X has sparse partitions ({kinds.index(True)}) and dense ones "
+                f"({kinds.index(False)}): say that X is sparse with a sparse meta, e.g. "
+                "X.map_blocks(scipy.sparse.csr_matrix, meta=scipy.sparse.csr_matrix((0, 0)))."
+            )
         if bad:
             column = bad[0].column
             if names is not None and column is not None:
@@ -565,8 +681,12 @@ def persist_blocks(
     return data
 
 
-def load_block(X, y, sample_weight, dtype, persisted: bool = False) -> Block:
+def load_block(X, y, sample_weight, dtype, persisted: bool = False, sparse: bool = False) -> Block:
     """One partition as NumPy arrays, its rows in their order (runs on a worker).
+
+    A SciPy sparse partition, or any partition of ``sparse`` data, becomes a canonical CSR
+    matrix (:func:`sparse_rows`); a ``persisted`` one that it shares arrays with makes a
+    :class:`SharedBlock`.
 
     ``X`` becomes a row-major array of ``dtype`` (:func:`rows_are_contiguous`): the partition
     itself (a view of it) when it already is one, else one copy (a data frame, whose
@@ -575,6 +695,8 @@ def load_block(X, y, sample_weight, dtype, persisted: bool = False) -> Block:
     A view of a ``persisted`` partition is a :class:`SharedBlock`: another key holds its
     memory.
     """
+    if sparse or sp.issparse(X):
+        return _sparse_block(X, y, sample_weight, dtype, persisted)
     source = X  # what a view of the partition would share memory with
     if isinstance(X, pd.DataFrame):
         source = X.iloc[:, 0].to_numpy() if X.shape[1] else None
@@ -587,6 +709,75 @@ def load_block(X, y, sample_weight, dtype, persisted: bool = False) -> Block:
     if persisted and isinstance(source, np.ndarray) and np.may_share_memory(X, source):
         return SharedBlock(X if isinstance(X.base, np.ndarray) else X.view(), y, weight)
     return Block(X, y, weight)
+
+
+def _sparse_block(X, y, sample_weight, dtype, persisted: bool) -> Block:
+    source = X if sp.issparse(X) else None
+    X = sparse_rows(X, dtype)
+    y = np.asarray(y).reshape(-1)
+    weight = None if sample_weight is None else np.asarray(sample_weight, dtype=dtype).ravel()
+    if persisted and source is not None and _shares_arrays(X, source):
+        # views, so that SharedBlock's size tells them from arrays of their own
+        shared = _csr(X.data.view(), X.indices.view(), X.indptr.view(), X.shape[1])
+        shared.has_canonical_format = X.has_canonical_format
+        return SharedBlock(shared, y, weight)
+    return Block(X, y, weight)
+
+
+def _shares_arrays(X: sp.csr_matrix, source) -> bool:
+    """Whether ``X`` holds ``source``'s values (a conversion would have copied them)."""
+    values = getattr(source, "data", None)
+    return isinstance(values, np.ndarray) and np.may_share_memory(X.data, values)
+
+
+def sparse_rows(X, dtype) -> sp.csr_matrix:
+    """``X`` (a SciPy sparse matrix or array, or a dense one) as a canonical
+    ``csr_matrix`` (indices sorted in each row, no duplicates) whose values are of
+    ``dtype``: ``X``'s own arrays when it is one (a ``csr_array``'s too: minibatches must
+    be matrices, whose ``@`` and ``X[rows]`` keep their meaning), else one conversion.
+
+    A matrix whose ``indptr`` is not a valid one is left as it is, for
+    :func:`summarize_block` to name (sorting its rows could read past its arrays).
+
+    Examples
+    --------
+    >>> X = sp.coo_matrix(([1.0, 2.0, 3.0], ([0, 0, 1], [2, 2, 0])), shape=(2, 3))
+    >>> rows = sparse_rows(X, np.float32)  # duplicates summed
+    >>> type(rows).__name__, rows.dtype, rows.toarray().tolist()
+    ('csr_matrix', dtype('float32'), [[0.0, 0.0, 3.0], [3.0, 0.0, 0.0]])
+    """
+    if not sp.issparse(X):
+        X = sp.csr_matrix(np.asarray(X, dtype=dtype))
+    elif X.format != "csr":
+        X = X.tocsr()  # COO sums its duplicates; CSC sorts its indices
+    if not isinstance(X, sp.csr_matrix):
+        X = sp.csr_matrix(X)  # a csr_array: the same arrays, as a matrix
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    if _csr_structure_problem(X) is not None:
+        return X
+    if X.indices.dtype != np.int32 and max(*X.shape, X.nnz) < 2**31:
+        # int32 indices, as scipy's own constructor makes them: minibatches are then built
+        # without reading their indices, and every block's have one dtype
+        X = sp.csr_matrix(
+            (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
+        )
+    if not X.has_canonical_format:
+        X = X.copy()  # not the partition's arrays: another key holds them
+        X.sum_duplicates()  # sorts the indices, too
+    return X
+
+
+def _csr_structure_problem(X: sp.csr_matrix) -> str | None:
+    """What is wrong with ``X``'s ``indptr`` (read in O(rows)), or None."""
+    indptr = X.indptr
+    if indptr.ndim != 1 or len(indptr) != X.shape[0] + 1:
+        return f"its indptr has {indptr.size} entries for {X.shape[0]} rows"
+    if indptr[0] != 0 or indptr[-1] > min(len(X.indices), len(X.data)):
+        return "its indptr does not start at 0 or ends past its stored entries"
+    if (np.diff(indptr) < 0).any():
+        return "its indptr decreases"
+    return None
 
 
 def rows_are_contiguous(X: np.ndarray, dtype) -> bool:
@@ -618,51 +809,110 @@ def aligned_block(block: Block) -> Block:
     Dask gives a task the arrays it received from another worker as views into the
     message, at whatever offset they arrived: float64 rows 58 bytes past a 64-byte boundary,
     say, not even 8-byte aligned. NumPy's matrix products then leave BLAS for a generic
-    loop, about 7 times slower on W1's minibatches (``docs/benchmarks.md``).
+    loop, about 7 times slower on W1's minibatches (``docs/benchmarks.md``). A CSR ``X``
+    stays the same matrix when its arrays are aligned, else one with aligned copies.
     """
-    return Block(
-        *(a if a is None or a.flags.aligned else np.require(a, requirements="A") for a in block)
-    )
+    X, y, weight = block
+    if sp.issparse(X):
+        if not all(a.flags.aligned for a in (X.data, X.indices, X.indptr)):
+            canonical = X.has_canonical_format
+            X = _csr(*map(_aligned, (X.data, X.indices, X.indptr)), X.shape[1])
+            X.has_canonical_format = canonical
+    else:
+        X = _aligned(X)
+    return Block(X, _aligned(y), _aligned(weight))
 
 
-def summarize_block(block: Block, index: int, classifier: bool) -> BlockSummary:
+def _aligned(a: np.ndarray | None) -> np.ndarray | None:
+    return a if a is None or a.flags.aligned else np.require(a, requirements="A")
+
+
+def summarize_block(
+    block: Block, index: int, classifier: bool, n_features: int | None = None
+) -> BlockSummary:
     """Rows, labels, column moments and the first non-finite value of a block (runs on a
     worker). The moments are read in one pass, which also finds non-finite columns: a NaN
     or an infinity makes its column's sums non-finite (and so does overflow, which the
-    second look, only then, tells apart)."""
+    second look, only then, tells apart). A CSR block's columns have no moments taken
+    (:meth:`DaskTrainingData.moments`); its stored values are checked instead, and its
+    structure. A block that is not ``n_features`` wide is a problem too."""
     X, y, weight = block
     problem = target = None
-    features = Moments.of(X)
-    finite_columns = np.isfinite(features.mean) & np.isfinite(features.m2)
-    if not finite_columns.all():
-        finite_columns = np.isfinite(X).all(axis=0)
-    if not finite_columns.all():
-        column = int(np.argmin(finite_columns))
-        kind = "NaN" if np.isnan(X[:, column]).any() else "infinity"
-        problem = f"Input X contains {kind} (partition {index}, column {{column}})."
-    elif X.shape[0] != y.shape[0]:
-        problem = (
-            f"Found input variables with inconsistent numbers of samples in partition "
-            f"{index}: X has {X.shape[0]} rows, y has {y.shape[0]}."
-        )
-    elif not classifier and not np.isfinite(y.astype(float)).all():
-        problem = f"Input y contains NaN or infinity (partition {index})."
-    elif classifier and pd.isna(y).any():
-        problem = f"Input y contains NaN (partition {index})."
-    elif weight is not None and not np.isfinite(weight).all():
-        problem = f"Input sample_weight contains NaN or infinity (partition {index})."
+    sparse = sp.issparse(X)
+    features, problem, column = (_check_sparse if sparse else _check_dense)(X, index)
+    if problem is None and n_features is not None and X.shape[1] != n_features:
+        problem = f"Partition {index} of X has {X.shape[1]} columns, but X has {n_features}."
+    if problem is None:
+        problem = _rows_problem(X, y, weight, index, classifier)
     if classifier and problem is None:
         labels, counts = np.unique(y, return_counts=True)
     else:
         labels, counts = np.empty(0, dtype=y.dtype), np.empty(0, dtype=int)
         if problem is None:
             target = Moments.of(np.asarray(y, dtype=np.float64).reshape(-1, 1))
-    column = int(np.argmin(finite_columns)) if not finite_columns.all() else None
-    return BlockSummary(index, int(X.shape[0]), labels, counts, problem, column, features, target)
+    return BlockSummary(
+        index, int(X.shape[0]), labels, counts, problem, column, features, target, sparse
+    )
+
+
+def _rows_problem(X, y, weight, index: int, classifier: bool) -> str | None:
+    """What is wrong with a block's rows of ``y`` and ``sample_weight``, or None."""
+    if X.shape[0] != y.shape[0]:
+        return (
+            f"Found input variables with inconsistent numbers of samples in partition "
+            f"{index}: X has {X.shape[0]} rows, y has {y.shape[0]}."
+        )
+    if not classifier and not np.isfinite(y.astype(float)).all():
+        return f"Input y contains NaN or infinity (partition {index})."
+    if classifier and pd.isna(y).any():
+        return f"Input y contains NaN (partition {index})."
+    if weight is not None and not np.isfinite(weight).all():
+        return f"Input sample_weight contains NaN or infinity (partition {index})."
+    return None
+
+
+def _check_dense(X: np.ndarray, index: int) -> tuple[Moments, str | None, int | None]:
+    """The columns' moments, and the first column with a non-finite value (a message)."""
+    features = Moments.of(X)
+    finite_columns = np.isfinite(features.mean) & np.isfinite(features.m2)
+    if not finite_columns.all():
+        finite_columns = np.isfinite(X).all(axis=0)
+    if finite_columns.all():
+        return features, None, None
+    column = int(np.argmin(finite_columns))
+    kind = "NaN" if np.isnan(X[:, column]).any() else "infinity"
+    return features, f"Input X contains {kind} (partition {index}, column {{column}}).", column
+
+
+def _check_sparse(X: sp.csr_matrix, index: int) -> tuple[None, str | None, int | None]:
+    """No moments; a CSR block's first problem: a broken structure, a column index out of
+    range, or the first column (lowest index, as on dense blocks) with a non-finite
+    stored value. One read of the stored entries."""
+    structure = _csr_structure_problem(X)
+    if structure is not None:
+        return None, f"Partition {index} of X is not a valid CSR matrix: {structure}.", None
+    end = int(X.indptr[-1])
+    indices, values = X.indices[:end], X.data[:end]
+    if end and (int(indices.min()) < 0 or int(indices.max()) >= X.shape[1]):
+        return (
+            None,
+            (
+                f"Partition {index} of X is not a valid CSR matrix: a column index is outside "
+                f"[0, {X.shape[1]})."
+            ),
+            None,
+        )
+    finite = np.isfinite(values)
+    if finite.all():
+        return None, None, None
+    column = int(indices[~finite].min())
+    kind = "NaN" if np.isnan(values[~finite][indices[~finite] == column]).any() else "infinity"
+    return None, f"Input X contains {kind} (partition {index}, column {{column}}).", column
 
 
 def _partitions(X, y, sample_weight):
-    """Aligned per-partition pieces of X, y and sample_weight, plus what X is."""
+    """Aligned per-partition pieces of X, y and sample_weight, plus what X is (its number
+    of features, column names, training dtype, and whether its meta is SciPy sparse)."""
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None")
     y = _one_column(y)
@@ -676,6 +926,7 @@ def _partitions(X, y, sample_weight):
         names = np.asarray(X.columns, dtype=object)
         dtype = np.float32 if all(t == np.float32 for t in X.dtypes) else np.float64
         x_parts = X.to_delayed()
+        sparse = False
         row_chunks = None
         n_features = len(X.columns)
     else:
@@ -694,6 +945,7 @@ def _partitions(X, y, sample_weight):
             X = X.rechunk({1: -1})
         names = None
         dtype = np.float32 if X.dtype == np.float32 else np.float64
+        sparse = sp.issparse(getattr(X, "_meta", None))
         x_parts = list(X.to_delayed().ravel())
         row_chunks = X.chunks[0]
         n_features = X.shape[1]
@@ -703,7 +955,7 @@ def _partitions(X, y, sample_weight):
         if sample_weight is None
         else _aligned_parts(sample_weight, len(x_parts), row_chunks, "sample_weight")
     )
-    return x_parts, y_parts, w_parts, n_features, names, dtype
+    return x_parts, y_parts, w_parts, n_features, names, dtype, sparse
 
 
 def _one_column(y: Any) -> Any:
