@@ -46,6 +46,7 @@ from dask_sgd.errors import ShardLost
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule, scaled, warmup
+from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import staying_workers
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,9 @@ class ClusterTrainer:
             strategy = get_strategy(strategy, **options)
         elif options:
             raise TypeError(f"Options {sorted(options)} go with a strategy's name, not {strategy}.")
+        self.sparse = SparseSetup.of(objective) if data.sparse else None
+        if self.sparse is not None:
+            strategy = strategy.on_sparse_input()
         self.client, self.data = client, data
         self.objective, self.optimizer, self.encoder = objective, optimizer, encoder
         self.base_schedule = schedule
@@ -149,8 +153,9 @@ class ClusterTrainer:
         if no_workers_timeout is None:  # seconds without a worker before a fit gives up
             no_workers_timeout = dask.config.get("dask-sgd.no-workers-timeout", 60.0)
         self.keeper = ShardKeeper(
-            client, strategy, optimizer, n_shards, max_recoveries, float(no_workers_timeout)
-        )
+            client, strategy, optimizer, n_shards, max_recoveries, float(no_workers_timeout),
+            sparse=self.sparse,
+        )  # fmt: skip
         self.supervisor = UnitSupervisor(client, self.keeper, strategy)
         self.fit_id = uuid.uuid4().hex[:8]  # the dashboard page shows the latest fit
         self.units: list[Unit] = []
@@ -239,6 +244,11 @@ class ClusterTrainer:
         ):
             if records:
                 extra[field] = [dataclasses.asdict(record) for record in records]
+        if self.sparse is not None:  # what sparse pushes and pulls cost, per minibatch
+            minibatches = max(sum(result.rows for result in results) / self.batch_size, 1)
+            for field in ("bytes_pushed", "bytes_pulled"):
+                moved = sum(getattr(result, field) for result in results)
+                extra[f"{field}_per_step"] = moved / minibatches
         if state.n_averaged:
             objective = self._sample_objective(state.final_params)
             if objective is not None:
@@ -322,6 +332,7 @@ class ClusterTrainer:
             n_units=len(self.units),
             fit_id=self.fit_id,
             row_order=self.data.row_order,
+            sparse=self.sparse,
         )
         steps = self.strategy.open_segment(self.keeper.server, state.step, n_steps, len(self.units))
         results = self.supervisor.run(self.units, plan, self.carries)

@@ -27,6 +27,7 @@ from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
 from dask_sgd.ps.server import ServerState
 from dask_sgd.ps.shard import ShardStats
+from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import STAYING, worker_statuses
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ShardKeeper:
     recoveries: list[Recovery] = field(default_factory=list)
     moves: list[ShardMove] = field(default_factory=list)
     _dropped: int = 0  # contributions the current server had dropped at the last snapshot
+    sparse: SparseSetup | None = None  # a fit on sparse input: its shards' lazy penalty
 
     def start(self, state: TrainState, n_units: int, version: int | None = None) -> None:
         """Shards holding ``state`` for ``n_units`` units, on the running workers, at
@@ -84,6 +86,7 @@ class ShardKeeper:
             version=version,
             average=average,
             n_averaged=state.n_averaged if self.averaging else 0,
+            sparse=self.sparse,
         )
         self.version, self.n_units, self._dropped = version, n_units, 0
 

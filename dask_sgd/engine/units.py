@@ -14,10 +14,13 @@ fails with :class:`NonFiniteParameters` naming the step and the partition.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import concurrent.futures
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 from distributed import get_worker, secede
 from distributed.utils import sync
 
@@ -28,6 +31,9 @@ from dask_sgd.engine.steps import refuse_unusable_gradient
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule
+from dask_sgd.sparse import SparseVector
+from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
+from dask_sgd.sparse.setup import SparseSetup
 
 if TYPE_CHECKING:
     from dask_sgd.engine.strategies.base import Carry, Strategy, UnitResult
@@ -48,6 +54,7 @@ class SegmentPlan:
     n_units: int
     fit_id: str = ""  # the state the fit keeps on each worker (:mod:`.on_worker`)
     row_order: RowOrder = field(default_factory=RowOrder)  # how units take their rows
+    sparse: SparseSetup | None = None  # on sparse input: how the penalty is applied lazily
 
 
 @dataclass
@@ -58,13 +65,19 @@ class UnitData:
 
     The blocks' targets are encoded as the losses take them (and class weights folded into
     their sample weights) once per block, not once per minibatch.
+
+    On sparse blocks a unit pulls only the parameters that its next minibatches touch: it
+    takes them ahead (:meth:`keys_ahead`), and :attr:`cursor` stays before the ones taken
+    ahead and not trained on, so that a segment that ends first leaves them to the next.
     """
 
     blocks: list[Block]
     partitions: list[int]
-    cursor: tuple[int, int]
+    position: tuple[int, int]  # after the minibatches taken, ahead ones included
     #: what minibatches are gathered into: one stays as it is while the next is taken
     buffers: MinibatchBuffers = field(default_factory=MinibatchBuffers)
+    #: sparse: minibatches taken ahead, with the cursor before each and its θ indices
+    ahead: deque = field(default_factory=deque)
 
     @classmethod
     def encoded(
@@ -84,23 +97,58 @@ class UnitData:
             if partition not in targets:
                 targets[partition] = encoder(y, weight, X.dtype)
             encoded.append(Block(X, *targets[partition]))
-        return cls(encoded, partitions, cursor)
+        return cls(encoded, partitions, tuple(cursor))
 
-    def next_minibatch(self, plan: SegmentPlan):
-        """``(X, Y, sample_weight, partition)``: encoded targets, the partition it starts in.
-        The arrays are views of the blocks or of :attr:`buffers`: the next call but one
-        overwrites them."""
-        X, Y, weight, self.cursor, block = plan.row_order.take(
-            self.blocks, self.partitions, tuple(self.cursor), plan.batch_size, self.buffers
+    @property
+    def sparse(self) -> bool:
+        return bool(self.blocks) and sp.issparse(self.blocks[0].X)
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """Where the next minibatch to train on starts."""
+        return self.ahead[0][0] if self.ahead else self.position
+
+    def _take(self, plan: SegmentPlan):
+        X, Y, weight, self.position, block = plan.row_order.take(
+            self.blocks, self.partitions, self.position, plan.batch_size, self.buffers
         )
         return X, Y, weight, self.partitions[block]
 
-    def gradient(self, plan: SegmentPlan, params: np.ndarray, step: int):
+    def next_minibatch(self, plan: SegmentPlan):
+        """``(X, Y, sample_weight, partition)``: encoded targets, the partition it starts in.
+        Dense arrays are views of the blocks or of :attr:`buffers`: the next call but one
+        overwrites them."""
+        if self.ahead:
+            return self.ahead.popleft()[1]
+        return self._take(plan)
+
+    def keys_ahead(self, plan: SegmentPlan, n_minibatches: int) -> np.ndarray | None:
+        """The θ indices (sorted) that the next ``n_minibatches`` minibatches touch, taking
+        them ahead; None on dense blocks, whose units exchange all of θ."""
+        if not self.sparse:
+            return None
+        while len(self.ahead) < n_minibatches:
+            before = self.position
+            minibatch = self._take(plan)
+            indices = param_indices(plan.objective.model, touched_columns(minibatch[0]))
+            self.ahead.append((before, minibatch, indices))
+        parts = [indices for _, _, indices in list(self.ahead)[:n_minibatches]]
+        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    def gradient(self, plan: SegmentPlan, params, step: int):
         """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
-        usable (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`: it is never pushed)."""
+        usable (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`: it is never pushed).
+        On sparse blocks ``params`` is θ at (at least) the indices the minibatch touches, a
+        :class:`~dask_sgd.sparse.SparseVector`, and so is the gradient."""
         X, Y, weight, partition = self.next_minibatch(plan)
-        batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
-        refuse_unusable_gradient(grad, step, partition)
+        if isinstance(params, SparseVector):
+            batch_loss, grad = sparse_loss_and_grad(
+                plan.objective, params.values, params.indices, X, Y, weight
+            )
+            refuse_unusable_gradient(grad.values, step, partition)
+        else:
+            batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+            refuse_unusable_gradient(grad, step, partition)
         return float(batch_loss), grad, Y.shape[0]
 
 
@@ -126,7 +174,8 @@ def train_unit(
     on_worker = fit_on_worker(get_worker(), plan.fit_id)
     data = UnitData.encoded(blocks, partitions, carry.cursor, plan.encoder, on_worker.targets)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
-        return strategy.run_unit(data, calls, plan, unit, carry)
+        result = strategy.run_unit(data, calls, plan, unit, carry)
+    return replace(result, bytes_pushed=calls.bytes_pushed, bytes_pulled=calls.bytes_pulled)
 
 
 def sample_objective(
@@ -152,6 +201,9 @@ class ShardCalls:
     on this worker is an object in this process, whose async methods can run on the
     worker's event loop with no serialisation at all. Remote calls go out first, so that no
     unit waits on a local shard before its remote pushes are on their way.
+
+    The calls count the bytes of the arrays they send to shards on other workers and of
+    those that come back (:attr:`bytes_pushed`, :attr:`bytes_pulled`).
     """
 
     def __init__(self, shards: list, ranges: list[slice]) -> None:
@@ -163,6 +215,14 @@ class ShardCalls:
             obj = worker.state.actors.get(shard.key) if shard._address == worker.address else None
             (self.remote if obj is None else self.local).append((obj or shard, where))
         self.first = min(self.remote + self.local, key=lambda pair: pair[1].start)
+        self.bytes_pushed = self.bytes_pulled = 0
+
+    def through_actors(self) -> ShardCalls:
+        """Reach every shard through its actor from now on, its own worker's too: where the
+        first contributions to arrive count, a unit must not skip the network that the
+        others take (:class:`~dask_sgd.engine.strategies.Backup`)."""
+        self.remote, self.local = list(self.actors), []
+        return self
 
     def call_first(self, request: str, *args: Any) -> Any:
         """A request of the exchange rule of the first shard (the one holding θ's start)."""
@@ -171,25 +231,33 @@ class ShardCalls:
             return sync(self.loop, shard.call, request, *args)
         return shard.call(request, *args).result()
 
-    def pull(self, min_version: int = 0) -> tuple[np.ndarray, dict[int, int]]:
-        """θ once every shard has reached ``min_version``, and each shard's version (keyed
+    def pull(
+        self, min_version: int = 0, indices: np.ndarray | None = None
+    ) -> tuple[Any, dict[int, int]]:
+        """θ once every shard has reached ``min_version`` (only at ``indices``, as a
+        :class:`~dask_sgd.sparse.SparseVector`, if given), and each shard's version (keyed
         by where its slice starts)."""
-        return joined(self.fan_out("pull", lambda where: (min_version,)))
+        answers = self.fan_out("pull", lambda where: (min_version, within(indices, where)))
+        return joined(answers)
 
     def fan_out_later(self, method: str, arguments) -> PendingAnswers:
         """Call ``method`` on every shard with ``arguments(slice)`` and return at once: the
         answers come with :meth:`PendingAnswers.result` (the calls go on meanwhile, on the
         worker's event loop and the shards' workers)."""
-        calls = [(where, getattr(shard, method)(*arguments(where))) for shard, where in self.remote]
+        calls = [
+            (where, getattr(shard, method)(*self._sent(arguments(where))))
+            for shard, where in self.remote
+        ]
         for obj, where in self.local:
             call = getattr(obj, method)(*arguments(where))
             calls.append((where, asyncio.run_coroutine_threadsafe(call, self.loop.asyncio_loop)))
-        return PendingAnswers(calls)
+        return PendingAnswers(calls, self)
 
     def fan_out(self, method: str, arguments) -> list[tuple[slice, Any]]:
         """Call ``method`` on every shard with ``arguments(slice)``; the answers by slice."""
         pending = [
-            (where, getattr(shard, method)(*arguments(where))) for shard, where in self.remote
+            (where, getattr(shard, method)(*self._sent(arguments(where))))
+            for shard, where in self.remote
         ]
 
         async def local_calls():
@@ -201,28 +269,65 @@ class ShardCalls:
         if self.local:
             answers = sync(self.loop, local_calls)
             parts = list(zip((where for _, where in self.local), answers, strict=True))
-        parts += [(where, call.result()) for where, call in pending]
+        parts += [(where, self.received(call.result())) for where, call in pending]
         parts.sort(key=lambda part: part[0].start)
         return parts
+
+    def _sent(self, arguments: tuple) -> tuple:
+        self.bytes_pushed += payload_bytes(arguments)
+        return arguments
+
+    def received(self, answer: Any) -> Any:
+        """``answer`` from a shard on another worker, its bytes counted."""
+        self.bytes_pulled += payload_bytes(answer)
+        return answer
+
+
+def within(indices: np.ndarray | None, where: slice) -> np.ndarray | None:
+    """The ``indices`` (sorted) in the slice ``where``, from its start; None for None."""
+    if indices is None:
+        return None
+    lo, hi = np.searchsorted(indices, [where.start, where.stop])
+    return indices[lo:hi] - where.start
+
+
+def payload_bytes(value: Any) -> int:
+    """The bytes of the arrays in ``value`` (nested in tuples, lists and dataclasses)."""
+    if isinstance(value, np.ndarray | SparseVector):
+        return value.nbytes
+    if isinstance(value, tuple | list):
+        return sum(payload_bytes(item) for item in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(payload_bytes(getattr(value, name)) for name in value.__dataclass_fields__)
+    return 0
 
 
 class PendingAnswers:
     """The shards' answers to calls on their way (:meth:`ShardCalls.fan_out_later`)."""
 
-    def __init__(self, calls: list[tuple[slice, Any]]) -> None:
-        self.calls = calls
+    def __init__(self, calls: list[tuple[slice, Any]], counter: ShardCalls | None = None) -> None:
+        self.calls, self.counter = calls, counter
 
     def done(self) -> bool:
         return all(call.done() for _, call in self.calls)
 
     def result(self) -> list[tuple[slice, Any]]:
         """The answers by slice, once every one has come (raises what a call raised)."""
-        return sorted(
-            ((where, call.result()) for where, call in self.calls), key=lambda part: part[0].start
-        )
+        answers = []
+        for where, call in self.calls:
+            answer = call.result()
+            remote = not isinstance(call, concurrent.futures.Future)  # an actor call's
+            if remote and self.counter is not None:
+                answer = self.counter.received(answer)
+            answers.append((where, answer))
+        return sorted(answers, key=lambda part: part[0].start)
 
 
-def joined(answers: list[tuple[slice, Any]]) -> tuple[np.ndarray, dict[int, int]]:
-    """θ joined from answers ``(params, version, ...)`` of every shard, and the versions."""
-    params = np.concatenate([answer[0] for _, answer in answers])
-    return params, {where.start: answer[1] for where, answer in answers}
+def joined(answers: list[tuple[slice, Any]]) -> tuple[Any, dict[int, int]]:
+    """θ joined from answers ``(params, version, ...)`` of every shard, and the versions.
+    Answers of :class:`~dask_sgd.sparse.SparseVector` (θ at some indices) join into one."""
+    versions = {where.start: answer[1] for where, answer in answers}
+    if isinstance(answers[0][1][0], SparseVector):
+        size = answers[-1][0].stop
+        return SparseVector.joined([(where.start, a[0]) for where, a in answers], size), versions
+    return np.concatenate([answer[0] for _, answer in answers]), versions

@@ -410,17 +410,24 @@ class Lanes:
             raise
         return cls(lanes)
 
-    def push(self, round_: int, value: Array, token: Any, rate: float) -> list[tuple[slice, Any]]:
+    def push(
+        self, round_: int, value: Array, token: Any, rate: float, keys: None = None
+    ) -> list[tuple[slice, Any]]:
         """Contribute ``value`` (the whole vector; each shard gets its slice) to ``round_``;
-        each shard's answer (parameters, version) once the round is applied, by slice."""
+        each shard's answer (parameters, version) once the round is applied, by slice.
+        Lanes carry dense vectors only (``keys`` is None): sparse input takes actor calls."""
+        if keys is not None:
+            raise ValueError("A lane carries dense parameters: sparse input takes actor calls.")
         for where, lane in self.remote:
             lane.send_push(round_, value[where], token, rate)
         for where, lane in self.local:
             lane.push(round_, value[where], token, rate)
         return self._answers(round_ + 1)
 
-    def pull(self, min_version: int) -> list[tuple[slice, Any]]:
+    def pull(self, min_version: int, keys: None = None) -> list[tuple[slice, Any]]:
         """Each shard's parameters and version once it has reached ``min_version``."""
+        if keys is not None:
+            raise ValueError("A lane carries dense parameters: sparse input takes actor calls.")
         for _, lane in self.remote:
             lane.send_pull(min_version)
         return self._answers(min_version)

@@ -97,11 +97,12 @@ class Clocked(Immediate):
         super().__init__()
         self.clocks = [clock] * n_units  # pushes each unit has made
 
-    async def pull_bounded(self, min_clock: int) -> tuple[Array, int]:
-        """The parameters and their version, once every unit has pushed ``min_clock`` times."""
+    async def pull_bounded(self, min_clock: int, indices: Array | None = None) -> tuple[Any, int]:
+        """The parameters (at ``indices``, if given) and their version, once every unit has
+        pushed ``min_clock`` times."""
         shard = self.shard
         await shard.until(lambda: min(self.clocks) >= min_clock)
-        return shard.params, shard.version
+        return shard.current(indices)
 
     async def push(
         self,
@@ -147,14 +148,18 @@ class Barrier(ExchangeRule):
         self._pending: dict[int, tuple[Array, int, Any]] = {}
         self.lane = None  # the shard's direct lane, once opened
 
-    async def push(self, round_: int, value: Array, token: Any, rate: float) -> tuple[Array, int]:
+    async def push(
+        self, round_: int, value: Array, token: Any, rate: Any, indices: Array | None = None
+    ) -> tuple[Any, int]:
+        """Contribute ``value`` to ``round_``; answer the parameters once it is applied (at
+        ``indices`` if given: those the unit's next minibatches touch)."""
         if self.lane is None:
             self.contribute(round_, value, token, rate)
         else:  # under the lane's lock, answering the units that wait there
             self.lane.push(round_, value, token, rate)
-        return await self.shard.pull(round_ + 1)
+        return await self.shard.pull(round_ + 1, indices)
 
-    def contribute(self, round_: int, value: Array, token: Any, rate: float) -> None:
+    def contribute(self, round_: int, value: Array, token: Any, rate: Any) -> None:
         """Count ``value`` towards ``round_`` (or drop it, late), and apply every round that
         is complete, in order; does not wait."""
         shard = self.shard
@@ -184,7 +189,7 @@ class Barrier(ExchangeRule):
             del self._pending[shard.version]
             self.apply_mean(total / count, rate)
 
-    def apply_mean(self, mean: Array, rate: float) -> None:
+    def apply_mean(self, mean: Array, rate: Any) -> None:
         """Update the shard with the round's mean and advance its version."""
         raise NotImplementedError
 
@@ -207,3 +212,17 @@ class Averaging(Barrier):
         moved = mean if rate == 1 else shard.params + rate * (mean - shard.params)
         shard.keep(moved.astype(shard.params.dtype, copy=False), shard.opt_state)
         shard.advance()
+
+
+class MeanDeltaStep(Barrier):
+    """Local SGD on sparse input (a :class:`~dask_sgd.ps.shard.SparseParameterShard`): a
+    contribution is a unit's change over its round at the entries it touched, of θ (beyond
+    the round's shrink) and of the optimizer state; ``rate`` is ``(shrink, steps)``, the
+    round's L2 shrink and its steps. The shard applies the shrink to every entry and adds
+    the units' mean change, which is the mean of the units' parameters, as
+    :class:`Averaging` makes it: a unit's entry that its round did not touch changed only
+    by the shrink."""
+
+    def apply_mean(self, mean: Array, rate: Any) -> None:
+        decay, n_steps = rate
+        self.shard.add_round(mean, decay, n_steps)

@@ -16,7 +16,8 @@ from dask_sgd import defaults
 from dask_sgd._tree import map_tree
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.rules import ExchangeRule
-from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats
+from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats, SparseParameterShard
+from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import running_workers
 
 #: The key of every shard's actor starts with this (the retirement plugin looks for it).
@@ -103,6 +104,7 @@ class ParameterServer:
         version: int = 0,
         average: Array | None = None,
         n_averaged: int = 0,
+        sparse: SparseSetup | None = None,
     ) -> ParameterServer:
         """Create ``n_shards`` shards, spread over the running workers (default: one per
         :data:`dask_sgd.defaults.MIN_SHARD_SIZE` parameters, at most one per worker), each
@@ -110,7 +112,8 @@ class ParameterServer:
 
         ``opt_state`` (the whole vector's optimizer state) and ``version`` resume training;
         ``average`` (the whole vector's running mean of θ) with ``n_averaged`` resumes
-        averaging, which every shard then does (None: not yet).
+        averaging, which every shard then does (None: not yet). ``sparse`` (a fit on sparse
+        input) makes them :class:`SparseParameterShard`, which apply its penalty lazily.
         """
         if not optimizer.elementwise:
             raise ValueError(
@@ -123,9 +126,10 @@ class ParameterServer:
         ranges = shard_ranges(params.size, n_shards)
         states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
         name = uuid.uuid4().hex[:8]
+        kind = ParameterShard if sparse is None else SparseParameterShard
         futures = [
             client.submit(
-                ParameterShard,
+                kind,
                 params[where].copy(),
                 optimizer,
                 rule,
@@ -133,6 +137,7 @@ class ParameterServer:
                 version,
                 None if average is None else average[where].copy(),
                 n_averaged,
+                **({} if sparse is None else {"setup": sparse, "where": where}),
                 actor=True,
                 key=f"{SHARD_KEY_PREFIX}{index}-{name}",
                 workers=[workers[index % len(workers)]],

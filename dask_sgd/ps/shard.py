@@ -27,6 +27,8 @@ import numpy as np
 from dask_sgd.errors import NonFiniteParameters, TrainingAborted
 from dask_sgd.optim import GradientTransformation, apply_updates
 from dask_sgd.ps.rules import ExchangeRule, Immediate
+from dask_sgd.sparse import SparseVector
+from dask_sgd.sparse.setup import SparseSetup
 
 Array = Any
 
@@ -95,10 +97,17 @@ class ParameterShard:
 
     # --- what units and the client call ---------------------------------------------------------
 
-    async def pull(self, min_version: int = 0) -> tuple[Array, int]:
-        """The parameters and their version, once the version has reached ``min_version``."""
+    async def pull(self, min_version: int = 0, indices: Array | None = None) -> tuple[Any, int]:
+        """The parameters and their version, once the version has reached ``min_version``
+        (only those at ``indices``, as a :class:`~dask_sgd.sparse.SparseVector`, if given)."""
         await self.until(lambda: self.version >= min_version)
-        return self.params, self.version
+        return self.current(indices)
+
+    def current(self, indices: Array | None = None) -> tuple[Any, int]:
+        """The parameters (at ``indices`` if given) and their version, now."""
+        if indices is None:
+            return self.params, self.version
+        return SparseVector.gather(self.params, indices), self.version
 
     async def push(self, *args: Any, **kwargs: Any) -> Any:
         """A unit's contribution, handled by the exchange rule (its answer is the rule's)."""
@@ -199,6 +208,92 @@ class ParameterShard:
         if len(self._tokens) > TOKEN_MEMORY:
             self._tokens.popitem(last=False)
         return False
+
+
+class SparseParameterShard(ParameterShard):
+    """A shard of a model trained on sparse input: its slice of θ, with the optimizer state,
+    held as :class:`~dask_sgd.sparse.lazy.LazyParams`, so that a push costs the entries it
+    touches, not the slice: the penalty's shrink is one number, and an entry's optimizer
+    state catches up when it is next touched. Units pull it by indices.
+
+    ``where`` is the slice of θ it holds; ``setup`` the penalty, applied lazily.
+    """
+
+    def __init__(
+        self,
+        params: Array,
+        optimizer: GradientTransformation,
+        rule: ExchangeRule | None = None,
+        opt_state: Any = None,
+        version: int = 0,
+        average: Array | None = None,
+        n_averaged: int = 0,
+        *,
+        setup: SparseSetup,
+        where: slice,
+    ) -> None:
+        self.lazy = setup.for_slice(params, optimizer, where, opt_state=opt_state)
+        super().__init__(params[:0], optimizer, rule, None, version)
+        self.size = int(params.size)
+        if average is not None:
+            self._average_from(average, n_averaged)
+
+    @property
+    def params(self) -> Array:
+        """The whole slice, materialized (O(size): snapshots only)."""
+        return self.lazy.dense()[0]
+
+    @params.setter
+    def params(self, value: Array) -> None:  # the base class's start; the lazy one holds θ
+        pass
+
+    def current(self, indices: Array | None = None) -> tuple[Any, int]:
+        if indices is None:
+            return self.params, self.version
+        return SparseVector(indices, self.lazy.values(indices), self.size), self.version
+
+    async def pull_state(self, min_version: int, indices: Array) -> tuple[Any, Any, int]:
+        """θ and the optimizer state at ``indices`` (caught up), and the version, once it
+        has reached ``min_version``: a local-SGD unit's working set for a round."""
+        await self.until(lambda: self.version >= min_version)
+        values, version = self.current(indices)
+        return values, self.lazy.state(indices), version
+
+    async def snapshot(self) -> ShardSnapshot:
+        params, opt_state, average, n_averaged = self.lazy.dense()
+        return ShardSnapshot(params, opt_state, self.version, average, n_averaged)
+
+    async def stats(self) -> ShardStats:
+        return ShardStats(self.version, self.pushes, self.rule.dropped, self.size)
+
+    def _average_from(self, average: Array, n_averaged: int) -> None:
+        if np.shape(average) != (self.size,):
+            raise ValueError(f"An average of shape {np.shape(average)} for a shard of {self.size}.")
+        self.lazy.start_averaging(np.asarray(average).copy(), int(n_averaged))
+
+    def apply(self, grad: SparseVector, learning_rate: float) -> int:
+        """One step with the sparse gradient ``grad``: the lazy shrink and the optimizer on
+        the entries it touches; return the new version."""
+        with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned
+            self.lazy.apply(grad.indices, grad.values, learning_rate)
+        self._refuse_non_finite(grad.indices)
+        return self.advance()
+
+    def add_round(self, mean: SparseVector, decay: float, n_steps: int) -> int:
+        """Local SGD's averaging round on sparse input: ``n_steps`` steps' shrink (``decay``)
+        on every entry, then the units' mean change of θ and of the optimizer state at the
+        entries they touched (``mean.values``' columns: θ, then each state vector)."""
+        values = mean.values.reshape(mean.indices.size, -1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.lazy.add(
+                mean.indices, values[:, 0], tuple(values[:, 1:].T), decay=decay, steps=n_steps
+            )
+        self._refuse_non_finite(mean.indices)
+        return self.advance()
+
+    def _refuse_non_finite(self, indices: Array) -> None:
+        if not np.isfinite(self.lazy.values(indices)).all():
+            raise NonFiniteParameters(self.version)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

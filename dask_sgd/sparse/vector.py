@@ -16,7 +16,8 @@ import numpy as np
 
 class SparseVector:
     """``size`` entries, zero but at ``indices`` (sorted, distinct int64) where they are
-    ``values``.
+    ``values``. An entry may be a row of several numbers (``values`` of shape ``(n, m)``):
+    a local-SGD unit's change of θ and of its optimizer state at each entry.
 
     Examples
     --------
@@ -34,7 +35,7 @@ class SparseVector:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.values = np.asarray(values)
         self.size = int(size)
-        if self.indices.shape != self.values.shape or self.indices.ndim != 1:
+        if self.indices.ndim != 1 or self.values.shape[:1] != self.indices.shape:
             raise ValueError(
                 f"{self.indices.shape[0]} indices for values of shape {self.values.shape}."
             )
@@ -84,7 +85,9 @@ class SparseVector:
         indices, inverse = np.unique(
             np.concatenate([self.indices, other.indices]), return_inverse=True
         )
-        values = np.zeros(indices.shape[0], np.result_type(self.values, other.values))
+        values = np.zeros(
+            indices.shape + self.values.shape[1:], np.result_type(self.values, other.values)
+        )
         np.add.at(values, inverse, np.concatenate([self.values, other.values]))
         return SparseVector(indices, values, self.size)
 
@@ -103,7 +106,7 @@ class SparseVector:
 
     def to_dense(self) -> np.ndarray:
         """The dense vector (for tests and small vectors only)."""
-        dense = np.zeros(self.size, dtype=self.values.dtype)
+        dense = np.zeros((self.size, *self.values.shape[1:]), dtype=self.values.dtype)
         dense[self.indices] = self.values
         return dense
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dask_sgd.engine.strategies.base import Carry, UnitResult, register
-from dask_sgd.engine.strategies.sync import Sync
+from dask_sgd.engine.strategies.sync import ActorRounds, Sync
 from dask_sgd.engine.units import joined
 from dask_sgd.ps.lane import Lanes
 
@@ -35,12 +35,13 @@ class Backup(Sync):
     def run_unit(self, data, calls, plan, unit, carry) -> UnitResult:
         step, end = plan.first_step, plan.first_step + plan.n_steps
         with self.rounds(calls) as rounds:
-            params, _ = joined(rounds.pull(step))
+            params, _ = joined(rounds.pull(step, data.keys_ahead(plan, 1)))
             loss_sum, rows = 0.0, 0
             while step < end:
                 batch_loss, grad, batch_rows = data.gradient(plan, params, step)
                 lr = plan.learning_rate(step)
-                params, versions = joined(rounds.push(step, grad, (step, unit), lr))
+                keys = data.keys_ahead(plan, int(step + 1 < end))  # the next step's (sparse)
+                params, versions = joined(rounds.push(step, grad, (step, unit), lr, keys))
                 loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
                 step = max(step + 1, min(versions.values()))
         return UnitResult(loss_sum, rows, Carry(data.cursor))
@@ -52,6 +53,12 @@ class Backup(Sync):
         never counted: on a noisy regression the average of the updates came 0.63 × as
         near the optimum as the last iterate, 0.25 × with a stream for both units)."""
         return Lanes.open(calls.actors, [], here)
+
+    def actor_rounds(self, calls) -> ActorRounds:
+        """Actor calls to every shard, its own worker's too, for the reason of
+        :meth:`open_lanes` (on sparse input, the 2-worker test problem scored 0.80–0.82
+        against dense's 0.83–0.84 with the shard beside the unit reached directly)."""
+        return ActorRounds(calls.through_actors())
 
     def history(self, results, dropped: int) -> dict:
         return {"dropped": dropped}

@@ -11,7 +11,7 @@ registered with :func:`register`; its fields are the estimator parameters it rea
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dask_sgd.ps.rules import ExchangeRule
@@ -44,6 +44,9 @@ class UnitResult:
     loss_sum: float  # the objective summed over the rows, before each update
     rows: int
     carry: Carry
+    #: the bytes of the arrays the unit sent to shards on other workers, and got back
+    bytes_pushed: int = field(default=0, kw_only=True)
+    bytes_pulled: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ class Strategy:
         )
 
     # --- on the client --------------------------------------------------------------------------
+
+    def on_sparse_input(self) -> Strategy:
+        """The strategy for sparse input, whose units pull and push only the parameters
+        their minibatches touch; raise ``ValueError`` for a setting that cannot work so."""
+        return self
 
     def check(self, n_units: int) -> None:
         """Raise ``ValueError`` if the strategy's settings cannot work on ``n_units`` workers

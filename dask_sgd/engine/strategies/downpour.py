@@ -4,7 +4,9 @@ Units pull, compute and push without waiting for each other; a shard applies eac
 it arrives. Each unit claims the segment's steps from the parameter server a few at a
 time (about ``claim_seconds`` of work at its own pace), so a slow worker simply does fewer.
 ``n_fetch``: steps between two pulls; ``n_push``: steps whose mean gradient one push
-carries; ``staleness_aware``: each push's rate divided by its staleness.
+carries; ``staleness_aware``: each push's rate divided by its staleness. On sparse input a
+pull brings θ at the entries of the minibatches until the next one, and a unit also pulls
+as it starts a new claim (the minibatches of the next claim are not known before).
 """
 
 from __future__ import annotations
@@ -90,8 +92,11 @@ class Downpour(Asynchronous):
             if granted == 0:
                 break
             for step in range(first, first + granted):
-                if done % self.n_fetch == 0:
-                    params, fetched = calls.pull()
+                if done % self.n_fetch == 0 or (data.sparse and not data.ahead):
+                    # sparse: θ at the entries of the minibatches until the next pull, or
+                    # to the end of the claim (a new claim pulls its own)
+                    ahead = min(self.n_fetch - done % self.n_fetch, first + granted - step)
+                    params, fetched = calls.pull(0, data.keys_ahead(plan, ahead))
                 batch_loss, grad, batch_rows = data.gradient(plan, params, step)
                 accumulated, n_accumulated = accumulated + grad, n_accumulated + 1
                 loss_sum, rows, done = loss_sum + batch_loss, rows + batch_rows, done + 1

@@ -16,12 +16,18 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dask_sgd.engine.steps import TrainState, run_minibatches
+import numpy as np
+
+from dask_sgd._tree import map_tree, tree_leaves
+from dask_sgd.engine.steps import TrainState, refuse_unusable_gradient, run_minibatches
 from dask_sgd.engine.strategies.base import Carry, Strategy, UnitResult, register
-from dask_sgd.engine.units import PendingAnswers, joined
+from dask_sgd.engine.units import PendingAnswers, joined, within
 from dask_sgd.errors import NonFiniteParameters
-from dask_sgd.ps.rules import Averaging
-from dask_sgd.ps.server import mean_states
+from dask_sgd.ps.rules import Averaging, MeanDeltaStep
+from dask_sgd.ps.server import join_states, mean_states
+from dask_sgd.sparse import SparseVector
+from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
+from dask_sgd.sparse.lazy import zero_gradient_decays
 
 Array = Any
 
@@ -60,11 +66,26 @@ class LocalCarry(Carry):
 @dataclass(frozen=True)
 class Local(Strategy):
     name = "local"
-    server_keeps_opt_state = False
     local_steps: int | str = "auto"
     elastic_rate: float | None = None
     overlap: bool = True
     paced_steps: int = AUTO_STEPS[0]  # "auto": the steps of a round, as last measured
+
+    sparse: bool = False  # sparse input: units exchange their rounds' changes, not θ
+
+    @property
+    def server_keeps_opt_state(self) -> bool:
+        """On sparse input the shards keep the optimizer state; each unit pulls and trains
+        the part its round touches."""
+        return self.sparse
+
+    def on_sparse_input(self) -> Local:
+        if self.elastic_rate is not None:
+            raise ValueError(
+                "elastic_rate is not supported on sparse input: elastic averaging keeps a "
+                "whole copy of θ on every unit. Use elastic_rate=None."
+            )
+        return replace(self, sparse=True)
 
     def round_steps(self) -> int:
         return self.paced_steps if self.local_steps == "auto" else self.local_steps
@@ -73,7 +94,7 @@ class Local(Strategy):
         return CALIBRATION_STEPS if self.local_steps == "auto" else None
 
     def paced(self, results: list[LocalResult], steps_per_epoch: int) -> Local:
-        """"auto": rounds of at least ``ROUND_LATENCIES`` exchange latencies, at the pace of
+        """ "auto": rounds of at least ``ROUND_LATENCIES`` exchange latencies, at the pace of
         the slowest unit's steps, as measured in the segment of ``results``; at least
         ``MIN_ROUNDS_PER_EPOCH`` rounds an epoch."""
         step = max(result.step_seconds for result in results)
@@ -86,16 +107,20 @@ class Local(Strategy):
         steps = min(max(2 ** math.ceil(math.log2(wanted)), AUTO_STEPS[0]), longest)
         return self if steps == self.paced_steps else replace(self, paced_steps=steps)
 
-    def exchange_rule(self, n_units: int, step: int) -> Averaging:
-        return Averaging(n_units)
+    def exchange_rule(self, n_units: int, step: int) -> Averaging | MeanDeltaStep:
+        return MeanDeltaStep(n_units) if self.sparse else Averaging(n_units)
 
     def start_carry(self, state: TrainState) -> LocalCarry:
-        return LocalCarry(opt_state=state.opt_state)
+        return LocalCarry(opt_state=None if self.sparse else state.opt_state)
 
     def segment_opt_state(self, server_opt_state, carries: list[LocalCarry]) -> Any:
+        if self.sparse:
+            return server_opt_state
         return mean_states([carry.opt_state for carry in carries])
 
     def run_unit(self, data, calls, plan, unit, carry: LocalCarry) -> LocalResult:
+        if self.sparse:
+            return self.run_sparse_unit(data, calls, plan, unit, carry)
         center, _ = calls.pull(plan.first_version)
         elastic = self.elastic_rate is not None
         own = carry.params if elastic else None
@@ -162,6 +187,88 @@ class Local(Strategy):
             round_steps=self.round_steps(),
         )
 
+    def run_sparse_unit(self, data, calls, plan, unit, carry: LocalCarry) -> LocalResult:
+        """Rounds on sparse input: pull θ and the optimizer state at the entries that the
+        round's minibatches touch, train them (the penalty applied lazily, as the shards
+        do), and push their change beyond the round's shrink; the shards add the units'
+        mean change (:class:`~dask_sgd.ps.rules.MeanDeltaStep`).
+
+        With ``overlap`` a unit does not wait for a round's mean: the next round pulls what
+        the shards hold once the round before the last is applied, and where the last one
+        is not applied yet, starts the entries it touched from its own values. Its change
+        is counted from where it started, so no round counts twice."""
+        setup, model = plan.sparse, plan.objective.model
+        ranges = sorted((where for _, where in calls.actors), key=lambda where: where.start)
+        loss_sum, rows, done, round_ = 0.0, 0, 0, plan.first_version
+        waited = computing = 0.0
+        latencies = []
+        pending: Pending | None = None  # the last round's push, while it is on its way
+        trained = None  # the last round's entries as this unit left them
+        while done < plan.n_steps:
+            n_steps = min(self.round_steps(), plan.n_steps - done)
+            keys = data.keys_ahead(plan, n_steps)
+            started = time.perf_counter()
+            behind = int(pending is not None)  # rounds that may not be applied yet
+            start, state, versions = pull_working_set(calls, round_ - behind, keys)
+            if trained is not None and behind:
+                unapplied = [where for where in ranges if versions[where.start] < round_]
+                start, state = with_own_progress(start, state, trained, unapplied)
+            if pending is not None and pending.answers.done():
+                latencies.append(time.perf_counter() - pending.sent)
+                pending = None
+            waited += time.perf_counter() - started
+            started = time.perf_counter()
+            params = setup.at(keys, start.values.copy(), plan.optimizer, opt_state=state)
+            shrink = 1.0
+            for step in range(plan.first_step + done, plan.first_step + done + n_steps):
+                X, Y, weight, partition = data.next_minibatch(plan)
+                at = np.searchsorted(keys, param_indices(model, touched_columns(X)))
+                batch_loss, grad = sparse_loss_and_grad(
+                    plan.objective, params.values(at), keys[at], X, Y, weight
+                )
+                refuse_unusable_gradient(grad.values, step, partition)
+                lr = plan.learning_rate(step)
+                params.apply(at, grad.values, lr)
+                shrink *= setup.decay(lr)
+                loss_sum, rows = loss_sum + float(batch_loss), rows + Y.shape[0]
+            everywhere = np.arange(keys.size)
+            trained = SparseVector(keys, params.values(everywhere), start.size)
+            if not np.isfinite(trained.values).all():
+                raise NonFiniteParameters(step, "parameters", partition)
+            trained_state = params.state(everywhere)
+            change = round_change(
+                trained, trained_state, start, state, setup, plan, shrink, n_steps
+            )
+            trained = (trained, trained_state)
+            computing += time.perf_counter() - started
+            started = time.perf_counter()
+            if pending is not None:  # at most one push on its way
+                pending.answers.result()
+                latencies.append(time.perf_counter() - pending.sent)
+            pending = Pending(
+                push_change(calls, round_, change, (round_, unit), (shrink, n_steps)), None
+            )
+            if not self.overlap:
+                pending.answers.result()
+                latencies.append(time.perf_counter() - pending.sent)
+                pending = None
+            waited += time.perf_counter() - started
+            done, round_ = done + n_steps, round_ + 1
+        if pending is not None:  # the segment ends with its last round applied
+            started = time.perf_counter()
+            pending.answers.result()
+            latencies.append(time.perf_counter() - pending.sent)
+            waited += time.perf_counter() - started
+        return LocalResult(
+            loss_sum,
+            rows,
+            LocalCarry(data.cursor),
+            waited_seconds=waited,
+            step_seconds=computing / max(done, 1),
+            latency_seconds=statistics.median(latencies) if latencies else float("nan"),
+            round_steps=self.round_steps(),
+        )
+
     def history(self, results: list[LocalResult], dropped: int) -> dict:
         return {
             "local_steps": results[-1].round_steps,
@@ -176,6 +283,64 @@ class Pending:
     def __init__(self, answers: PendingAnswers, pushed: Array) -> None:
         self.answers, self.pushed = answers, pushed
         self.sent, self.arrived = time.perf_counter(), None
+
+
+def pull_working_set(calls, min_version: int, keys: np.ndarray):
+    """θ and the optimizer state at ``keys`` once every shard has reached ``min_version``,
+    and each shard's version (keyed by where its slice starts)."""
+    answers = calls.fan_out("pull_state", lambda where: (min_version, within(keys, where)))
+    pulled, versions = joined([(where, (values, v)) for where, (values, _, v) in answers])
+    return pulled, join_states([state for _, (_, state, _) in answers]), versions
+
+
+def with_own_progress(start: SparseVector, state, trained, unapplied: list[slice]):
+    """``start`` and ``state`` with the entries of the unit's last round (``trained``: its
+    values and state as it left them) in the shards' slices ``unapplied``, where that
+    round's mean is not applied yet: the unit goes on from its own progress there."""
+    (last, last_state) = trained
+    _, here, there = np.intersect1d(start.indices, last.indices, return_indices=True)
+    inside = np.zeros(here.size, bool)
+    for where in unapplied:
+        inside |= (start.indices[here] >= where.start) & (start.indices[here] < where.stop)
+    here, there = here[inside], there[inside]
+    if not here.size:
+        return start, state
+    values = start.values.copy()
+    values[here] = last.values[there]
+
+    def overlay(leaf, last_leaf):
+        if not np.ndim(leaf):
+            return leaf
+        leaf = leaf.copy()
+        leaf[here] = last_leaf[there]
+        return leaf
+
+    return SparseVector(start.indices, values, start.size), map_tree(overlay, state, last_state)
+
+
+def push_change(calls, round_: int, change: SparseVector, token, rate) -> PendingAnswers:
+    """Contribute a unit's change to round ``round_``; the answers come once the round is
+    applied (they hold no parameters: the next round pulls its own)."""
+    nothing = np.empty(0, np.int64)
+    return calls.fan_out_later("push", lambda where: (round_, change[where], token, rate, nothing))
+
+
+def round_change(trained, trained_state, start, state, setup, plan, shrink: float, n_steps: int):
+    """A unit's change over its round, from ``start`` and ``state`` to ``trained`` and
+    ``trained_state``, beyond what the shards do by themselves in ``n_steps`` steps (θ's
+    shrink; the optimizer state's decay with a zero gradient), as one
+    :class:`SparseVector` whose columns are θ's change, then each state vector's."""
+    expected = start.values.copy()
+    expected[: setup.penalized_count(start.indices)] *= shrink
+    columns = [trained.values - expected]
+    decays = zero_gradient_decays(plan.optimizer, n_steps)
+    for leaf, before, decay in zip(
+        tree_leaves(trained_state), tree_leaves(state), decays, strict=True
+    ):
+        if np.ndim(leaf):  # scalars (Adam's count) follow the steps on the shards
+            columns.append(leaf - (before if decay is None else decay * before))
+    values = np.column_stack(columns).astype(start.dtype)
+    return SparseVector(start.indices, values, start.size)
 
 
 def push_params(calls, round_: int, params, token, rate: float) -> PendingAnswers:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from dask_sgd.engine.strategies.base import Carry, register
 from dask_sgd.engine.strategies.downpour import Asynchronous, AsyncResult
-from dask_sgd.engine.units import joined
+from dask_sgd.engine.units import joined, within
 from dask_sgd.ps.rules import Clocked
 
 
@@ -33,7 +33,8 @@ class SSP(Asynchronous):
     def run_unit(self, data, calls, plan, unit, carry) -> ClockedResult:
         loss_sum, rows, staleness, lead = 0.0, 0, [], 0
         for step in range(plan.first_step, plan.first_step + plan.n_steps):
-            params, fetched = joined(pull_bounded(calls, step - self.staleness_bound))
+            keys = data.keys_ahead(plan, 1)  # sparse: the minibatch's entries only
+            params, fetched = joined(pull_bounded(calls, step - self.staleness_bound, keys))
             batch_loss, grad, batch_rows = data.gradient(plan, params, step)
             loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
             lr = plan.learning_rate(step)
@@ -50,9 +51,10 @@ class SSP(Asynchronous):
         }
 
 
-def pull_bounded(calls, min_clock: int):
-    """θ from every shard once every unit has pushed ``min_clock`` times."""
-    return calls.fan_out("call", lambda where: ("pull_bounded", min_clock))
+def pull_bounded(calls, min_clock: int, keys=None):
+    """θ (at ``keys`` only, if given) from every shard once every unit has pushed
+    ``min_clock`` times."""
+    return calls.fan_out("call", lambda where: ("pull_bounded", min_clock, within(keys, where)))
 
 
 def push_clocked(calls, unit: int, grad, lr: float, token, fetched: dict[int, int], aware: bool):

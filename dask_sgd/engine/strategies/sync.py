@@ -16,13 +16,13 @@ the units through Dask's comms, but not encrypted).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self
 
 from distributed import get_worker
 
 from dask_sgd.engine.strategies.base import Carry, ScaledStrategy, UnitResult, register
-from dask_sgd.engine.units import joined
+from dask_sgd.engine.units import joined, within
 from dask_sgd.ps.lane import Lanes
 from dask_sgd.ps.rules import MeanGradientStep
 
@@ -40,14 +40,20 @@ class Sync(ScaledStrategy):
     def exchange_rule(self, n_units: int, step: int) -> MeanGradientStep:
         return MeanGradientStep(self.contributors(n_units))
 
+    def on_sparse_input(self) -> Sync:
+        """Sparse pushes and pulls go through the actor calls: a lane carries dense arrays."""
+        return replace(self, lanes=False)
+
     def run_unit(self, data, calls, plan, unit, carry) -> UnitResult:
+        end = plan.first_step + plan.n_steps
         with self.rounds(calls) as rounds:
-            params, _ = joined(rounds.pull(plan.first_step))
+            params, _ = joined(rounds.pull(plan.first_step, data.keys_ahead(plan, 1)))
             loss_sum, rows = 0.0, 0
-            for step in range(plan.first_step, plan.first_step + plan.n_steps):
+            for step in range(plan.first_step, end):
                 batch_loss, grad, batch_rows = data.gradient(plan, params, step)
                 lr = plan.learning_rate(step)
-                params, _ = joined(rounds.push(step, grad, (step, unit), lr))
+                keys = data.keys_ahead(plan, int(step + 1 < end))  # the next step's (sparse)
+                params, _ = joined(rounds.push(step, grad, (step, unit), lr, keys))
                 loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
         return UnitResult(loss_sum, rows, Carry(data.cursor))
 
@@ -57,6 +63,10 @@ class Sync(ScaledStrategy):
         here = get_worker().address
         if self.lanes and not here.startswith("tls://"):
             return self.open_lanes(calls, here)
+        return self.actor_rounds(calls)
+
+    def actor_rounds(self, calls) -> ActorRounds:
+        """The unit's actor calls, direct to a shard on its own worker."""
         return ActorRounds(calls)
 
     def open_lanes(self, calls, here: str) -> Lanes:
@@ -72,12 +82,15 @@ class ActorRounds:
     def __init__(self, calls) -> None:
         self.calls = calls
 
-    def pull(self, min_version: int) -> list[tuple[slice, Any]]:
-        return self.calls.fan_out("pull", lambda where: (min_version,))
+    def pull(self, min_version: int, keys=None) -> list[tuple[slice, Any]]:
+        return self.calls.fan_out("pull", lambda where: (min_version, within(keys, where)))
 
-    def push(self, round_: int, value, token, rate: float) -> list[tuple[slice, Any]]:
-        """Contribute ``value`` to synchronous round ``round_`` on every shard."""
-        return self.calls.fan_out("push", lambda where: (round_, value[where], token, rate))
+    def push(self, round_: int, value, token, rate, keys=None) -> list[tuple[slice, Any]]:
+        """Contribute ``value`` to synchronous round ``round_`` on every shard; the answers
+        are θ (at ``keys`` only, if given) once the round is applied."""
+        return self.calls.fan_out(
+            "push", lambda where: (round_, value[where], token, rate, within(keys, where))
+        )
 
     def __enter__(self) -> Self:
         return self
