@@ -42,16 +42,17 @@ EXACT = dict(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy", ["sync", "local"])
-def test_sparse_fits_equal_dense_fits_on_the_same_rows(client, strategy):
+@pytest.mark.parametrize("strategy, average", [("sync", False), ("local", False), ("local", 1)])
+def test_sparse_fits_equal_dense_fits_on_the_same_rows(client, strategy, average):
     """Plain SGD with an L2 penalty: the lazy shrink on the shards, and a unit's working
     set, give the dense fit's coefficients (the shrink of an untouched entry is the dense
     step's penalty gradient). Overlapped local rounds differ by design (a unit goes on from
-    its own progress where dense goes on from its own parameters): they are off here."""
+    its own progress where dense goes on from its own parameters): they are off here. With
+    ``average``, every averaging round is one term of the mean on the shards, sparse or not."""
     X, y = hashed_problem(n_rows=800, n_features=300)
     Xs, ys = sparse_dask(X, y, chunk=200)
     Xd = da.from_array(X.toarray(), chunks=(200, 300))
-    params = EXACT | {"strategy": strategy, "local_steps": 4, "overlap": False}
+    params = EXACT | {"strategy": strategy, "local_steps": 4, "overlap": False, "average": average}
     sparse = SGDClassifier(**params).fit(Xs, ys)
     dense = SGDClassifier(**params).fit(Xd, ys)
     np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-6, atol=1e-9)

@@ -341,7 +341,8 @@ class LazyParams:
         rule) and scalar leaves (Adam's count) advance by ``steps``. Then ``w[indices] +=
         delta`` and, at ``indices``, each per-entry state leaf ``+= state_delta``'s (a
         sequence with one array per per-entry leaf, in :func:`tree_leaves`' order). No L1
-        truncation and no averaged step.
+        truncation. Once averaging has started, the round is one more term of the mean,
+        as a dense shard's averaging round is.
         """
         indices = np.asarray(indices, dtype=np.int64)
         mask = self._penalized_mask(indices)
@@ -364,6 +365,10 @@ class LazyParams:
         new = new.astype(self._v.dtype, copy=False)
         self._v[indices] = new
         self._count_penalty(old[mask], new[mask])
+        if self._sum is not None:
+            self.n_averaged += 1
+            self._clock_scale += self._scale
+            self._clock_steps += 1.0
 
     # --- materializing ----------------------------------------------------------------------
 
