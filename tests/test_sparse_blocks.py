@@ -387,3 +387,24 @@ def test_prediction_on_sparse_dask_arrays_is_in_process_prediction(client, kind)
     reg = dask_sgd.SGDRegressor(max_iter=3, tol=None, random_state=0).fit(X, y.astype(float))
     np.testing.assert_allclose(reg.predict(dX).compute(), reg.predict(X), rtol=1e-12)
     assert reg.score(dX, dy.astype(float)) == pytest.approx(reg.score(X, y.astype(float)))
+
+
+def held_models(lazy) -> set:
+    """The keys of scattered models that a lazy array's tasks read."""
+    tasks = dict(lazy.__dask_graph__()).values()
+    return {key for task in tasks for key in getattr(task, "dependencies", ()) if "SGD" in str(key)}
+
+
+@pytest.mark.timeout(30)
+def test_a_wide_model_goes_to_the_workers_once_not_in_the_graph(client):
+    """2^21 columns: 16 MiB of coefficients (and as much training state) would make Dask
+    warn of a large graph (an error here); the model is scattered, the array holds it."""
+    X, y = sparse_rows_and_labels(n_features=2**21)
+    clf = dask_sgd.SGDClassifier(max_iter=1, tol=None, random_state=0).fit(X, y)
+    dX, _ = dask_sparse(X, y)
+    lazy = clf.decision_function(dX)
+    (model,) = held_models(lazy)
+    assert model in client.cluster.scheduler.tasks  # held while the array is
+    np.testing.assert_allclose(lazy.compute(), clf.decision_function(X), rtol=1e-12)
+    small = dask_sgd.SGDClassifier(max_iter=1, tol=None, random_state=0).fit(X[:, :1000], y)
+    assert not held_models(small.predict(dX[:, :1000]))  # small models stay in the graph
