@@ -16,6 +16,7 @@ from dask.sizeof import sizeof
 from distributed import wait
 
 import dask_sgd
+import dask_sgd.blocks as blocks_module
 from dask_sgd.blocks import (
     Block,
     RowOrder,
@@ -225,10 +226,14 @@ def csr_and_dense_blocks(sizes=(150, 90, 200), n_features=3_000, weights=True):
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("run_rows", [64, 7, 1])
-def test_minibatches_of_csr_blocks_are_csr_rows_of_the_dense_ones(run_rows):
+@pytest.mark.parametrize("vectorized", [0, 10**9], ids=["row-by-row", "piece-by-piece"])
+def test_minibatches_of_csr_blocks_are_csr_rows_of_the_dense_ones(
+    run_rows, vectorized, monkeypatch
+):
     """Whole passes (runs across blocks, a pass's end) of CSR blocks give the rows that
-    dense blocks give, as canonical CSR matrices; few long runs are gathered piece by
-    piece, many short ones row by row."""
+    dense blocks give, as canonical CSR matrices, gathered piece by piece (few long runs)
+    or row by row (many short ones)."""
+    monkeypatch.setattr(blocks_module, "SPARSE_PIECES_VECTORIZED", vectorized)
     sparse, dense = csr_and_dense_blocks()
     order = RowOrder(seed=3, run_rows=run_rows)
     sparse_at = dense_at = (0, 0)
