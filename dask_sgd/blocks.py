@@ -144,7 +144,8 @@ class RowOrder:
         """``(X, y, sample_weight, cursor, block)``: the next ``n_rows`` rows from ``cursor``
         on (into the next pass, or passes, where this one ends), the cursor after them, and
         the index of the block of their first row. Views when the rows are one run's, else
-        row-major arrays: new ones, or ``buffers``'."""
+        row-major arrays: new ones, or ``buffers``'. Of CSR blocks, a CSR matrix of the rows
+        (:func:`gather_sparse_pieces`)."""
         pass_, offset = cursor
         sizes = tuple(int(block[0].shape[0]) for block in blocks)
         total, partitions = sum(sizes), tuple(partitions)
@@ -417,6 +418,12 @@ class DaskTrainingData:
         features = total_moments([s.features for s in self.summaries if s.n_rows])
         targets = [s.target for s in self.summaries if s.n_rows and s.target is not None]
         return DataMoments(features, total_moments(targets) if targets else None)
+
+    def target_moments(self) -> Moments | None:
+        """A regression target's moments over every block (None for classes): scalars, taken
+        on sparse data too, for a model that standardizes the target only."""
+        targets = [s.target for s in self.summaries if s.n_rows and s.target is not None]
+        return total_moments(targets) if targets else None
 
     def units(self, client: Any) -> list[Unit]:
         """The non-empty blocks dealt to one training unit per worker, by where they are.

@@ -196,7 +196,15 @@ def test_invalid_sparse_partitions_are_refused(client):
 @pytest.mark.timeout(30)
 def test_a_regression_target_and_weights_are_checked_on_sparse_blocks(client):
     X, y = sparse_rows_and_labels()
-    target = y.astype(float)
+    target = y * 10.0 + 300.0
+    data = persist_blocks(client, *dask_sparse(X, target), classifier=False, seed=0)
+    try:  # no column moments, but the target's (scalars)
+        assert data.moments() is None and data.target_moments().n == 400
+        assert data.target_moments().mean[0] == pytest.approx(target.mean())
+        assert data.target_moments().std[0] == pytest.approx(target.std())
+    finally:
+        data.release()
+    target[130] = np.nan
     target[130] = np.nan
     dX, dy = dask_sparse(X, target)
     with pytest.raises(ValueError, match=r"Input y contains NaN or infinity \(partition 1\)"):
