@@ -59,6 +59,8 @@ MIN_DASK_STEPS_PER_EPOCH = 64
 N_ITER_NO_CHANGE = 5
 #: the optimizer and constant rate of "auto" on Dask input
 DASK_OPTIMIZER, DASK_ETA0 = "adagrad", 0.5
+#: ...on sparse input, whose columns are not standardized (``docs/sparse.md``)
+DASK_SPARSE_ETA0 = 0.5
 #: ...averaged from this share of the first epoch on
 DASK_AVERAGE_FROM_EPOCH = 0.5
 #: ...and stopped after this many epochs without improvement (scikit-learn's is 5: with a
@@ -132,12 +134,14 @@ def schedule(
     in_process: str,
     on_dask: bool,
     eta0_given: bool = True,
+    sparse: bool = False,
 ) -> Schedule:
     """The schedule and optimizer that an estimator's settings mean for its input.
 
     ``in_process`` is the estimator's scikit-learn schedule. On Dask input, "auto" for both
     the rate and the optimizer is standardized, averaged Adagrad (see the module's
-    docstring); ``eta0`` then stays the user's if ``eta0_given``. Under the "optimal"
+    docstring), at ``DASK_SPARSE_ETA0`` on ``sparse`` input; ``eta0`` then stays the
+    user's if ``eta0_given``. Under the "optimal"
     schedule, whose rates are plain per-row SGD's, an "auto" optimizer is plain SGD.
 
     Examples
@@ -148,7 +152,7 @@ def schedule(
     Schedule(learning_rate='optimal', eta0=0.01, power_t=0.5, optimizer='sgd', standardized=False)
     """
     if on_dask and learning_rate == "auto" and optimizer == "auto":
-        rate = eta0 if eta0_given else DASK_ETA0
+        rate = eta0 if eta0_given else DASK_SPARSE_ETA0 if sparse else DASK_ETA0
         return Schedule("constant", rate, power_t, DASK_OPTIMIZER, standardized=True)
     if learning_rate == "auto":
         learning_rate = in_process

@@ -150,6 +150,7 @@ class BaseSGD(TrainedEstimator):
             in_process=self._auto_learning_rate(),
             on_dask=getattr(self, "_auto_for_dask", False),
             eta0_given=self.eta0 != "auto",
+            sparse=getattr(self, "_sparse_input", False),
         )
 
     def _make_model(self, n_features: int) -> Model:
@@ -213,9 +214,13 @@ class BaseSGD(TrainedEstimator):
         epoch and over each later epoch (tail averaging) unless ``average`` says otherwise,
         a classifier's intercepts from the classes' frequencies, and ``history_``'s losses
         back in the target's units."""
-        if not isinstance(model, StandardizedLinearModel):
+        # on sparse input Dask's "auto" trains the plain model: its columns are not
+        # standardized (docs/sparse.md), but it is averaged and starts from the classes'
+        # frequencies all the same
+        sparse_auto = self._schedule().standardized and getattr(self, "_sparse_input", False)
+        if not isinstance(model, StandardizedLinearModel) and not sparse_auto:
             return super()._coordinates(model, encoder, spec, label_counts, n_rows)
-        unit = model.target_scale**2  # the loss of a standardized target, in y's units
+        unit = getattr(model, "target_scale", 1.0) ** 2  # a standardized target's loss in y's
         spec = replace(
             spec,
             tol=None if spec.tol is None else spec.tol * unit,
@@ -223,9 +228,10 @@ class BaseSGD(TrainedEstimator):
             average_each_epoch=not spec.average,
         )
         if encoder.classes is None:
-            encoder = replace(
-                encoder, target_center=model.target_center, target_scale=model.target_scale
-            )
+            if isinstance(model, StandardizedLinearModel):
+                encoder = replace(
+                    encoder, target_center=model.target_center, target_scale=model.target_scale
+                )
             return Coordinates(encoder, spec, {}, unit)
         if not model.fit_intercept:
             return Coordinates(encoder, spec, {}, unit)
@@ -276,6 +282,8 @@ class BaseSGD(TrainedEstimator):
                 intercept_init=intercept_init,
             )  # fmt: skip
             return model.from_original(original).astype(dtype)
+        if intercept_init is None and coef_init is None and start_intercept is not None:
+            intercept_init = start_intercept  # a plain model's start on sparse input
         for name, value in (("coef", coef_init), ("intercept", intercept_init)):
             if value is None:
                 continue

@@ -264,6 +264,7 @@ def fit_estimator(estimator, X, y, sample_weight, *, is_partial: bool, classes=N
     if first_call:
         # what "auto" becomes is decided here, for this call and the partial_fits after it
         estimator._auto_for_dask = is_dask_collection(X)
+        estimator._sparse_input = False  # on Dask, the blocks say (train_on_dask)
         estimator._model = None  # the model trained (a standardized one, say), kept after
         estimator._more_validate_params()
         if is_partial:
@@ -418,6 +419,8 @@ def train_on_dask(
     data = persist_blocks(
         client, X, y, sample_weight, classifier=is_classifier(estimator), seed=seed
     )
+    if first_call:
+        estimator._sparse_input = data.sparse
     try:
         check_dask_features(estimator, data.n_features, data.feature_names, reset=first_call)
         label_counts = data.label_counts()
