@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 
 from dask_sgd.models import LinearModel, Objective
-from dask_sgd.sparse.lazy import LazyParams
-
-#: scikit-learn's factor on the intercept's step on sparse input (its SPARSE_INTERCEPT_DECAY):
-#: the intercept is updated at every step, the coefficients of a rare column seldom
-SPARSE_INTERCEPT_RATE = 0.01
+from dask_sgd.sparse.lazy import SPARSE_INTERCEPT_RATE, LazyParams
 
 
 @dataclass(frozen=True)
