@@ -32,7 +32,7 @@ from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.schedules import Schedule
 from dask_sgd.sparse import SparseVector
-from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
+from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_and_inverse
 from dask_sgd.sparse.setup import SparseSetup
 
 if TYPE_CHECKING:
@@ -130,23 +130,34 @@ class UnitData:
         while len(self.ahead) < n_minibatches:
             before = self.position
             minibatch = self._take(plan)
-            indices = param_indices(plan.objective.model, touched_columns(minibatch[0]))
-            self.ahead.append((before, minibatch, indices))
-        parts = [indices for _, _, indices in list(self.ahead)[:n_minibatches]]
+            touched = touched_and_inverse(minibatch[0])
+            indices = param_indices(plan.objective.model, touched[0])
+            self.ahead.append((before, minibatch, indices, touched))
+        parts = [ahead[2] for ahead in list(self.ahead)[:n_minibatches]]
+        if len(parts) == 1:
+            return parts[0]
         return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    def next_sparse_minibatch(self, plan: SegmentPlan):
+        """:meth:`next_minibatch` on sparse blocks, with its θ indices and its
+        :func:`~dask_sgd.sparse.gradient.touched_and_inverse` (taken ahead if need be)."""
+        self.keys_ahead(plan, 1)
+        _, minibatch, indices, touched = self.ahead.popleft()
+        return minibatch, indices, touched
 
     def gradient(self, plan: SegmentPlan, params, step: int):
         """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
         usable (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`: it is never pushed).
         On sparse blocks ``params`` is θ at (at least) the indices the minibatch touches, a
         :class:`~dask_sgd.sparse.SparseVector`, and so is the gradient."""
-        X, Y, weight, partition = self.next_minibatch(plan)
         if isinstance(params, SparseVector):
+            (X, Y, weight, partition), _, touched = self.next_sparse_minibatch(plan)
             batch_loss, grad = sparse_loss_and_grad(
-                plan.objective, params.values, params.indices, X, Y, weight
+                plan.objective, params.values, params.indices, X, Y, weight, touched
             )
             refuse_unusable_gradient(grad.values, step, partition)
         else:
+            X, Y, weight, partition = self.next_minibatch(plan)
             batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
             refuse_unusable_gradient(grad, step, partition)
         return float(batch_loss), grad, Y.shape[0]

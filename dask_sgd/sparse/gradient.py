@@ -36,6 +36,13 @@ def _firsts(ordered: np.ndarray) -> np.ndarray:
     return firsts
 
 
+def touched_and_inverse(X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A CSR minibatch's touched columns (sorted) and, for each stored entry, the position
+    of its column among them: what :func:`sparse_loss_and_grad` needs, by one sort (a unit
+    that takes its minibatches ahead computes it once, for its pull and its gradient)."""
+    return _unique_inverse(X.indices)
+
+
 def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_inverse=True)`` (int64) by one sort."""
     order = np.argsort(values, kind="stable")
@@ -75,6 +82,7 @@ def sparse_loss_and_grad(
     X: Any,
     Y: Array,
     sample_weight: Array | None = None,
+    touched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, SparseVector]:
     """``(Σ_i L_i, gradient of the weighted mean loss)`` of a CSR minibatch, sparse.
 
@@ -85,6 +93,7 @@ def sparse_loss_and_grad(
     rows, and a :class:`SparseVector` of ``model.layout.size`` entries over
     ``param_indices(model, touched_columns(X))``. Its intercept entries are always there
     (zero without ``fit_intercept``). ``clip_norm`` clips the loss gradient's norm.
+    ``touched`` is :func:`touched_and_inverse` of ``X``, if already known.
     """
     model = objective.model
     _check_model(model)
@@ -96,7 +105,7 @@ def sparse_loss_and_grad(
     indices = np.asarray(indices, dtype=np.int64)
     # the compact model: column j of X is column inverse[j] of the touched ones; plain NumPy
     # on X's arrays (a SciPy matrix costs more to build than this minibatch's products)
-    columns, inverse = _unique_inverse(X.indices)
+    columns, inverse = _unique_inverse(X.indices) if touched is None else touched
     n_rows, n_touched = X.shape[0], columns.shape[0]
     rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
     where = param_indices(model, columns)

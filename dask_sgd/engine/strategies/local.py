@@ -26,7 +26,7 @@ from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.ps.rules import Averaging, MeanDeltaStep
 from dask_sgd.ps.server import join_states, mean_states
 from dask_sgd.sparse import SparseVector
-from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
+from dask_sgd.sparse.gradient import sparse_loss_and_grad
 from dask_sgd.sparse.lazy import zero_gradient_decays
 
 Array = Any
@@ -197,7 +197,7 @@ class Local(Strategy):
         the shards hold once the round before the last is applied, and where the last one
         is not applied yet, starts the entries it touched from its own values. Its change
         is counted from where it started, so no round counts twice."""
-        setup, model = plan.sparse, plan.objective.model
+        setup = plan.sparse
         ranges = sorted((where for _, where in calls.actors), key=lambda where: where.start)
         loss_sum, rows, done, round_ = 0.0, 0, 0, plan.first_version
         waited = computing = 0.0
@@ -221,10 +221,10 @@ class Local(Strategy):
             params = setup.at(keys, start.values.copy(), plan.optimizer, opt_state=state)
             shrink = 1.0
             for step in range(plan.first_step + done, plan.first_step + done + n_steps):
-                X, Y, weight, partition = data.next_minibatch(plan)
-                at = np.searchsorted(keys, param_indices(model, touched_columns(X)))
+                (X, Y, weight, partition), indices, touched = data.next_sparse_minibatch(plan)
+                at = np.searchsorted(keys, indices)
                 batch_loss, grad = sparse_loss_and_grad(
-                    plan.objective, params.values(at), keys[at], X, Y, weight
+                    plan.objective, params.values(at), indices, X, Y, weight, touched
                 )
                 refuse_unusable_gradient(grad.values, step, partition)
                 lr = plan.learning_rate(step)
