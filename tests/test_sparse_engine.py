@@ -3,6 +3,8 @@ entries that its minibatches touch, and means what it means on the same data den
 
 from __future__ import annotations
 
+import tracemalloc
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -119,3 +121,22 @@ def test_a_sparse_vector_sums_means_and_slices_as_its_dense_vector():
     np.testing.assert_allclose(mean[20:35].to_dense(), np.mean(dense, axis=0)[20:35])
     with pytest.raises(ValueError, match="contiguous"):
         mean[::2]
+
+
+@pytest.mark.timeout(120)
+def test_a_fit_on_four_million_columns_makes_no_dense_minibatch(client):
+    """2^22 columns: a dense minibatch of 16 rows would be 256 MiB, the rows dense 3 GiB.
+    The whole fit (client, shards, units, snapshots: the cluster is in this process) stays
+    within a few dozen model-wide vectors (23 float32 ones when this test was written: the
+    client's θ, the shards' lazy state and snapshots, the averaged model's objective)."""
+    X, y = hashed_problem(n_rows=800, n_features=2**22, seed=2)
+    X = X.astype(np.float32)
+    Xs, ys = sparse_dask(X, y, chunk=400)
+    width_bytes = 2**22 * 4
+    tracemalloc.start()
+    try:
+        SGDClassifier(strategy="sync", batch_size=16, max_iter=1, tol=None).fit(Xs, ys)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * width_bytes < 16 * width_bytes * 16  # below the dense minibatch's

@@ -45,6 +45,7 @@ from dask_sgd.engine.units import SegmentPlan, sample_objective
 from dask_sgd.errors import ShardLost
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
+from dask_sgd.ps.server import shipped
 from dask_sgd.schedules import Schedule, scaled, warmup
 from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import staying_workers
@@ -261,6 +262,7 @@ class ClusterTrainer:
         every epoch): what the stopping rule watches when the model is averaged, since the
         iterates' own losses go on falling while their average no longer moves. None if a
         sample's worker was lost meanwhile: the rule then judges the epoch by its loss."""
+        theta = shipped(self.client, (theta,), None)[0]  # once, not in every task
         futures = [
             self.client.submit(
                 sample_objective,

@@ -13,7 +13,7 @@ import numpy as np
 from distributed import wait
 
 from dask_sgd import defaults
-from dask_sgd._tree import map_tree
+from dask_sgd._tree import map_tree, tree_leaves
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.rules import ExchangeRule
 from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats, SparseParameterShard
@@ -40,6 +40,22 @@ def shard_ranges(size: int, n_shards: int) -> list[slice]:
         raise ValueError(f"n_shards must be between 1 and {size}, got {n_shards}.")
     bounds = np.linspace(0, size, n_shards + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+#: a shard's arrays above this many bytes reach its worker ahead of its task (scattered), not
+#: inside the task graph: Dask sends a graph through the scheduler, and warns above 10 MB
+SCATTER_BYTES = 1 << 20
+
+
+def shipped(client: Any, arguments: tuple, worker: str | None) -> tuple:
+    """``arguments``, each array (or optimizer state) of more than ``SCATTER_BYTES`` replaced
+    by a future of it, scattered to ``worker`` (None: to one Dask chooses)."""
+    return tuple(
+        client.scatter([value], workers=None if worker is None else [worker])[0]
+        if sum(np.asarray(leaf).nbytes for leaf in tree_leaves(value)) > SCATTER_BYTES
+        else value
+        for value in arguments
+    )
 
 
 def split_state(state: Any, ranges: list[slice]) -> list[Any]:
@@ -127,15 +143,27 @@ class ParameterServer:
         states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
         name = uuid.uuid4().hex[:8]
         kind = ParameterShard if sparse is None else SparseParameterShard
+        sent = [
+            shipped(
+                client,
+                (
+                    params[where].copy(),
+                    states[index],
+                    None if average is None else average[where].copy(),
+                ),
+                workers[index % len(workers)],
+            )
+            for index, where in enumerate(ranges)
+        ]
         futures = [
             client.submit(
                 kind,
-                params[where].copy(),
+                sent[index][0],
                 optimizer,
                 rule,
-                states[index],
+                sent[index][1],
                 version,
-                None if average is None else average[where].copy(),
+                sent[index][2],
                 n_averaged,
                 **({} if sparse is None else {"setup": sparse, "where": where}),
                 actor=True,
@@ -157,6 +185,8 @@ class ParameterServer:
             for future in futures:  # release the shards that did start
                 future.release()
             raise
+        finally:
+            del sent  # the shards hold their arrays now; the scattered copies may go
 
     def _each(self, method: str, *args_per_shard: list) -> list:
         calls = [
