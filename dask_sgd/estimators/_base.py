@@ -27,6 +27,7 @@ from dask_sgd.estimators._training import (
 )
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Model, Objective, StandardizedLinearModel
+from dask_sgd.models.products import raw_outputs
 from dask_sgd.penalties import get_penalty
 from dask_sgd.schedules import get_schedule
 from dask_sgd.standardize import (
@@ -314,4 +315,7 @@ class BaseSGD(TrainedEstimator):
         """The model's raw outputs on in-memory ``X``, shape ``(n_samples, n_outputs)``."""
         X = validate_data(self, X, accept_sparse="csr", reset=False)
         model = self._make_model(self.n_features_in_)
+        if type(model) is LinearModel:  # coef_ and intercept_ are its θ: no model-wide copy
+            coef = np.asarray(self.coef_).reshape(model.layout.shape("coef"))
+            return raw_outputs(X, coef, np.asarray(self.intercept_).reshape(-1))
         return model.raw(self._fitted_params(model), X)
