@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dask_sgd.benchmarks import engine_efficiency, tta
+from dask_sgd.benchmarks import engine_efficiency, tta, w2
 from dask_sgd.benchmarks.memory import worker_shares
 from dask_sgd.cli import main as cli_main
 
@@ -43,6 +43,62 @@ def test_time_to_accuracy_quick_run_writes_every_contender(tmp_path):
     assert "not reached" in table or all(row["reached"] for row in rows)
     assert "| refit on data already seen, s (median [min, max]) |" in table
     assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # dask-ml reads deprecated Dask config
+def test_sparse_ctr_quick_run_trains_every_strategy_on_csr_blocks(tmp_path):
+    """W2: every peer and strategy as a row (a peer that refuses CSR blocks says why); the
+    engine's rows carry what a step moves, a minibatch's keys rather than the model."""
+    args = ["--workload", "sparse-ctr", "--quick", "--repeats", "1", "--output", str(tmp_path)]
+    results = tta.main(args)
+    rows, width = results["rows"], results["size"]["n_features"]
+    assert results["target_log_loss"] == pytest.approx(
+        w2.TARGET_RATIO * results["reference_log_loss"]
+    )
+    assert results["bayes_log_loss"] < results["reference_log_loss"] < results["base_log_loss"]
+    assert results["reference"]["C"] in w2.REFERENCE_C and not results["reference"]["cached"]
+    assert w2.generator_key(results["size"]) in json.loads(
+        (tmp_path / "w2-reference.json").read_text()
+    )
+    assert len(results["sweeps"]["sklearn_results"]) == len(w2.SKLEARN_GRID)
+    ours = [row for row in rows if row["contender"].startswith("dask_sgd")]
+    assert len(rows) == len(ours) + 5 and len(ours) == 2 * len(tta.STRATEGIES)
+    for row in ours:
+        assert "failed" not in row, row
+        assert math.isfinite(row["best_log_loss"]) and row["peak_worker_bytes"] > 0, row
+        if row["setting"].startswith("tuned"):  # it learns from CSR blocks
+            assert row["best_log_loss"] < results["base_log_loss"], row
+        for key in ("bytes_pushed_per_step", "bytes_pulled_per_step"):
+            assert 0 < row[key] < width * 8 / 4, (row["contender"], key, row[key])
+    for row in rows:
+        if "failed" in row:  # only a peer may refuse the blocks, and it says why
+            assert row["contender"].startswith("dask-ml") and row["failed"], row
+        else:
+            assert row["reached"] == (row["best_log_loss"] <= results["target_log_loss"])
+    table = (tmp_path / "tta.md").read_text()
+    assert "| bytes pushed/step | bytes pulled/step | peak worker memory, MiB |" in table
+    assert table.count("\n| dask_sgd ") == len(ours)
+    assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+def test_sparse_ctr_width_comparison_reports_the_goal_ratios(tmp_path):
+    args = ["--workload", "sparse-ctr", "--quick", "--compare-features", "14,18", "--only",
+            "local", "--output", str(tmp_path)]  # fmt: skip
+    saved = tta.main(args)
+    narrow, wide = saved["widths"][14]["local"], saved["widths"][18]["local"]
+    assert "error" not in narrow and "error" not in wide, (narrow, wide)
+    ratio = saved["ratios"]["local"]
+    for key in ("bytes_pushed_per_step", "bytes_pulled_per_step", "seconds_per_epoch"):
+        assert ratio[key] == pytest.approx(wide[key] / narrow[key])
+    # 16 times the columns, the same rows: a step moves about the same bytes
+    assert 0.5 < ratio["bytes_pushed_per_step"] < 2
+    assert wide["memory_bound_bytes"] == pytest.approx(
+        wide["share_bytes"] + 3 * w2.model_bytes(2**18) / 2 + wide["baseline_bytes"]
+    )
+    assert ratio["memory_within_bound"] == (wide["peak_worker_bytes"] <= wide["memory_bound_bytes"])
+    assert (tmp_path / "w2-compare.md").read_text().count("\n| local |") == 1
 
 
 @pytest.mark.timeout(180)

@@ -39,7 +39,7 @@ from dask_sgd.datasets import make_ctr_blocks
 #: full size: 1,000,000 training rows in eight blocks (four per worker), 100,000 held out
 SIZE = dict(n_samples=1_000_000, n_test=100_000, n_features=2**20, chunk_size=125_000)
 #: ``--quick``: a smoke test's size
-QUICK = dict(n_samples=8_000, n_test=2_000, n_features=2**16, chunk_size=1_000)
+QUICK = dict(n_samples=6_000, n_test=1_500, n_features=2**16, chunk_size=750)
 TARGET_RATIO = 1.002
 REFERENCE_C = (0.1, 1.0)
 #: held-out blocks are numbered from here: no training set reaches it
