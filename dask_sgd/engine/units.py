@@ -134,9 +134,11 @@ class UnitData:
             indices = param_indices(plan.objective.model, touched[0])
             self.ahead.append((before, minibatch, indices, touched))
         parts = [ahead[2] for ahead in list(self.ahead)[:n_minibatches]]
-        if len(parts) == 1:
-            return parts[0]
-        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        if len(parts) <= 1:
+            return parts[0] if parts else np.empty(0, np.int64)
+        # a stable sort merges the sorted parts as presorted runs (np.unique sorts anew)
+        merged = np.sort(np.concatenate(parts), kind="stable")
+        return merged[np.r_[True, merged[1:] != merged[:-1]]]
 
     def next_sparse_minibatch(self, plan: SegmentPlan):
         """:meth:`next_minibatch` on sparse blocks, with its θ indices and its

@@ -82,14 +82,18 @@ class SparseVector:
             return NotImplemented
         if other.size != self.size:
             raise ValueError(f"Adding sparse vectors of {self.size} and {other.size} entries.")
-        indices, inverse = np.unique(
-            np.concatenate([self.indices, other.indices]), return_inverse=True
-        )
-        values = np.zeros(
-            indices.shape + self.values.shape[1:], np.result_type(self.values, other.values)
-        )
-        np.add.at(values, inverse, np.concatenate([self.values, other.values]))
-        return SparseVector(indices, values, self.size)
+        return SparseVector.sum_of([self, other])
+
+    @classmethod
+    def sum_of(cls, vectors: list[SparseVector]) -> SparseVector:
+        """The sum of vectors of one size: their entries merged by one stable sort, which
+        runs through each vector's sorted indices as a presorted run."""
+        indices = np.concatenate([vector.indices for vector in vectors])
+        values = np.concatenate([vector.values for vector in vectors])
+        order = np.argsort(indices, kind="stable")
+        indices, values = indices[order], values[order]
+        starts = np.flatnonzero(np.r_[True, indices[1:] != indices[:-1]])
+        return cls(indices[starts], np.add.reduceat(values, starts, axis=0), vectors[0].size)
 
     __radd__ = __add__
 
