@@ -202,7 +202,7 @@ def make_ctr_blocks(
 @functools.lru_cache(maxsize=8)
 def _ctr_model(random_state: int) -> dict:
     """The true model of :func:`make_ctr_blocks` for one seed: a few dozen numbers. The
-    numeric fields' mean and deviation, and the bias, come from 50,000 rows drawn here from
+    numeric fields' mean and deviation, and the bias, come from 20,000 rows drawn here from
     a seed of their own (the same for every call, so every block agrees)."""
     rng = np.random.default_rng([random_state, 0])
     model = {
@@ -216,9 +216,9 @@ def _ctr_model(random_state: int) -> dict:
         "bias": 0.0,
     }
     calibration = np.random.default_rng([random_state, 1])
-    counts = _ctr_counts(model, calibration, 50_000)
+    counts = _ctr_counts(model, calibration, 20_000)
     model["center"], model["scale"] = counts.mean(axis=0), counts.std(axis=0)
-    numeric, _, weights = _ctr_fields(model, calibration, 50_000, 2**20)
+    numeric, _, weights = _ctr_fields(model, calibration, 20_000, 2**20)
     logits = numeric @ model["numeric_weights"] + weights.sum(axis=1)
     low, high = -20.0, 20.0  # the mean probability grows with the bias: bisect
     for _ in range(60):
