@@ -121,3 +121,5 @@ def test_the_reference_is_fitted_once_per_generator_setting_and_kept(tmp_path, m
     assert again["cached"] and again["log_loss"] == first["log_loss"]
     with pytest.raises(AssertionError, match="fitted again"):  # another setting: fitted
         w2.reference(data, size | {"n_samples": 3_000}, cache)
+    with pytest.raises(AssertionError, match="fitted again"):  # other rows (a new generator)
+        w2.reference(data | {"y_test": 1 - y_test}, size, cache)

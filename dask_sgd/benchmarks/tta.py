@@ -642,7 +642,7 @@ def main(argv: list[str] | None = None) -> dict:
             found = w2.reference(data, size, cache)
             reference = found["log_loss"]
             extra = {
-                "generator": w2.generator_key(size),
+                "generator": found["key"],
                 "reference": found,
                 **{k: data[k] for k in ("bayes_log_loss", "base_log_loss", "positive_rate",
                                         "nnz_per_row")},

@@ -100,12 +100,14 @@ def make_data(client, n_samples: int, n_test: int, n_features: int, chunk_size: 
 
 def reference(data: dict, size: dict, cache: Path) -> dict:
     """L*: the best held-out log-loss of LogisticRegression(lbfgs, tol 1e-4, max_iter 2000)
-    over C in :data:`REFERENCE_C`, from ``cache`` where its key is there, else fitted and
-    added to it."""
-    key = generator_key(size)
+    over C in :data:`REFERENCE_C`, from ``cache`` where its key (the generator's parameters
+    and the held-out rows' fingerprint) is there, else fitted and added to it."""
+    # the held-out rows' fingerprint: a generator changed since the file was kept misses it
+    fingerprint = f"{int(data['y_test'].sum())}/{float(data['X_test'].sum()):.9g}"
+    key = f"{generator_key(size)}; fingerprint {fingerprint}"
     kept = json.loads(cache.read_text()) if cache.exists() else {}
     if key in kept:
-        return kept[key] | {"cached": True}
+        return kept[key] | {"cached": True, "key": key}
     by_c = {}
     for c in REFERENCE_C:
         started = time.perf_counter()
@@ -120,7 +122,7 @@ def reference(data: dict, size: dict, cache: Path) -> dict:
     best = min(by_c, key=lambda c: by_c[c]["log_loss"])
     kept[key] = {"log_loss": by_c[best]["log_loss"], "C": float(best), "by_C": by_c}
     cache.write_text(json.dumps(kept, indent=2))
-    return kept[key] | {"cached": False}
+    return kept[key] | {"cached": False, "key": key}
 
 
 def sweep(name: str, make, grid: list[dict], data: dict, fit) -> tuple[dict, list[dict]]:
