@@ -623,10 +623,9 @@ def main(argv: list[str] | None = None) -> dict:
     ):
         if sparse and args.compare_features:
             exponents = [int(e) for e in args.compare_features.split(",")]
-            warm_up_sparse(client)
             strategies = [s for s in STRATEGIES if args.only in f"dask_sgd {s}"]
             comparison = w2.compare_features(
-                client, size, exponents, strategies, args.compare_epochs
+                client, size, exponents, strategies, args.compare_epochs, warm_up_sparse
             )
             comparison |= {"size": size, "generator": w2.generator_key(size)}
             (output / "w2-compare.json").write_text(json.dumps(comparison, indent=2))

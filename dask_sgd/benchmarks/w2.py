@@ -201,17 +201,23 @@ def fresh_rows(client, size: dict, n_features: int) -> tuple:
     return X, y
 
 
-def compare_features(client, size: dict, exponents: list[int], strategies, epochs: int) -> dict:
+def compare_features(
+    client, size: dict, exponents: list[int], strategies, epochs: int, warm_up
+) -> dict:
     """Each strategy's default fit on the same rows at each width 2 ** exponent: bytes per
     step, time per epoch and peak worker memory, and the goals' ratios between the
-    narrowest and the widest. Each fit gets rows of its own, made after the workers'
-    baseline memory is read."""
+    narrowest and the widest. Before each fit the workers restart and ``warm_up(client)``
+    runs (what an earlier fit kept in a worker's memory must not count in the baseline: it
+    did, and grew by about 300 MB per fit at 2^24); then the workers' baseline memory is
+    read, and the fit gets rows of its own."""
     n_workers = len(client.scheduler_info()["workers"])
     widths: dict = {}
     for exponent in exponents:
         n_features = 2**exponent
         widths[exponent] = {}
         for strategy in strategies:
+            client.restart(wait_for_workers=True)
+            warm_up(client)
             baseline = worker_rss(client)
             X, y = fresh_rows(client, size, n_features)
             shares = worker_shares(client, X, y)
