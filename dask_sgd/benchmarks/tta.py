@@ -31,6 +31,7 @@ budget that reached the target, on the same rows right after the first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import statistics
@@ -571,6 +572,16 @@ def run_contenders(client, contender_list, data, target, args) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def new_client():
+    """A client of a new ``LocalCluster(n_workers=2, threads_per_worker=1)``."""
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="dense-logreg")
@@ -617,22 +628,20 @@ def main(argv: list[str] | None = None) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     ratio = w2.TARGET_RATIO if sparse else TARGET_RATIO
 
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        if sparse and args.compare_features:
-            exponents = [int(e) for e in args.compare_features.split(",")]
-            strategies = [s for s in STRATEGIES if args.only in f"dask_sgd {s}"]
-            comparison = w2.compare_features(
-                client, size, exponents, strategies, args.compare_epochs, warm_up_sparse
-            )
-            comparison |= {"size": size, "generator": w2.generator_key(size)}
-            (output / "w2-compare.json").write_text(json.dumps(comparison, indent=2))
-            table = w2.comparison_table(comparison)
-            (output / "w2-compare.md").write_text(table)
-            print(table)
-            return comparison
+    if sparse and args.compare_features:
+        exponents = [int(e) for e in args.compare_features.split(",")]
+        strategies = [s for s in STRATEGIES if args.only in f"dask_sgd {s}"]
+        comparison = w2.compare_features(
+            new_client, size, exponents, strategies, args.compare_epochs, warm_up_sparse
+        )
+        comparison |= {"size": size, "generator": w2.generator_key(size)}
+        (output / "w2-compare.json").write_text(json.dumps(comparison, indent=2))
+        table = w2.comparison_table(comparison)
+        (output / "w2-compare.md").write_text(table)
+        print(table)
+        return comparison
+
+    with new_client() as client:
         extra: dict = {}
         if sparse:
             data = w2.make_data(client, **size)

@@ -201,57 +201,62 @@ def fresh_rows(client, size: dict, n_features: int) -> tuple:
     return X, y
 
 
+def _compare_one(client, size: dict, n_features: int, strategy: str, epochs: int, warm_up):
+    """One fit of :func:`compare_features` on a new cluster: its figures, or its error."""
+    warm_up(client)
+    n_workers = len(client.scheduler_info()["workers"])
+    baseline = worker_rss(client)
+    X, y = fresh_rows(client, size, n_features)
+    shares = worker_shares(client, X, y)
+    model = dask_sgd.SGDClassifier(
+        loss="log_loss", strategy=strategy, max_iter=epochs, tol=None, random_state=0
+    )
+    try:
+        with PeakMemory(client) as memory:
+            started = time.perf_counter()
+            model.fit(X, y)
+            seconds = time.perf_counter() - started
+    except Exception as error:  # noqa: BLE001 (a refused strategy: kept, with why)
+        return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        client.cancel([X, y])
+    walls = [h["wall_time"] for h in model.history_]
+    per_epoch = (walls[-1] - walls[0]) / (len(walls) - 1) if len(walls) > 1 else walls[0]
+    pushed, pulled = bytes_per_step(model)
+    # the memory goal's bound: share + 3 × the model's bytes in the shards the worker
+    # holds (one shard per worker by default) + the process's baseline
+    model_share = model_bytes(n_features) / n_workers
+    bounds = {w: shares.get(w, 0) + 3 * model_share + baseline[w] for w in baseline}
+    worst = max(bounds, key=lambda w: memory.peaks[w] / bounds[w])
+    return {
+        "seconds": seconds, "seconds_per_epoch": per_epoch,
+        "bytes_pushed_per_step": pushed, "bytes_pulled_per_step": pulled,
+        "peak_worker_bytes": memory.peaks[worst], "share_bytes": shares.get(worst, 0),
+        "baseline_bytes": baseline[worst], "model_bytes_per_worker": model_share,
+        "memory_bound_bytes": bounds[worst],
+        "memory_within_bound": memory.peaks[worst] <= bounds[worst],
+    }  # fmt: skip
+
+
 def compare_features(
-    client, size: dict, exponents: list[int], strategies, epochs: int, warm_up
+    new_client, size: dict, exponents: list[int], strategies, epochs: int, warm_up
 ) -> dict:
     """Each strategy's default fit on the same rows at each width 2 ** exponent: bytes per
     step, time per epoch and peak worker memory, and the goals' ratios between the
-    narrowest and the widest. Before each fit the workers restart and ``warm_up(client)``
-    runs (what an earlier fit kept in a worker's memory must not count in the baseline: it
-    did, and grew by about 300 MB per fit at 2^24); then the workers' baseline memory is
-    read, and the fit gets rows of its own."""
-    n_workers = len(client.scheduler_info()["workers"])
+    narrowest and the widest. Each fit runs on a new cluster (``new_client()``, a context
+    manager), warmed up by ``warm_up(client)``: what an earlier fit kept in a worker's memory
+    must not count in the baseline (it did, and grew by about 300 MB per fit at 2^24; and a
+    restart of the workers after a fit at 100,000 rows hung). Then the workers' baseline
+    memory is read, and the fit gets rows of its own."""
     widths: dict = {}
     for exponent in exponents:
         n_features = 2**exponent
         widths[exponent] = {}
         for strategy in strategies:
-            client.restart(wait_for_workers=True)
-            warm_up(client)
-            baseline = worker_rss(client)
-            X, y = fresh_rows(client, size, n_features)
-            shares = worker_shares(client, X, y)
-            model = dask_sgd.SGDClassifier(
-                loss="log_loss", strategy=strategy, max_iter=epochs, tol=None, random_state=0
-            )
-            try:
-                with PeakMemory(client) as memory:
-                    started = time.perf_counter()
-                    model.fit(X, y)
-                    seconds = time.perf_counter() - started
-            except Exception as error:  # noqa: BLE001 (a refused strategy: kept, with why)
-                widths[exponent][strategy] = {"error": f"{type(error).__name__}: {error}"}
-                print(f"2^{exponent} {strategy}: {widths[exponent][strategy]['error']}")
-                continue
-            finally:
-                client.cancel([X, y])
-                del X, y
-            walls = [h["wall_time"] for h in model.history_]
-            per_epoch = (walls[-1] - walls[0]) / (len(walls) - 1) if len(walls) > 1 else walls[0]
-            pushed, pulled = bytes_per_step(model)
-            # the memory goal's bound: share + 3 × the model's bytes in the shards the
-            # worker holds (one shard per worker by default) + the process's baseline
-            model_share = model_bytes(n_features) / n_workers
-            bounds = {w: shares.get(w, 0) + 3 * model_share + baseline[w] for w in baseline}
-            worst = max(bounds, key=lambda w: memory.peaks[w] / bounds[w])
-            widths[exponent][strategy] = {
-                "seconds": seconds, "seconds_per_epoch": per_epoch,
-                "bytes_pushed_per_step": pushed, "bytes_pulled_per_step": pulled,
-                "peak_worker_bytes": memory.peaks[worst], "share_bytes": shares.get(worst, 0),
-                "baseline_bytes": baseline[worst], "model_bytes_per_worker": model_share,
-                "memory_bound_bytes": bounds[worst],
-                "memory_within_bound": memory.peaks[worst] <= bounds[worst],
-            }  # fmt: skip
+            with new_client() as client:
+                widths[exponent][strategy] = _compare_one(
+                    client, size, n_features, strategy, epochs, warm_up
+                )
             print(f"2^{exponent} {strategy}: {widths[exponent][strategy]}", flush=True)
     narrow, wide = min(exponents), max(exponents)
     ratios = {}
