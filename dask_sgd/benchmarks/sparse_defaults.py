@@ -27,7 +27,8 @@ with ``DASK_SPARSE_ETA0`` set to it) and each of the strategies "local" (the def
 A candidate passes a problem when, under both strategies, the target is reached within 3
 epochs and no epoch's loss is above the start, and the default fit stops within 2 epochs
 after the target. The rate chosen passes the most problems; ties go to the best worst-case
-ratio to the reference (log-loss, or the unexplained variance 1 - R²). Writes
+ratio to the reference (log-loss, or the unexplained variance 1 - R²), with the problems
+within 1 % in 3 epochs (under both strategies) between the two. Writes
 ``sparse-defaults.json`` and ``sparse-defaults.md`` to ``--output``. ``--quick`` runs every
 problem at a twentieth of its size, as the test does.
 """
@@ -70,6 +71,8 @@ LOOSE_LOG_LOSS_RATIO, LOOSE_R2_GAP = 1.01, 0.02
 #: the default fit's epochs at most (its own rule stops it well before on every problem)
 DEFAULT_FIT_CAP = 10
 QUICK_FACTOR = 20
+#: ...and at ``--quick`` size, where a smoke test needs no more
+QUICK_DEFAULT_FIT_CAP = 3
 CHUNK_ROWS = 20_000
 #: held-out blocks are numbered from here: no training set reaches it
 TEST_FIRST_BLOCK = 1_000_000
@@ -318,7 +321,7 @@ def reference_model(problem: Problem, X, y, quick: bool = False):
                 alpha=ALPHA * len(y), solver="sparse_cg", tol=1e-6 if quick else 1e-10
             ).fit(X, y)
         if quick:
-            return LogisticRegression(C=C, tol=1e-4, max_iter=100).fit(X, y)
+            return LogisticRegression(C=C, tol=1e-4, max_iter=30).fit(X, y)
         # several classes: multinomial, as SGDClassifier's log loss is. Newton's method
         # where the Hessian is small: exact whatever the columns' scales (the unscaled
         # count), where L-BFGS crawls; L-BFGS on the wide ones
@@ -363,7 +366,9 @@ def fitted(problem: Problem, X, y, **params) -> tuple[object, float]:
     return model, time.perf_counter() - started
 
 
-def run_candidate(problem: Problem, data: dict, eta0: float, strategy: str) -> dict:
+def run_candidate(
+    problem: Problem, data: dict, eta0: float, strategy: str, cap: int = DEFAULT_FIT_CAP
+) -> dict:
     """1-, 2- and 3-epoch fits from scratch until the target, then (for "local") the
     default fit."""
     X, y, X_test, y_test = data["X"], data["y"], data["X_test"], data["y_test"]
@@ -392,11 +397,11 @@ def run_candidate(problem: Problem, data: dict, eta0: float, strategy: str) -> d
     }
     passes = to_target is not None and not row["loss_above_start"]
     if strategy == "local":
-        model, seconds = fitted(problem, X, y, eta0=eta0, max_iter=DEFAULT_FIT_CAP)
+        model, seconds = fitted(problem, X, y, eta0=eta0, max_iter=cap)
         value = float(score(problem, model, X_test, y_test))
         row |= {
             "default_epochs": int(model.n_iter_),
-            "default_stopped": bool(model.n_iter_ < DEFAULT_FIT_CAP),
+            "default_stopped": bool(model.n_iter_ < cap),
             "default_seconds": seconds,
             "default_metric": value,
             "default_ratio": ratio(problem, value, reference),
@@ -449,7 +454,8 @@ def run_problem(problem: Problem, client: Client, factor: int, candidates) -> di
     del X_np
     started = time.perf_counter()
     for eta0 in candidates:
-        runs = [run_candidate(problem, data, eta0, strategy) for strategy in STRATEGIES]
+        cap = DEFAULT_FIT_CAP if factor == 1 else QUICK_DEFAULT_FIT_CAP
+        runs = [run_candidate(problem, data, eta0, strategy, cap) for strategy in STRATEGIES]
         result["candidates"].append(
             {"eta0": eta0, "runs": runs, "passes": all(run["passes"] for run in runs)}
         )
@@ -459,17 +465,27 @@ def run_problem(problem: Problem, client: Client, factor: int, candidates) -> di
 
 
 def choose(results: list[dict], candidates) -> dict:
-    """The rate that passes the most problems; ties: the best worst-case ratio."""
+    """The rate that passes the most problems; ties (every rate failing the 0.1 % target on
+    a problem within 3 epochs is common on sparse rows): the most problems within 1 % in 3
+    epochs under both strategies, then the best worst-case ratio."""
     summary = {}
     for index, eta0 in enumerate(candidates):
         entries = [result["candidates"][index] for result in results]
         summary[eta0] = {
             "problems_passed": sum(entry["passes"] for entry in entries),
             "runs_passed": sum(run["passes"] for entry in entries for run in entry["runs"]),
+            "problems_within_1pct": sum(
+                all(run["epochs_to_1pct"] is not None for run in entry["runs"]) for entry in entries
+            ),
             "worst_ratio": max(run["best_ratio"] for entry in entries for run in entry["runs"]),
         }
     chosen = min(
-        candidates, key=lambda e: (-summary[e]["problems_passed"], summary[e]["worst_ratio"])
+        candidates,
+        key=lambda e: (
+            -summary[e]["problems_passed"],
+            -summary[e]["problems_within_1pct"],
+            summary[e]["worst_ratio"],
+        ),
     )
     return {"chosen": chosen, "by_candidate": {str(e): s for e, s in summary.items()}}
 
@@ -512,13 +528,16 @@ def markdown_table(results: list[dict], choice: dict | None = None) -> str:
                 f"| {'yes' if entry['passes'] else 'no'} |"
             )
     if choice is not None:
-        header = "| η₀ | problems passed | runs passed | worst ratio to the reference |"
-        lines += ["", header, "| ---: | ---: | ---: | ---: |"]
+        header = (
+            "| η₀ | problems passed | runs passed | problems within 1 % in 3 epochs "
+            "| worst ratio to the reference |"
+        )
+        lines += ["", header, "| ---: | ---: | ---: | ---: | ---: |"]
         for eta0, s in choice["by_candidate"].items():
             mark = " (chosen)" if float(eta0) == choice["chosen"] else ""
             lines.append(
                 f"| {float(eta0):g}{mark} | {s['problems_passed']} of {len(results)} "
-                f"| {s['runs_passed']} | {s['worst_ratio']:.4f} |"
+                f"| {s['runs_passed']} | {s['problems_within_1pct']} | {s['worst_ratio']:.4f} |"
             )
     return "\n".join(lines) + "\n"
 
