@@ -82,25 +82,6 @@ def test_sparse_ctr_quick_run_trains_every_strategy_on_csr_blocks(tmp_path):
     assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.timeout(120)  # about 25 s on a quiet machine
-def test_sparse_ctr_width_comparison_reports_the_goal_ratios(tmp_path):
-    args = ["--workload", "sparse-ctr", "--quick", "--compare-features", "14,18", "--only",
-            "local", "--output", str(tmp_path)]  # fmt: skip
-    saved = tta.main(args)
-    narrow, wide = saved["widths"][14]["local"], saved["widths"][18]["local"]
-    assert "error" not in narrow and "error" not in wide, (narrow, wide)
-    ratio = saved["ratios"]["local"]
-    for key in ("bytes_pushed_per_step", "bytes_pulled_per_step", "seconds_per_epoch"):
-        assert ratio[key] == pytest.approx(wide[key] / narrow[key])
-    # 16 times the columns, the same rows: a step moves about the same bytes
-    assert 0.5 < ratio["bytes_pushed_per_step"] < 2
-    assert wide["memory_bound_bytes"] == pytest.approx(
-        wide["share_bytes"] + 3 * w2.model_bytes(2**18) / 2 + wide["baseline_bytes"]
-    )
-    assert ratio["memory_within_bound"] == (wide["peak_worker_bytes"] <= wide["memory_bound_bytes"])
-    assert (tmp_path / "w2-compare.md").read_text().count("\n| local |") == 1
-
-
 @pytest.mark.timeout(180)
 def test_scaling_run_at_small_size_times_every_size(tmp_path):
     sizes = ["--factors", "1", "2", "--rows-per-factor", "5000"]
