@@ -247,6 +247,14 @@ class LazyParams:
         self._sum[indices] += self._v[indices] * (clocks - self._mark[indices])
         self._mark[indices] = clocks
 
+    def _average_term(self) -> None:
+        """One more term of the running mean (a step, or a local-SGD round), once averaging
+        has started: the entries' sums settle against these clocks when next touched."""
+        if self._sum is not None:
+            self.n_averaged += 1
+            self._clock_scale += self._scale
+            self._clock_steps += 1.0
+
     def average_values(self, indices: Array | None = None) -> np.ndarray:
         """The running mean of ``w`` at ``indices`` (all entries if None)."""
         if self._sum is None or not self.n_averaged:
@@ -289,10 +297,7 @@ class LazyParams:
         new = new.astype(self._v.dtype, copy=False)
         self._v[indices] = new
         self._count_penalty(old[mask], new[mask])
-        if self._sum is not None:
-            self.n_averaged += 1
-            self._clock_scale += self._scale
-            self._clock_steps += 1.0
+        self._average_term()
         self.step += 1
 
     def _truncate(self, where: np.ndarray, new: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -365,10 +370,7 @@ class LazyParams:
         new = new.astype(self._v.dtype, copy=False)
         self._v[indices] = new
         self._count_penalty(old[mask], new[mask])
-        if self._sum is not None:
-            self.n_averaged += 1
-            self._clock_scale += self._scale
-            self._clock_steps += 1.0
+        self._average_term()
 
     # --- materializing ----------------------------------------------------------------------
 
