@@ -395,6 +395,11 @@ class DaskTrainingData:
     feature_names: np.ndarray | None = None
     row_order: RowOrder = RowOrder()
     sparse: bool = False
+    #: for each block, the worker it was dealt to (:func:`dealt_workers`; None: where the
+    #: scheduler put it). Units deal a block by it, not by where it landed: a block task that
+    #: Dask's work stealing ran elsewhere (on a busy cluster) goes back, and the fit is the
+    #: one an idle cluster gives.
+    homes: list[str | None] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -428,8 +433,9 @@ class DaskTrainingData:
     def units(self, client: Any) -> list[Unit]:
         """The non-empty blocks dealt to one training unit per worker, by where they are.
 
-        Each worker's unit trains on the blocks that worker holds, so that an undisturbed
-        fit moves no data. Blocks move only to even out the units' rows (as
+        Each worker's unit trains on the blocks that worker holds (a block made for the
+        fit: the worker it was dealt to, ``homes``), so that an undisturbed fit moves no
+        data. Blocks move only to even out the units' rows (as
         :meth:`redeal` does): when a worker holds no block (there is a unit for every
         worker while there are blocks enough), when a worker holds more than
         ``BALANCE_TOLERANCE`` (5 %) above the mean rows, or when a block is on a worker
@@ -445,9 +451,11 @@ class DaskTrainingData:
         if not workers:
             raise RuntimeError("No Dask worker to train on.")
         holder = holders(client, [self.futures[i].key for i in blocks])
+        homes = self.homes or [None] * len(self.futures)
         held: dict[str, list[int]] = {}
         for i in blocks:
-            held.setdefault(holder[self.futures[i].key], []).append(i)
+            home = homes[i] if homes[i] in workers else holder[self.futures[i].key]
+            held.setdefault(home, []).append(i)
         kept = {worker: held[worker] for worker in workers if worker in held}
         orphans = sorted(
             i for worker, indices in held.items() if worker not in kept for i in indices
@@ -638,10 +646,9 @@ def persist_blocks(
     name = uuid.uuid4().hex[:8]
     load = dask.delayed(load_block, pure=True)
     held = holders(client, [x.key for x in x_parts])
+    homes = dealt_workers(client, x_parts, held)
     blocks = []
-    for i, (x, yp, w, worker) in enumerate(
-        zip(x_parts, y_parts, w_parts, dealt_workers(client, x_parts, held), strict=True)
-    ):
+    for i, (x, yp, w, worker) in enumerate(zip(x_parts, y_parts, w_parts, homes, strict=True)):
         where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
         with dask.annotate(**where):
             blocks.append(
@@ -669,7 +676,7 @@ def persist_blocks(
     order = RowOrder(int(seed), run_rows)
     kinds = [s.sparse for s in summaries]
     data = DaskTrainingData(
-        futures, summaries, n_features, np.dtype(dtype), names, order, sparse=any(kinds)
+        futures, summaries, n_features, np.dtype(dtype), names, order, any(kinds), homes
     )
     bad = [s for s in summaries if s.problem]
     if bad or data.n_rows == 0 or len(set(kinds)) > 1:

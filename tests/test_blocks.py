@@ -242,6 +242,26 @@ def test_units_train_where_the_partitions_are(client):
 
 
 @pytest.mark.timeout(30)
+def test_a_computed_block_that_ran_elsewhere_goes_back_to_the_worker_it_was_dealt(client):
+    """Partitions computed for the fit are dealt by index (0, 2 to one worker; 1, 3 to the
+    other); a block task that work stealing ran on the other worker still trains there."""
+    a, b = sorted(worker_statuses(client))
+    X, y = make_linear_classification(2_000, 6, chunk_rows=500, random_state=1)
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    try:
+        assert data.homes == [a, b, a, b]
+        stolen = client.submit(lambda block: block, data.futures[0], workers=[b], pure=False)
+        wait(stolen)
+        data.futures[0].release()
+        data.futures[0] = stolen  # as if block 0 had been made on b
+        units = data.units(client)
+        assert [(worker, indices) for worker, _, indices in units] == [(a, [0, 2]), (b, [1, 3])]
+        assert client.who_has(units[0].blocks)[units[0].blocks[0].key] == [a]
+    finally:
+        data.release()
+
+
+@pytest.mark.timeout(30)
 def test_units_that_would_each_train_on_one_class_swap_blocks(client):
     """Rows sorted by label and placed by class (a, the 0s; b, the 1s): blocks of as many
     rows are swapped until each unit's labels are mixed; a regressor keeps the placement."""

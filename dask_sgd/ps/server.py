@@ -20,6 +20,10 @@ from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats, SparseP
 from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import running_workers
 
+#: Seconds the shards' start waits for a running worker when every worker is paused (for
+#: memory, until it has spilled) or still registering; then it raises, naming their statuses.
+RUNNING_WAIT = 10.0
+
 #: The key of every shard's actor starts with this (the retirement plugin looks for it).
 SHARD_KEY_PREFIX = "dask-sgd-shard-"
 
@@ -135,9 +139,8 @@ class ParameterServer:
             raise ValueError(
                 f"{optimizer!r} is not elementwise: shards cannot apply it to their own slices."
             )
-        workers = running_workers(client)  # not one that is paused or retiring
-        if not workers:
-            raise RuntimeError("No running Dask worker to hold the parameter-server shards.")
+        # not one that is paused or retiring: wait a while for one that resumes
+        workers = running_workers(client, timeout=RUNNING_WAIT)
         n_shards = defaults.n_shards(n_shards, params.size, len(workers))
         ranges = shard_ranges(params.size, n_shards)
         states = split_state(opt_state, ranges) if opt_state is not None else [None] * n_shards
