@@ -95,7 +95,11 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
     so that a disturbed fit must end where the undisturbed one does: one that follows them
     trains on two units until the Nanny's new worker joins, a different (not a worse) fit.
     ``tests/test_elastic.py`` tests following the workers; the chaos test below, the
-    estimator's default, which follows them."""
+    estimator's default, which follows them.
+
+    The snapshots stay on the workers (``dask-sgd.kept-snapshot-params`` 0, as a large
+    model's do), so that a shard's restart comes from its replica on another worker; the
+    chaos test's small model brings them to the client."""
     wait_for_every_worker(client)  # a victim of a previous fit is back
     X, y = make_classification(n_samples=1800, n_features=N_FEATURES, random_state=0)
     model = LinearModel(N_FEATURES, 1)
@@ -120,6 +124,7 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
     )
     state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
     records, thread = [], None
+    kept_on_workers = dask.config.set({"dask-sgd.kept-snapshot-params": 0})
     try:
         for epoch in range(3):
             if epoch == 1 and in_epoch_2 is not None:
@@ -136,6 +141,7 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
             state, _, _, extra = trainer.run_epoch(state, 1.0)
             records.append(extra)
     finally:
+        kept_on_workers.__exit__(None, None, None)
         trainer.close()
         data.release()
         if thread is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import dask
 import numpy as np
 import pytest
 from distributed.utils_test import gen_cluster
@@ -334,6 +335,43 @@ def test_server_spreads_shards_and_joins_them(client):
         np.testing.assert_array_equal(state.params, theta - 0.5)  # each shard applied its slice
         assert server.versions() == [1, 1] and state.version == 1
         assert state.average is None and state.n_averaged == 0  # averaging was not started
+    finally:
+        server.close()
+
+
+def push_ones(server, rate: float, token: str) -> None:
+    calls = [
+        shard.push(np.ones(where.stop - where.start), rate, token)
+        for shard, where in zip(server.shards, server.ranges, strict=True)
+    ]
+    [call.result() for call in calls]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kept_on_workers", [False, True])
+def test_a_large_models_snapshot_stays_on_the_workers(client, kept_on_workers):
+    """Above ``dask-sgd.kept-snapshot-params`` each shard keeps its snapshot and another
+    worker holds a copy; nothing comes to the client until asked, and what comes is the
+    snapshot's state, not the shards' state now. A small model's comes with the statistics."""
+    theta = np.arange(12.0)
+    server = ParameterServer.start(client, theta, optim.sgd(), n_shards=2)
+    try:
+        limit = 0 if kept_on_workers else 100
+        with dask.config.set({"dask-sgd.kept-snapshot-params": limit}):
+            push_ones(server, 0.5, "first")
+            kept, stats = server.keep_snapshot(client)
+        assert [stat.version for stat in stats] == [1, 1] and kept.version == 1
+        assert kept.in_client is not kept_on_workers
+        if kept_on_workers:
+            holders = client.who_has(kept.pieces)
+            for shard, piece in zip(server.shards, kept.pieces, strict=True):
+                assert holders[piece.key] and shard._address not in holders[piece.key]
+        push_ones(server, 0.5, "second")  # after the snapshot
+        state = kept.state(client)
+        np.testing.assert_array_equal(state.params, theta - 0.5)
+        assert state.version == 1
+        np.testing.assert_array_equal(server.state().params, theta - 1.0)
+        kept.release()
     finally:
         server.close()
 

@@ -45,7 +45,7 @@ from dask_sgd.engine.units import SegmentPlan, sample_objective
 from dask_sgd.errors import ShardLost
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
-from dask_sgd.ps.server import shipped
+from dask_sgd.ps.server import ServerState, shipped
 from dask_sgd.schedules import Schedule, scaled, warmup
 from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import staying_workers
@@ -229,6 +229,7 @@ class ClusterTrainer:
                 self._averaging_reach -= n_steps
             segments.append(segment)
             self._after_segment(state)
+        state = self._in_client(state)
         trained = Counter()  # rows per worker
         for segment in segments:
             trained.update(rows_per_worker(segment.units, segment.results))
@@ -296,7 +297,7 @@ class ClusterTrainer:
         round_steps = self.strategy.round_steps()
         before = (math.ceil(max(self._averaging_reach, 1) / round_steps) - 1) * round_steps
         if before == 0:
-            self.keeper.start_averaging(state)
+            self.keeper.start_averaging(self._in_client(state))
             self._averaging_reach = None
             return n_steps
         return min(n_steps, before)
@@ -311,6 +312,7 @@ class ClusterTrainer:
                 break
             except ShardLost as lost:
                 self.carries = carries
+                state = self._in_client(state)
                 self.keeper.recover(state, version, n_steps, str(lost))
         seconds = time.perf_counter() - started
         self._pace_segments(n_steps, seconds)
@@ -343,16 +345,32 @@ class ClusterTrainer:
         self.carries = [result.carry for result in results]
         new_state = replace(
             state,
-            params=server.params,
-            opt_state=self.strategy.segment_opt_state(server.opt_state, self.carries),
+            params=None,  # kept on the workers, unless the snapshot came with its arrays
+            opt_state=None,
             step=state.step + steps,
             samples=state.samples + sum(result.rows for result in results),
+            n_averaged=stats[0].n_averaged,
         )
-        if server.average is not None:
-            new_state = replace(new_state, average=server.average, n_averaged=server.n_averaged)
+        if server is not None:
+            new_state = self._with_arrays(new_state, server)
         dropped = self.keeper.dropped_since_last_snapshot(stats)
         pushes = [shard.pushes for shard in stats]
         return new_state, Segment(self.units, results, dropped, pushes)
+
+    def _with_arrays(self, state: TrainState, server: ServerState) -> TrainState:
+        """``state`` with the arrays of the snapshot ``server`` taken at it (the optimizer
+        state: the units' carries' for a strategy whose units keep it)."""
+        opt_state = self.strategy.segment_opt_state(server.opt_state, self.carries)
+        state = replace(state, params=server.params, opt_state=opt_state)
+        if server.average is not None:
+            state = replace(state, average=server.average, n_averaged=server.n_averaged)
+        return state
+
+    def _in_client(self, state: TrainState) -> TrainState:
+        """``state`` with its arrays: a snapshot kept on the workers comes to the client."""
+        if state.params is not None:
+            return state
+        return self._with_arrays(state, self.keeper.kept_state())
 
     def _start_carry(self, state: TrainState, unit: Unit, n_units: int) -> Carry:
         """A new unit's carry at the snapshot ``state``: its cursor where the unit would be
@@ -384,6 +402,7 @@ class ClusterTrainer:
         leaving = self.keeper.leaving_shards()
         if units is self.units and not leaving:
             return
+        state = self._in_client(state)
         if not self.keeper.restart(state, len(units)):  # no worker to take the shards
             return  # the units and the shards stay as they were
         if leaving:

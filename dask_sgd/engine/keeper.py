@@ -1,7 +1,9 @@
 """Keeping the parameter server: its start, its snapshots, its recovery and its moves.
 
-Between segments the shards are consistent, and the trainer keeps their state as the
-snapshot. If a shard is lost with its worker, new shards start on the surviving workers
+Between segments the shards are consistent, and their state is the snapshot: a small
+model's comes to the trainer; a large model's stays on the workers, each shard's on its own
+and a replica on another (:meth:`~dask_sgd.ps.ParameterServer.keep_snapshot`), and reaches
+the client only for a restart and at the end of an epoch. If a shard is lost with its worker, new shards start on the surviving workers
 from that snapshot (all of them, so that every shard is at one version) and the segment
 runs again: at most one segment's steps are lost. Shards on a worker that retires
 gracefully, or on the wrong number of units, restart elsewhere from the snapshot just
@@ -25,7 +27,7 @@ from dask_sgd.engine.strategies import Strategy
 from dask_sgd.errors import ShardLost, TrainingFailed
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps import ParameterServer
-from dask_sgd.ps.server import ServerState
+from dask_sgd.ps.server import KeptSnapshot, ServerState
 from dask_sgd.ps.shard import ShardStats
 from dask_sgd.sparse.setup import SparseSetup
 from dask_sgd.workers import STAYING, worker_statuses
@@ -68,6 +70,7 @@ class ShardKeeper:
     recoveries: list[Recovery] = field(default_factory=list)
     moves: list[ShardMove] = field(default_factory=list)
     _dropped: int = 0  # contributions the current server had dropped at the last snapshot
+    kept: KeptSnapshot | None = None  # the last snapshot
     sparse: SparseSetup | None = None  # a fit on sparse input: its shards' lazy penalty
 
     def start(self, state: TrainState, n_units: int, version: int | None = None) -> None:
@@ -110,13 +113,20 @@ class ShardKeeper:
         old.close()
         return True
 
-    def snapshot(self) -> tuple[ServerState, list[ShardStats]]:
-        """The shards' state (θ, optimizer state, version, average) and their statistics,
-        taken consistently after a segment; the version becomes the snapshot's."""
-        state = self.server.state()
-        stats = self.server.stats()
-        self.version = state.version
-        return state, stats
+    def snapshot(self) -> tuple[ServerState | None, list[ShardStats]]:
+        """A consistent snapshot of the shards (θ, optimizer state, version, average), taken
+        after a segment, and their statistics; the version becomes the snapshot's. A small
+        model's state comes with them; a large model's stays on the workers (None here:
+        :meth:`kept_state` brings it, for a restart or at the end of an epoch)."""
+        kept, stats = self.server.keep_snapshot(self.client)
+        if self.kept is not None:
+            self.kept.release()
+        self.kept, self.version = kept, kept.version
+        return (kept.state(self.client) if kept.in_client else None), stats
+
+    def kept_state(self) -> ServerState:
+        """The last snapshot's state, in the client."""
+        return self.kept.state(self.client)
 
     def dropped_since_last_snapshot(self, stats: list[ShardStats]) -> int:
         """Contributions the shards dropped since the last snapshot (late backup pushes)."""
@@ -201,6 +211,9 @@ class ShardKeeper:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.kept is not None:
+            self.kept.release()
+            self.kept = None
 
 
 def _average(state: TrainState) -> Any:

@@ -10,7 +10,8 @@ from typing import Any
 
 import dask.config
 import numpy as np
-from distributed import wait
+from distributed import get_worker, wait
+from distributed.actor import Actor
 
 from dask_sgd import defaults
 from dask_sgd._tree import map_tree, tree_leaves
@@ -96,6 +97,64 @@ class ServerState:
     version: int
     average: Array | None = None
     n_averaged: int = 0
+
+    @classmethod
+    def join(cls, snapshots: list[ShardSnapshot]) -> ServerState:
+        """The whole vector's state from its shards' snapshots, which must be at one version
+        and average as many updates (every update reaches every shard)."""
+        versions = {s.version for s in snapshots}
+        if len(versions) != 1:
+            raise RuntimeError(f"Shards are at different versions {sorted(versions)}.")
+        params = np.concatenate([s.params for s in snapshots])
+        opt_state, version = join_states([s.opt_state for s in snapshots]), versions.pop()
+        counts = {s.n_averaged for s in snapshots}
+        started = {s.average is not None for s in snapshots}
+        if len(counts) != 1 or len(started) != 1:
+            raise RuntimeError(f"Shards average different numbers of updates {sorted(counts)}.")
+        if not started.pop():
+            return cls(params, opt_state, version)
+        average = np.concatenate([s.average for s in snapshots])
+        return cls(params, opt_state, version, average, counts.pop())
+
+
+#: A model of more parameters than this (Dask configuration ``dask-sgd.kept-snapshot-params``)
+#: keeps its snapshots on the workers (each shard's on its own worker and a replica on
+#: another); a smaller one's come to the client, at no more cost than the shards' statistics.
+KEPT_SNAPSHOT_PARAMS = SCATTER_BYTES // 8
+
+
+@dataclass
+class KeptSnapshot:
+    """A consistent snapshot of every shard at ``version``: in ``pieces``, each shard's
+    :class:`ShardSnapshot` itself (a small model's, in the client), or a future of its
+    replica on a worker other than the shard's. :meth:`state` brings it to the client."""
+
+    version: int
+    pieces: list[Any]
+
+    @property
+    def in_client(self) -> bool:
+        return all(isinstance(piece, ShardSnapshot) for piece in self.pieces)
+
+    def state(self, client: Any) -> ServerState:
+        """The whole vector's state (a replica lost with its worker is copied again from its
+        shard's kept snapshot, if that shard is alive)."""
+        return ServerState.join(self.pieces if self.in_client else client.gather(self.pieces))
+
+    def release(self) -> None:
+        for piece in self.pieces:
+            if not isinstance(piece, ShardSnapshot):
+                piece.release()
+
+
+def replica_of(shard: tuple[type, str, str], version: int) -> ShardSnapshot:
+    """A copy of the kept snapshot of ``version`` of the shard ``(class, address, key)``
+    (runs as a task on another worker, where the copy then lives). The shard comes as its
+    address, not as its actor: an actor argument is a dependency, whose proxy Dask copies
+    to this worker as a replica of the shard's key, and a replica that the scheduler
+    releases while a task uses it closes the worker ("Cannot remove replica ...")."""
+    cls, address, key = shard
+    return Actor(cls, address, key, worker=get_worker()).kept_snapshot(version).result()
 
 
 @dataclass
@@ -202,29 +261,61 @@ class ParameterServer:
         """One of the exchange rule's requests, of the first shard (a step budget, say)."""
         return self.shards[0].call(request, *args).result()
 
-    def snapshot(self) -> list[ShardSnapshot]:
-        """Every shard's state; raises if the shards are not at one version."""
-        snapshots = self._each("snapshot")
-        versions = {s.version for s in snapshots}
+    def state(self) -> ServerState:
+        """θ, the whole optimizer state, the version and the average, now, through the
+        client; raises if the shards are not at one version."""
+        return ServerState.join(self._each("snapshot"))
+
+    def keep_snapshot(self, client: Any) -> tuple[KeptSnapshot, list[ShardStats]]:
+        """A consistent snapshot (taken between segments) and the shards' statistics.
+
+        A large model's stays on the workers: each shard keeps its own, and a task on
+        another worker copies it there (worker to worker), so that the loss of any one
+        worker leaves every shard's snapshot somewhere; the shards commit it once every
+        replica is made, and until then keep the one before. A small model's comes to the
+        client with the statistics."""
+        limit = dask.config.get("dask-sgd.kept-snapshot-params", KEPT_SNAPSHOT_PARAMS)
+        keep = sum(where.stop - where.start for where in self.ranges) > int(limit)
+        answers = self._each("take_snapshot", [keep] * len(self.shards))
+        stats = [stat for stat, _ in answers]
+        versions = {stat.version for stat in stats}
         if len(versions) != 1:
             raise RuntimeError(f"Shards are at different versions {sorted(versions)}.")
-        return snapshots
+        version = versions.pop()
+        if not keep:
+            return KeptSnapshot(version, [snapshot for _, snapshot in answers]), stats
+        replicas = [self._replica(client, index, version) for index in range(len(self.shards))]
+        kept = KeptSnapshot(version, replicas)
+        try:
+            wait(replicas)
+            for replica in replicas:
+                if not isinstance(replica, ShardSnapshot) and replica.status != "finished":
+                    raise RuntimeError(f"A snapshot's replica failed: {replica.exception()!r}")
+            self._each("commit_snapshot", [version] * len(self.shards))
+        except BaseException:
+            kept.release()
+            raise
+        return kept, stats
 
-    def state(self) -> ServerState:
-        """θ, the whole optimizer state, the version and the average, from a consistent
-        snapshot. Every update reaches every shard, so the shards hold averages of as many
-        updates; raises if they do not."""
-        snapshots = self.snapshot()
-        params = np.concatenate([s.params for s in snapshots])
-        opt_state, version = join_states([s.opt_state for s in snapshots]), snapshots[0].version
-        counts = {s.n_averaged for s in snapshots}
-        started = {s.average is not None for s in snapshots}
-        if len(counts) != 1 or len(started) != 1:
-            raise RuntimeError(f"Shards average different numbers of updates {sorted(counts)}.")
-        if not started.pop():
-            return ServerState(params, opt_state, version)
-        average = np.concatenate([s.average for s in snapshots])
-        return ServerState(params, opt_state, version, average, counts.pop())
+    def _replica(self, client: Any, index: int, version: int) -> Any:
+        """A future of a copy of shard ``index``'s pending snapshot on another worker: the
+        next shard's, or the first other (its snapshot itself, through the client, if no
+        other worker is there)."""
+        shard = self.shards[index]
+        holders = [other._address for other in self.shards[index + 1 :] + self.shards[:index]]
+        others = [worker for worker in holders if worker != shard._address]
+        others += [w for w in running_workers(client) if w != shard._address]
+        if not others:
+            return shard.kept_snapshot(version).result()
+        return client.submit(
+            replica_of,
+            (shard._cls, shard._address, shard.key),
+            version,
+            key=f"dask-sgd-replica-{index}-{self.name}-{version}",
+            workers=[others[0]],
+            allow_other_workers=True,  # a lost worker must not leave it unschedulable
+            pure=False,
+        )
 
     def start_averaging(self, average: Array, n_averaged: int = 0) -> None:
         """Every shard averages its slice over the updates from now on, going on from the

@@ -47,12 +47,14 @@ class ShardSnapshot:
 
 @dataclass(frozen=True)
 class ShardStats:
-    """A shard's version, the pushes it applied and those its rule dropped (late ones)."""
+    """A shard's version, the pushes it applied and those its rule dropped (late ones), its
+    size, and the updates its running mean holds (0 before averaging starts)."""
 
     version: int
     pushes: int
     dropped: int
     size: int
+    n_averaged: int = 0
 
 
 #: How many recent push tokens a shard remembers to drop duplicates (Dask may run a task
@@ -94,6 +96,8 @@ class ParameterShard:
         self._loop: asyncio.AbstractEventLoop | None = None  # the waiters' loop
         self.rule = copy.deepcopy(rule if rule is not None else Immediate())
         self.rule.bind(self)
+        self.kept: ShardSnapshot | None = None  # the snapshot a recovery restarts from
+        self.pending: ShardSnapshot | None = None  # the next one, until its replica is made
 
     # --- what units and the client call ---------------------------------------------------------
 
@@ -124,6 +128,29 @@ class ParameterShard:
             self.params, self.opt_state, self.version, self.average, self.n_averaged
         )
 
+    async def take_snapshot(self, keep: bool) -> tuple[ShardStats, ShardSnapshot | None]:
+        """The shard's statistics and its state now: the state in the answer, or, if
+        ``keep``, kept on this worker as the pending snapshot (for a replica to copy, see
+        :meth:`commit_snapshot`) and not sent."""
+        snapshot = await self.snapshot()
+        if not keep:
+            return await self.stats(), snapshot
+        self.pending = snapshot
+        return await self.stats(), None
+
+    async def kept_snapshot(self, version: int) -> ShardSnapshot:
+        """The snapshot of ``version`` that this shard keeps (pending or committed)."""
+        for snapshot in (self.pending, self.kept):
+            if snapshot is not None and snapshot.version == version:
+                return snapshot
+        raise RuntimeError(f"This shard keeps no snapshot of version {version}.")
+
+    async def commit_snapshot(self, version: int) -> None:
+        """The pending snapshot of ``version`` (whose replica is made) becomes the one kept;
+        the one before goes. Until then a recovery restarts from the one before."""
+        if self.pending is not None and self.pending.version == version:
+            self.kept, self.pending = self.pending, None
+
     async def start_averaging(self, average: Array, n_averaged: int = 0) -> None:
         """Average every update from now on, going on from the mean ``average`` of
         ``n_averaged`` earlier updates (a snapshot's; 0: a new mean, ``average`` unused)."""
@@ -147,7 +174,9 @@ class ParameterShard:
         self.rule.abort()  # and the units waiting on the rule's own (a direct lane's)
 
     async def stats(self) -> ShardStats:
-        return ShardStats(self.version, self.pushes, self.rule.dropped, int(self.params.size))
+        return ShardStats(
+            self.version, self.pushes, self.rule.dropped, int(self.params.size), self.n_averaged
+        )
 
     # --- what exchange rules build on -----------------------------------------------------------
 
@@ -264,7 +293,9 @@ class SparseParameterShard(ParameterShard):
         return ShardSnapshot(params, opt_state, self.version, average, n_averaged)
 
     async def stats(self) -> ShardStats:
-        return ShardStats(self.version, self.pushes, self.rule.dropped, self.size)
+        return ShardStats(
+            self.version, self.pushes, self.rule.dropped, self.size, self.lazy.n_averaged
+        )
 
     def _average_from(self, average: Array, n_averaged: int) -> None:
         if np.shape(average) != (self.size,):
