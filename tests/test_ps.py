@@ -8,6 +8,7 @@ import socket
 import dask
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster
 from distributed.utils_test import gen_cluster
 
 from dask_sgd import defaults, optim
@@ -374,6 +375,24 @@ def test_a_large_models_snapshot_stays_on_the_workers(client, kept_on_workers):
         kept.release()
     finally:
         server.close()
+
+
+@pytest.mark.timeout(60)
+def test_with_one_worker_a_kept_snapshot_comes_to_the_client():
+    """Nowhere else to copy it: the shards' kept snapshots come to the client."""
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as one,
+    ):
+        server = ParameterServer.start(one, np.arange(6.0), optim.sgd(), n_shards=2)
+        try:
+            with dask.config.set({"dask-sgd.kept-snapshot-params": 0}):
+                push_ones(server, 0.5, "only")
+                kept, _ = server.keep_snapshot(one)
+            assert kept.in_client and kept.version == 1
+            np.testing.assert_array_equal(kept.state(one).params, np.arange(6.0) - 0.5)
+        finally:
+            server.close()
 
 
 def test_default_shards_follow_the_model_size(client):

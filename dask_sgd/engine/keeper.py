@@ -3,9 +3,10 @@
 Between segments the shards are consistent, and their state is the snapshot: a small
 model's comes to the trainer; a large model's stays on the workers, each shard's on its own
 and a replica on another (:meth:`~dask_sgd.ps.ParameterServer.keep_snapshot`), and reaches
-the client only for a restart and at the end of an epoch. If a shard is lost with its worker, new shards start on the surviving workers
-from that snapshot (all of them, so that every shard is at one version) and the segment
-runs again: at most one segment's steps are lost. Shards on a worker that retires
+the client only for a restart and at the end of an epoch. If a shard is lost with its
+worker, new shards start on the surviving workers from that snapshot (all of them, so that
+every shard is at one version) and the segment runs again: at most one segment's steps are
+lost. Shards on a worker that retires
 gracefully, or on the wrong number of units, restart elsewhere from the snapshot just
 taken, losing nothing.
 

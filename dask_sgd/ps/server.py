@@ -286,11 +286,12 @@ class ParameterServer:
             return KeptSnapshot(version, [snapshot for _, snapshot in answers]), stats
         replicas = [self._replica(client, index, version) for index in range(len(self.shards))]
         kept = KeptSnapshot(version, replicas)
+        futures = [replica for replica in replicas if not isinstance(replica, ShardSnapshot)]
         try:
-            wait(replicas)
-            for replica in replicas:
-                if not isinstance(replica, ShardSnapshot) and replica.status != "finished":
-                    raise RuntimeError(f"A snapshot's replica failed: {replica.exception()!r}")
+            wait(futures)
+            for future in futures:
+                if future.status != "finished":
+                    raise RuntimeError(f"A snapshot's replica failed: {future.exception()!r}")
             self._each("commit_snapshot", [version] * len(self.shards))
         except BaseException:
             kept.release()
