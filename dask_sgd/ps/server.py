@@ -305,7 +305,8 @@ class ParameterServer:
         shard = self.shards[index]
         holders = [other._address for other in self.shards[index + 1 :] + self.shards[:index]]
         others = [worker for worker in holders if worker != shard._address]
-        others += [w for w in running_workers(client) if w != shard._address]
+        if not others:  # every shard on this worker: ask the scheduler only then
+            others = [w for w in running_workers(client) if w != shard._address]
         if not others:
             return shard.kept_snapshot(version).result()
         return client.submit(
