@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m dask_sgd.demo
 
+# The tests that start no Dask cluster run on every core; those with clusters (worker
+# processes, timings, deaths) run one at a time. Each run fails if it collects no test.
 test: $(STAMP) browser
 	$(BIN)/ruff check dask_sgd tests examples
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m in_process -n auto tests
+	$(BIN)/python -m pytest -m "not in_process"
 
 # The dashboard's test drives a headless Chromium: Debian's package, where apt-get can install
 # it (as root). Best effort: without it, that one test is skipped and says why.

@@ -7,6 +7,9 @@ import pytest
 
 from dask_sgd.datasets import make_classification_blocks, make_linear_classification
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 
 @pytest.mark.parametrize(
     "make",

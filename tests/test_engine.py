@@ -16,6 +16,9 @@ from dask_sgd.optim import apply_updates, get_optimizer
 from dask_sgd.penalties import get_penalty
 from dask_sgd.schedules import constant
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 # --- iterate_minibatches ---------------------------------------------------------------------
 
 

@@ -8,6 +8,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from dask_sgd import SGDClassifier, SGDRegressor
 from dask_sgd.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 SAMPLE_WEIGHT_REASON = (
     "sample_weight is not equivalent to removing/repeating samples, as in scikit-learn's "
     "own SGD estimators: the minibatches differ."

@@ -14,6 +14,9 @@ from dask_sgd.losses import (
     get_loss,
 )
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 EPSILON = 0.3  # for huber and the epsilon-insensitive losses
 H = 1e-6  # finite-difference step
 MARGIN = 1e-3  # how far a grid point must stay from a kink

@@ -12,6 +12,9 @@ from dask_sgd.losses import get_loss
 from dask_sgd.models import Layout, LinearModel, Objective
 from dask_sgd.penalties import get_penalty
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 # --- Layout ----------------------------------------------------------------------------------
 
 

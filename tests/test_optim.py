@@ -22,6 +22,9 @@ from dask_sgd.optim import (
     trace,
 )
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 A = np.array([0.5, 1.0, 2.0, 4.0])  # curvatures of the quadratic
 C = np.array([1.0, -2.0, 0.5, -0.25])  # its minimum
 

@@ -16,6 +16,9 @@ from sklearn.preprocessing import StandardScaler
 
 from dask_sgd import SGDClassifier, SGDRegressor
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 SEEDS = (0, 1, 2)
 TOLERANCE = 0.02
 

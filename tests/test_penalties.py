@@ -7,6 +7,9 @@ import pytest
 
 from dask_sgd.penalties import PENALTIES, Penalty, get_penalty
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 ALPHA = 0.03
 L1_RATIO = 0.4
 

@@ -12,6 +12,9 @@ from dask_sgd.models import LinearModel, Objective, products
 from dask_sgd.models.linear import StandardizedLinearModel
 from dask_sgd.penalties import get_penalty
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 
 def loss_and_grad(objective, theta, X, Y, weight, *, compiled: bool):
     with dask.config.set({"dask-sgd.compiled-kernels": compiled}):

@@ -21,6 +21,9 @@ from dask_sgd.schedules import (
     warmup,
 )
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 STEPS = [0, 1, 2, 9, 100, 12345]
 
 

@@ -24,6 +24,9 @@ from dask_sgd.penalties import Penalty
 from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
 from dask_sgd.sparse.lazy import LazyParams, zero_gradient_decays
 
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = pytest.mark.in_process
+
 OPTIMIZERS = {
     "sgd": sgd,
     "momentum": momentum,

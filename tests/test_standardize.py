@@ -17,7 +17,8 @@ from dask_sgd.standardize import (
     total_moments,
 )
 
-pytestmark = pytest.mark.timeout(60)
+#: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.in_process]
 
 
 def unscaled(rng, n_rows=200, n_features=4):

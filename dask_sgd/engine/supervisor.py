@@ -57,7 +57,7 @@ class UnitSupervisor:
             train_unit,
             unit.blocks,
             unit.partitions,
-            server.shards,
+            server.refs,
             server.ranges,
             self.strategy,
             plan,

@@ -30,6 +30,7 @@ from dask_sgd.engine.on_worker import fit_on_worker
 from dask_sgd.engine.steps import refuse_unusable_gradient
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
+from dask_sgd.ps.remote import RemoteShard, ShardRef
 from dask_sgd.schedules import Schedule
 from dask_sgd.sparse import SparseVector
 from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_and_inverse
@@ -219,14 +220,17 @@ class ShardCalls:
     those that come back (:attr:`bytes_pushed`, :attr:`bytes_pulled`).
     """
 
-    def __init__(self, shards: list, ranges: list[slice]) -> None:
+    def __init__(self, shards: list[ShardRef], ranges: list[slice]) -> None:
         worker = get_worker()
         self.loop = worker.loop
-        self.actors = list(zip(shards, ranges, strict=True))  # every shard's actor proxy
+        # every shard reached through the comm layer, its own worker's too
+        self.actors = [
+            (RemoteShard(ref, worker), where) for ref, where in zip(shards, ranges, strict=True)
+        ]
         self.remote, self.local = [], []
-        for shard, where in zip(shards, ranges, strict=True):
-            obj = worker.state.actors.get(shard.key) if shard._address == worker.address else None
-            (self.remote if obj is None else self.local).append((obj or shard, where))
+        for (remote, where), ref in zip(self.actors, shards, strict=True):
+            obj = worker.state.actors.get(ref.key) if ref.address == worker.address else None
+            (self.remote if obj is None else self.local).append((obj or remote, where))
         self.first = min(self.remote + self.local, key=lambda pair: pair[1].start)
         self.bytes_pushed = self.bytes_pulled = 0
 
@@ -240,9 +244,9 @@ class ShardCalls:
     def call_first(self, request: str, *args: Any) -> Any:
         """A request of the exchange rule of the first shard (the one holding θ's start)."""
         shard, _ = self.first
-        if shard in (obj for obj, _ in self.local):
-            return sync(self.loop, shard.call, request, *args)
-        return shard.call(request, *args).result()
+        if isinstance(shard, RemoteShard):
+            return shard.call(request, *args).result()
+        return sync(self.loop, shard.call, request, *args)
 
     def pull(
         self, min_version: int = 0, indices: np.ndarray | None = None
@@ -258,12 +262,13 @@ class ShardCalls:
         answers come with :meth:`PendingAnswers.result` (the calls go on meanwhile, on the
         worker's event loop and the shards' workers)."""
         calls = [
-            (where, getattr(shard, method)(*self._sent(arguments(where))))
+            (where, getattr(shard, method)(*self._sent(arguments(where))), True)
             for shard, where in self.remote
         ]
         for obj, where in self.local:
             call = getattr(obj, method)(*arguments(where))
-            calls.append((where, asyncio.run_coroutine_threadsafe(call, self.loop.asyncio_loop)))
+            local = asyncio.run_coroutine_threadsafe(call, self.loop.asyncio_loop)
+            calls.append((where, local, False))
         return PendingAnswers(calls, self)
 
     def fan_out(self, method: str, arguments) -> list[tuple[slice, Any]]:
@@ -318,18 +323,21 @@ def payload_bytes(value: Any) -> int:
 class PendingAnswers:
     """The shards' answers to calls on their way (:meth:`ShardCalls.fan_out_later`)."""
 
-    def __init__(self, calls: list[tuple[slice, Any]], counter: ShardCalls | None = None) -> None:
-        self.calls, self.counter = calls, counter
+    def __init__(
+        self,
+        calls: list[tuple[slice, concurrent.futures.Future, bool]],
+        counter: ShardCalls | None = None,
+    ) -> None:
+        self.calls, self.counter = calls, counter  # (slice, call, whether remote)
 
     def done(self) -> bool:
-        return all(call.done() for _, call in self.calls)
+        return all(call.done() for _, call, _ in self.calls)
 
     def result(self) -> list[tuple[slice, Any]]:
         """The answers by slice, once every one has come (raises what a call raised)."""
         answers = []
-        for where, call in self.calls:
+        for where, call, remote in self.calls:
             answer = call.result()
-            remote = not isinstance(call, concurrent.futures.Future)  # an actor call's
             if remote and self.counter is not None:
                 answer = self.counter.received(answer)
             answers.append((where, answer))

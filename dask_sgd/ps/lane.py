@@ -343,11 +343,12 @@ def address_host(address: str) -> str:
     return "127.0.0.1"
 
 
-def _connect(actor: Any) -> LaneStream:
-    """A stream to ``actor``'s lane; asks again once if the lane went idle meanwhile."""
-    host = address_host(actor._address)
+def _connect(shard: Any) -> LaneStream:
+    """A stream to the lane of ``shard`` (a :class:`~dask_sgd.ps.remote.RemoteShard`); asks
+    again once if the lane went idle meanwhile."""
+    host = address_host(shard.address)
     for attempt in range(2):
-        address = actor.call("open_lane", host).result()
+        address = shard.call("open_lane", host).result()
         try:
             return LaneStream((address[0], address[1]), bytes.fromhex(address[2]))
         except ConnectionRefusedError:
@@ -396,13 +397,13 @@ class Lanes:
 
     @classmethod
     def open(cls, remote: list[tuple[Any, slice]], local: list[tuple[Any, slice]], here: str):
-        """Lanes to the shards: ``remote``, ``(actor, slice)`` pairs of shards on other
-        workers (one ``open_lane`` actor call each); ``local``, ``(shard, slice)`` pairs of
+        """Lanes to the shards: ``remote``, ``(RemoteShard, slice)`` pairs of shards on
+        other workers (one ``open_lane`` call each); ``local``, ``(shard, slice)`` pairs of
         shard objects on this worker, whose address is ``here``."""
         lanes: list[tuple[slice, PushLane | LaneStream]] = []
         try:
-            for actor, where in remote:
-                lanes.append((where, _connect(actor)))
+            for shard, where in remote:
+                lanes.append((where, _connect(shard)))
             for shard, where in local:
                 lanes.append((where, lane_of(shard.rule, address_host(here))))
         except BaseException:

@@ -11,11 +11,11 @@ from typing import Any
 import dask.config
 import numpy as np
 from distributed import get_worker, wait
-from distributed.actor import Actor
 
 from dask_sgd import defaults
 from dask_sgd._tree import map_tree, tree_leaves
 from dask_sgd.optim import GradientTransformation
+from dask_sgd.ps.remote import RemoteShard, ShardRef
 from dask_sgd.ps.rules import ExchangeRule
 from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats, SparseParameterShard
 from dask_sgd.sparse.setup import SparseSetup
@@ -147,14 +147,11 @@ class KeptSnapshot:
                 piece.release()
 
 
-def replica_of(shard: tuple[type, str, str], version: int) -> ShardSnapshot:
-    """A copy of the kept snapshot of ``version`` of the shard ``(class, address, key)``
-    (runs as a task on another worker, where the copy then lives). The shard comes as its
-    address, not as its actor: an actor argument is a dependency, whose proxy Dask copies
-    to this worker as a replica of the shard's key, and a replica that the scheduler
-    releases while a task uses it closes the worker ("Cannot remove replica ...")."""
-    cls, address, key = shard
-    return Actor(cls, address, key, worker=get_worker()).kept_snapshot(version).result()
+def replica_of(shard: ShardRef, version: int) -> ShardSnapshot:
+    """A copy of the kept snapshot of ``version`` of ``shard`` (runs as a task on another
+    worker, where the copy then lives). The shard comes as its :class:`ShardRef`, not as
+    its actor, on which the task would depend (:mod:`dask_sgd.ps.remote`)."""
+    return RemoteShard(shard, get_worker()).kept_snapshot(version).result()
 
 
 @dataclass
@@ -250,6 +247,12 @@ class ParameterServer:
         finally:
             del sent  # the shards hold their arrays now; the scattered copies may go
 
+    @property
+    def refs(self) -> list[ShardRef]:
+        """Where the shards live, as plain data: what a task takes to call them (a task
+        that took the actors would depend on their keys: :mod:`dask_sgd.ps.remote`)."""
+        return [ShardRef.of(shard) for shard in self.shards]
+
     def _each(self, method: str, *args_per_shard: list) -> list:
         calls = [
             getattr(shard, method)(*(args[i] for args in args_per_shard))
@@ -311,7 +314,7 @@ class ParameterServer:
             return shard.kept_snapshot(version).result()
         return client.submit(
             replica_of,
-            (shard._cls, shard._address, shard.key),
+            ShardRef.of(shard),
             version,
             key=f"dask-sgd-replica-{index}-{self.name}-{version}",
             workers=[others[0]],
