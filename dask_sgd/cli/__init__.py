@@ -2,7 +2,7 @@
 
     dask-sgd train DATA --target NAME [options] ...        fit on a file, report, save
     dask-sgd demo [--n-samples N] [--strategy S] ...       the README's main job
-    dask-sgd bench [tta|engine|scaling|defaults|sparse-defaults] [options]  the benchmarks (docs/benchmarks.md)
+    dask-sgd bench [tta|engine|scaling|defaults|sparse-defaults|soak] [options]  the benchmarks (docs/benchmarks.md)
 
 Each subcommand passes the rest of its arguments to the module that does the work, so
 ``dask-sgd bench tta --help`` shows the benchmark's own options.
@@ -21,6 +21,7 @@ BENCHMARKS = {
     "sparse-defaults": "sparse_defaults",
     "engine": "engine_efficiency",
     "scaling": "scaling",
+    "soak": "soak",
 }
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="dask-sgd",
         description="Distributed SGD on Dask with scikit-learn's API.",
         epilog="train: fit on Parquet, CSV, Zarr or .npy data; demo: the README's main job "
-        "on an embedded LocalCluster; bench [tta|engine|scaling|defaults|sparse-defaults]: run a benchmark "
+        "on an embedded LocalCluster; bench [tta|engine|scaling|defaults|sparse-defaults|soak]: run a benchmark "
         "(tta by default). Options after the command go to it (--help too).",
     )
     parser.add_argument("command", choices=["train", "demo", "bench"])
