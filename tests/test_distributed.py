@@ -12,7 +12,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client
+from distributed import Client, Event
 from sklearn import linear_model
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
 from sklearn.metrics import log_loss
@@ -201,13 +201,12 @@ def held_out(load, convert, make_ours, make_theirs):
 
 
 @pytest.mark.parametrize(
-    ("load", "loss", "batch_size", "convert"),
+    ("load", "loss", "convert"),
     [
-        (load_breast_cancer, "hinge", "auto", as_dask_array),
-        (load_breast_cancer, "log_loss", "auto", as_dask_frame),
-        # "auto" is 10 rows here: 0.914 against scikit-learn's 0.936 (mean of the seeds)
-        (load_digits, "hinge", 32, as_dask_array),
-        (load_diabetes, "squared_error", "auto", as_dask_frame),
+        (load_breast_cancer, "hinge", as_dask_array),
+        (load_breast_cancer, "log_loss", as_dask_frame),
+        (load_digits, "hinge", as_dask_array),
+        (load_diabetes, "squared_error", as_dask_frame),
     ],
     ids=[
         "breast_cancer-hinge-array",
@@ -216,10 +215,11 @@ def held_out(load, convert, make_ours, make_theirs):
         "diabetes-frame",
     ],
 )
-def test_parity_with_sklearn_on_dask_input(client, load, loss, batch_size, convert):
+def test_parity_with_sklearn_on_dask_input(client, load, loss, convert):
     """Held-out accuracy (R² for diabetes), mean of three seeds, no worse than sklearn's by
-    more than 0.02: the Dask defaults (batches of 8 rows here, but 32 for digits), another
-    algorithm than scikit-learn's (Adam for classifiers), often better on these sets."""
+    more than 0.02 with the Dask defaults, every one (another algorithm than scikit-learn's:
+    averaged Adagrad on standardized columns), often better on these sets. When written:
+    0.956, 0.965, 0.946 and 0.333 against 0.960, 0.939, 0.936 and 0.350."""
     ours_class, theirs_class = (
         (SGDRegressor, linear_model.SGDRegressor)
         if load is load_diabetes
@@ -228,7 +228,7 @@ def test_parity_with_sklearn_on_dask_input(client, load, loss, batch_size, conve
     ours, theirs = held_out(
         load,
         convert,
-        lambda seed: ours_class(loss=loss, batch_size=batch_size, random_state=seed),
+        lambda seed: ours_class(loss=loss, random_state=seed),
         lambda seed: theirs_class(loss=loss, random_state=seed),
     )
     assert ours >= theirs - 0.02, (ours, theirs)
@@ -491,20 +491,30 @@ def test_segments_shorten_to_snapshot_seconds_and_do_not_change_a_sync_fit(clien
     np.testing.assert_allclose(fits[0], fits[1], rtol=1e-12)
 
 
+def hold(name: str) -> None:
+    """A task that keeps its worker's thread until the event ``name`` is set."""
+    Event(name).wait()
+
+
+@pytest.mark.timeout(60)
 def test_shards_that_cannot_start_fail_in_bounded_time(client):
-    """Every worker thread is busy: the shards' tasks wait, and start gives up in time."""
-    busy = client.map(time.sleep, [3, 3], pure=False)
+    """Every worker thread is busy until the test says so: the shards' tasks wait, and the
+    start gives up after its timeout, while the workers are still busy (it would wait for
+    ever otherwise), and releases the shards' futures."""
+    release = Event("dask-sgd-test-hold", client=client)
+    busy = client.map(hold, ["dask-sgd-test-hold"] * 2, pure=False)
     before = set(client.refcount)
-    started = time.monotonic()
-    with (
-        dask.config.set({"dask-sgd.shard-start-timeout": 0.5}),
-        pytest.raises(RuntimeError, match=r"did not start in 0\.5 s"),
-    ):
-        ParameterServer.start(client, np.zeros(4), optim.sgd())
-    assert time.monotonic() - started < 2.5
-    while set(client.refcount) - before:
-        assert time.monotonic() - started < 5, "the shards' futures were not released"
-        time.sleep(0.05)
+    try:
+        with (
+            dask.config.set({"dask-sgd.shard-start-timeout": 0.5}),
+            pytest.raises(RuntimeError, match=r"did not start in 0\.5 s"),
+        ):
+            ParameterServer.start(client, np.zeros(4), optim.sgd())
+        assert not any(future.done() for future in busy)
+        while set(client.refcount) - before:  # the test's timeout if they never are
+            time.sleep(0.05)
+    finally:
+        release.set()
     client.gather(busy)
 
 

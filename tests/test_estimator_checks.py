@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sklearn import linear_model
+from sklearn.base import clone
+from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dask_sgd import SGDClassifier, SGDRegressor
@@ -102,3 +105,46 @@ def expected_failed_checks(estimator):
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def sklearn_twin(estimator):
+    """scikit-learn's own estimator with the same settings: dask_sgd's own parameters
+    dropped, and "auto" left to scikit-learn's default (but ``eta0``: dask_sgd's 0.01)."""
+    twin = (
+        linear_model.SGDClassifier()
+        if isinstance(estimator, SGDClassifier)
+        else linear_model.SGDRegressor()
+    )
+    known = twin.get_params()
+    params = {k: v for k, v in estimator.get_params().items() if k in known and v != "auto"}
+    if params.get("learning_rate") in ("constant", "invscaling", "adaptive"):
+        params.setdefault("eta0", 0.01)
+    return twin.set_params(**params)
+
+
+def failure_of(check_name: str, estimator) -> type[BaseException] | None:
+    try:
+        getattr(estimator_checks, check_name)(type(estimator).__name__, clone(estimator))
+    except Exception as error:  # noqa: BLE001 (the kind of failure is what is compared)
+        return type(error)
+    return None
+
+
+#: each expected failure once per scikit-learn twin (many configurations share one)
+TWIN_CASES = {
+    (repr(sklearn_twin(estimator)), check): (estimator, check)
+    for estimator in ESTIMATORS
+    for check in expected_failed_checks(estimator)
+}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize(
+    "estimator, check", list(TWIN_CASES.values()), ids=[f"{t} {c}" for t, c in TWIN_CASES]
+)
+def test_each_expected_failure_is_one_scikit_learns_estimator_has_too(estimator, check):
+    """The reasons above say that scikit-learn's SGD fails these checks the same way: it
+    does, with the same kind of error as dask_sgd's."""
+    ours = failure_of(check, estimator)
+    assert ours is not None, "dask_sgd passes it: no longer an expected failure"
+    assert failure_of(check, sklearn_twin(estimator)) is ours

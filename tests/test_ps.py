@@ -47,6 +47,23 @@ async def test_push_applies_the_optimizer_once_per_token(c, s, a, b):
 
 
 @gen_cluster(client=True)
+async def test_a_staleness_aware_push_divides_its_rate_by_its_staleness(c, s, a, b):
+    """Three updates since the pusher fetched at version 0: staleness 3, so the step is
+    η / 3 with ``staleness_aware`` (Zhang et al. 2016), η without; the same for a unit of
+    bounded staleness."""
+    grad = np.array([1.0, 2.0])
+    for aware, rate in ((False, 0.3), (True, 0.1)):
+        for rule, unit in ((None, ()), (Clocked(2), (1,))):
+            shard = await c.submit(ParameterShard, np.zeros(2), optim.sgd(), rule, actor=True)
+            for t in range(3):  # updates that change nothing
+                await shard.push(*unit, np.zeros(2), 0.3, ("other", t), 0)
+            answer = await shard.push(*unit, grad, 0.3, ("late", 0), 0, aware)
+            assert answer[:2] == (4, 3)  # the version after it, its staleness
+            params, _ = await shard.pull()
+            np.testing.assert_allclose(params, -rate * grad)
+
+
+@gen_cluster(client=True)
 async def test_synchronous_step_waits_for_every_contributor(c, s, a, b):
     shard = await c.submit(
         ParameterShard, np.zeros(2), optim.sgd(), MeanGradientStep(2), actor=True

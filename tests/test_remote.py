@@ -116,8 +116,9 @@ class UnitDependencies(SchedulerPlugin):
 
 @pytest.mark.timeout(60)
 def test_training_units_do_not_depend_on_the_shards(client):
-    """A unit that took the shards' actors would depend on their keys, and the Active Memory
-    Manager could remove the "replica" of a shard from under it (issue 19's deaths)."""
+    """A unit that took the shards' actors would depend on their keys, and its worker would
+    close when told to drop its "replica" of a shard released while the unit runs (issue
+    19's deaths)."""
     plugin = UnitDependencies()
     client.register_plugin(plugin, name="unit-dependencies")
     X = da.random.default_rng(0).normal(size=(400, 4), chunks=100)

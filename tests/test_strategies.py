@@ -270,3 +270,51 @@ def test_sync_through_the_direct_lanes_trains_the_model_of_the_actor_calls(clien
     np.testing.assert_array_equal(fits[True].params, fits[False].params)
     np.testing.assert_array_equal(fits[True].average, fits[False].average)
     np.testing.assert_array_equal(fits[True].opt_state.nu, fits[False].opt_state.nu)
+
+
+class SegmentCounting(ClusterTrainer):
+    """The trainer, counting its segments (each restarts the units' step counts)."""
+
+    segments = 0
+
+    def _run_segment(self, state, lr_factor, n_steps):
+        self.segments += 1
+        return super()._run_segment(state, lr_factor, n_steps)
+
+
+@pytest.mark.parametrize("n_fetch, n_push", [(1, 1), (4, 1), (1, 4), (3, 2)])
+def test_downpour_pulls_every_n_fetch_steps_and_pushes_every_n_push(client, n_fetch, n_push):
+    """A unit that has done ``d`` steps in a segment has pulled ``ceil(d / n_fetch)`` times
+    and pushed ``ceil(d / n_push)`` times: over the units, between S / n and S / n plus one
+    per unit and segment, for the epoch's S steps (counted by the one shard)."""
+    X, y = dask_data()
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    model = LinearModel(5, 1)
+    objective = Objective(model, get_loss("log_loss"), get_penalty(None, alpha=0))
+    trainer = SegmentCounting(
+        client, data, objective, optim.sgd(), schedules.constant(0.1),
+        TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=1, strategy="downpour",
+        n_fetch=n_fetch, n_push=n_push,
+    )  # fmt: skip
+    try:
+        state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
+        trainer.run_epoch(state, 1.0)
+        (stats,) = trainer.keeper.server.stats()
+    finally:
+        trainer.close()
+        data.release()
+    steps = trainer.steps_per_epoch * len(trainer.units)  # the units' minibatches
+    slack = len(trainer.units) * trainer.segments
+    for count, every in ((stats.pulls, n_fetch), (stats.version, n_push)):
+        assert steps / every <= count <= steps / every + slack, (count, every, steps, slack)
+    assert stats.pushes == stats.version  # each push applied once, at once
+
+
+def test_the_estimators_asynchronous_options_reach_the_strategy():
+    """The options that the tests of the shards and of Downpour check come from the estimator."""
+    for strategy in ("downpour", "ssp"):
+        options = dict(n_fetch=3, n_push=2, staleness_aware_lr=True, staleness_bound=5)
+        built = SGDClassifier(strategy=strategy, **options)._cluster_settings()["strategy"]
+        assert built.staleness_aware is True, built
+    built = SGDClassifier(strategy="downpour", n_fetch=3, n_push=2)._cluster_settings()
+    assert (built["strategy"].n_fetch, built["strategy"].n_push) == (3, 2)

@@ -69,15 +69,22 @@ def _regression(Xy):
 
 
 class Deaths(SchedulerPlugin):
-    """Counts the workers the scheduler removes."""
+    """Records the workers the scheduler removes, and when (``time.time()``)."""
 
     name = "dask-sgd-soak-deaths"
 
     def __init__(self) -> None:
-        self.removed: list[str] = []
+        self.removed: list[tuple[str, float]] = []
 
     def remove_worker(self, scheduler, worker, **kwargs) -> None:
-        self.removed.append(worker)
+        self.removed.append((worker, time.time()))
+
+    @classmethod
+    def seen(cls, client: Client) -> list[tuple[str, float]]:
+        """What the plugin registered on ``client``'s scheduler has recorded."""
+        return client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins[cls.name].removed
+        )
 
 
 @dataclass
@@ -136,11 +143,7 @@ def soak(n_workers: int, seconds: float, amm_interval: str) -> SoakRun:
                     run.membership_changes += len(record.get("membership", ()))
             run.fits += 1
         run.minutes = (time.perf_counter() - started) / 60
-        run.deaths = len(
-            client.run_on_scheduler(
-                lambda dask_scheduler: dask_scheduler.plugins[Deaths.name].removed
-            )
-        )
+        run.deaths = len(Deaths.seen(client))
         run.error_lines = _error_lines(client)
     return run
 

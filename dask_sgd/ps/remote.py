@@ -4,10 +4,11 @@ Units do not take the shards' :class:`distributed.Actor` proxies as task argumen
 reasons, both about a healthy worker dying:
 
 - An actor proxy is a reference to a task key, so a task that takes one depends on the
-  shard's key. The scheduler then records the unit's worker as holding a replica of the
-  shard, and the Active Memory Manager may remove that replica while the unit runs: the
-  worker closes itself on "Cannot remove replica of 'dask-sgd-shard-…' while … executing"
-  (issue 19). A :class:`ShardRef` is plain data, so a unit depends on no shard.
+  shard's key, and the unit's worker holds a "replica" of it (the proxy). When the trainer
+  releases the shard (a restart, a recovery, the end of the fit) while a unit still runs,
+  the scheduler tells that worker to drop the replica, and the worker closes itself on
+  "Cannot remove replica of 'dask-sgd-shard-…' while … long-running" (issue 19). A
+  :class:`ShardRef` is plain data, so a unit depends on no shard.
 - A proxy bound to the unit's worker client answers a lost connection by waiting on the
   shard's future; if that future was released meanwhile (the trainer restarted the shards),
   the call's error is only logged and the unit waits for ever

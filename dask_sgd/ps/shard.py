@@ -55,6 +55,7 @@ class ShardStats:
     dropped: int
     size: int
     n_averaged: int = 0
+    pulls: int = 0  # the units' reads of the parameters (a synchronous round's answer is not one)
 
 
 #: How many recent push tokens a shard remembers to drop duplicates (Dask may run a task
@@ -90,7 +91,7 @@ class ParameterShard:
         if average is not None:
             self._average_from(average, n_averaged)
         self.aborted: str | None = None
-        self.pushes = 0
+        self.pushes = self.pulls = 0
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the waiters' loop
@@ -108,7 +109,8 @@ class ParameterShard:
         return self.current(indices)
 
     def current(self, indices: Array | None = None) -> tuple[Any, int]:
-        """The parameters (at ``indices`` if given) and their version, now."""
+        """The parameters (at ``indices`` if given) and their version, now: a pull."""
+        self.pulls += 1
         if indices is None:
             return self.params, self.version
         return SparseVector.gather(self.params, indices), self.version
@@ -175,8 +177,9 @@ class ParameterShard:
 
     async def stats(self) -> ShardStats:
         return ShardStats(
-            self.version, self.pushes, self.rule.dropped, int(self.params.size), self.n_averaged
-        )
+            self.version, self.pushes, self.rule.dropped, int(self.params.size), self.n_averaged,
+            self.pulls,
+        )  # fmt: skip
 
     # --- what exchange rules build on -----------------------------------------------------------
 
@@ -277,6 +280,7 @@ class SparseParameterShard(ParameterShard):
         pass
 
     def current(self, indices: Array | None = None) -> tuple[Any, int]:
+        self.pulls += 1
         if indices is None:
             return self.params, self.version
         return SparseVector(indices, self.lazy.values(indices), self.size), self.version
@@ -294,8 +298,9 @@ class SparseParameterShard(ParameterShard):
 
     async def stats(self) -> ShardStats:
         return ShardStats(
-            self.version, self.pushes, self.rule.dropped, self.size, self.lazy.n_averaged
-        )
+            self.version, self.pushes, self.rule.dropped, self.size, self.lazy.n_averaged,
+            self.pulls,
+        )  # fmt: skip
 
     def _average_from(self, average: Array, n_averaged: int) -> None:
         if np.shape(average) != (self.size,):
