@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -25,3 +26,25 @@ def test_every_relative_link_resolves(page):
     local = [t for t in targets if "://" not in t and not t.startswith("mailto:")]
     missing = [t for t in local if not (page.parent / t).exists()]
     assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+#: the soak's raw outputs beside its table in benchmarks.md: the code and the AMM's period
+SOAK_OUTPUTS = {
+    "soak-before.json": ("before (1afd074)", "2 s"),
+    "soak-after.json": ("after", "2 s"),
+    "soak-before-4-workers-amm-100ms.json": ("before (d7d6b66)", "100 ms"),
+    "soak-after-4-workers-amm-100ms.json": ("after", "100 ms"),
+}
+
+
+def test_the_soak_table_is_its_raw_output():
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    for name, (code, amm) in SOAK_OUTPUTS.items():
+        for run in json.loads((ROOT / "docs" / "images" / name).read_text()):
+            counts = (
+                run["fits"], run["deaths"], run["recoveries"], run["shard_moves"],
+                len(run["failed_fits"]), len(run["error_lines"]),
+            )  # fmt: skip
+            row = f"| {code} | {run['workers']} | {amm} | {run['minutes']:.1f} | "
+            row += " | ".join(map(str, counts)) + " |"
+            assert row in page, f"{name}: no row {row!r} in benchmarks.md"
