@@ -19,6 +19,7 @@ each unit would see one class (``docs/distributed.md``, "Blocks and minibatches"
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import logging
 import uuid
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from dask.sizeof import sizeof
-from distributed import wait
+from distributed import Future, get_client, get_worker, wait
 from sklearn.exceptions import DataConversionWarning
 
 from dask_sgd.standardize import DataMoments, Moments, total_moments
@@ -816,6 +817,38 @@ def rows_are_contiguous(X: np.ndarray, dtype) -> bool:
         and (X.shape[1] <= 1 or X.strides[1] == X.itemsize)
         and (X.shape[0] <= 1 or X.strides[0] >= X.shape[1] * X.itemsize)
     )
+
+
+def blocks_by_key(keys: list) -> list[Block]:
+    """The blocks of ``keys``, in a task: from this worker's memory, else fetched from the
+    workers that hold them (a unit rerun elsewhere; Dask recomputes a lost one, which the
+    client still holds).
+
+    Long-running tasks take their blocks by key, not as arguments: a task's arguments are
+    dependencies, whose replica on its worker the scheduler may tell the worker to drop
+    while the task runs (the Active Memory Manager, or a key released and reported again),
+    and the worker then closes itself on "Cannot remove replica of … while … long-running"
+    (issue 19). A task that depends on nothing leaves the scheduler nothing to drop from
+    under it; the client holds the blocks' futures for the whole fit.
+    """
+    worker = get_worker()
+    found = {}
+    for key in keys:
+        with contextlib.suppress(KeyError):
+            found[key] = worker.data[key]
+    missing = [key for key in keys if key not in found]
+    if missing:
+        client = get_client()
+        futures = [Future(key, client) for key in missing]
+        # a new Future does not tell the scheduler that this client wants its key (Dask's
+        # ``fire_and_forget`` sends the same message): else no news of it ever comes
+        client._send_to_scheduler({"op": "client-desires-keys", "keys": missing})
+        try:
+            found |= dict(zip(missing, client.gather(futures), strict=True))
+        finally:
+            for future in futures:
+                future.release()
+    return [found[key] for key in keys]
 
 
 def aligned_block(block: Block) -> Block:

@@ -23,6 +23,7 @@ from dask_sgd.blocks import (
     MinibatchBuffers,
     RowOrder,
     SharedBlock,
+    blocks_by_key,
     load_block,
     persist_blocks,
 )
@@ -340,3 +341,22 @@ def test_a_data_frame_trains_on_its_one_conversion(client):
         np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), frame[list("abc")])
     finally:
         data.release()
+
+
+@pytest.mark.timeout(60)
+def test_a_task_takes_its_blocks_by_key_from_its_worker_or_another(client):
+    """A unit's blocks by key: from its own worker's memory, else fetched from the worker
+    that holds them (a unit rerun elsewhere); the task depends on no key."""
+    block = Block(np.arange(6.0).reshape(3, 2), np.array([0, 1, 0]), None)
+    here, there = sorted(worker_statuses(client))
+    (held,) = client.scatter([block], workers=[here])
+    for worker in (here, there):
+        future = client.submit(blocks_by_key, [held.key], workers=[worker], pure=False)
+        (got,) = future.result()
+        np.testing.assert_array_equal(got.X, block.X)
+        np.testing.assert_array_equal(got.y, block.y)
+        dependencies = client.run_on_scheduler(
+            lambda dask_scheduler, key=future.key: list(dask_scheduler.tasks[key].dependencies)
+        )
+        assert dependencies == []
+    assert list(client.who_has([held])[held.key]) == [here]  # fetched into the task only

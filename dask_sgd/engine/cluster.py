@@ -41,7 +41,7 @@ from dask_sgd.engine.plugins import attach_plugins, detach_plugins
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult, get_strategy
 from dask_sgd.engine.supervisor import UnitSupervisor
-from dask_sgd.engine.units import SegmentPlan, sample_objective
+from dask_sgd.engine.units import SegmentPlan, sample_objective_of
 from dask_sgd.errors import ShardLost
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
@@ -266,9 +266,9 @@ class ClusterTrainer:
         theta = shipped(self.client, (theta,), None)[0]  # once, not in every task
         futures = [
             self.client.submit(
-                sample_objective,
+                sample_objective_of,
                 theta,
-                unit.blocks[0],
+                unit.blocks[0].key,
                 self.objective,
                 self.encoder,
                 SAMPLE_ROWS,

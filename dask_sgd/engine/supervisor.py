@@ -55,7 +55,7 @@ class UnitSupervisor:
         server = self.keeper.server
         return self.client.submit(
             train_unit,
-            unit.blocks,
+            [block.key for block in unit.blocks],
             unit.partitions,
             server.refs,
             server.ranges,

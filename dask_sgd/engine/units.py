@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from distributed import get_worker, secede
 from distributed.utils import sync
 
-from dask_sgd.blocks import Block, MinibatchBuffers, RowOrder, aligned_block
+from dask_sgd.blocks import Block, MinibatchBuffers, RowOrder, aligned_block, blocks_by_key
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.on_worker import fit_on_worker
 from dask_sgd.engine.steps import refuse_unusable_gradient
@@ -167,7 +167,7 @@ class UnitData:
 
 
 def train_unit(
-    blocks: list[Block],
+    block_keys: list,
     partitions: list[int],
     shards: list,
     ranges: list[slice],
@@ -181,9 +181,12 @@ def train_unit(
     ``carry`` is what the unit kept from its previous segment: where it was in its blocks,
     and what its strategy keeps. The unit leaves the worker's thread pool first: it waits
     for the other units at every exchange, and two units placed on one worker must not
-    wait for each other's thread.
+    wait for each other's thread. It takes its blocks by key and its shards by address
+    (:func:`~dask_sgd.blocks.blocks_by_key`, :mod:`dask_sgd.ps.remote`): a unit depends on
+    no task.
     """
     secede()
+    blocks = blocks_by_key(block_keys)
     calls = ShardCalls(shards, ranges)
     on_worker = fit_on_worker(get_worker(), plan.fit_id)
     data = UnitData.encoded(blocks, partitions, carry.cursor, plan.encoder, on_worker.targets)
@@ -205,6 +208,12 @@ def sample_objective(
     Y, weight = encoder(y, None if weight is None else weight[rows][:n_rows], X.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         return objective.value(theta.astype(X.dtype), X, Y, weight) * X.shape[0], X.shape[0]
+
+
+def sample_objective_of(theta: Any, block_key: Any, *args: Any) -> tuple[float, int]:
+    """:func:`sample_objective` as a task that takes its block by key, as a unit does
+    (:func:`~dask_sgd.blocks.blocks_by_key`)."""
+    return sample_objective(theta, blocks_by_key([block_key])[0], *args)
 
 
 class ShardCalls:
