@@ -19,7 +19,7 @@ demo: $(STAMP)
 # processes, timings, deaths) run one at a time. Each run fails if it collects no test.
 test: $(STAMP) browser
 	$(BIN)/ruff check dask_sgd tests examples
-	$(BIN)/python -m pytest -m in_process -n auto tests
+	$(BIN)/python -m pytest -m in_process -n auto --dist worksteal tests
 	$(BIN)/python -m pytest -m "not in_process"
 
 # The dashboard's test drives a headless Chromium: Debian's package, where apt-get can install

@@ -50,7 +50,7 @@ ESTIMATORS = [
     *(SGDClassifier(penalty=penalty, random_state=0) for penalty in ("l1", None)),
     SGDClassifier(class_weight="balanced", random_state=0),
     *(
-        SGDRegressor(loss=loss, random_state=0)
+        SGDRegressor(loss=loss, max_iter=100, random_state=0)
         for loss in ("epsilon_insensitive", "squared_epsilon_insensitive")
     ),
     # adagrad runs all 1000 epochs on the checks' unscaled targets; the other optimizers and

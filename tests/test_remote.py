@@ -36,9 +36,9 @@ def pushes_and_pulls(ref: ShardRef) -> tuple:
 
 def call_through(shard: RemoteShard | Actor) -> None:
     """A task: a pull from ``shard`` (a RemoteShard or an actor proxy), waiting at most
-    10 s; "timed out" if no answer came."""
+    5 s (after a connection timeout of 1 s); "timed out" if no answer came."""
     try:
-        shard.pull().result(timeout=10)
+        shard.pull().result(timeout=5)
     except TimeoutError:
         return "timed out"
     return "answered"

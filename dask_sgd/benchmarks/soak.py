@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> list[SoakRun]:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--amm-interval", default="2s", help="Dask's default: 2s")
     parser.add_argument(
-        "--quick", action="store_true", help="the suite's smoke run: 2 workers, 0.5 minutes"
+        "--quick", action="store_true", help="the suite's smoke run: 2 workers, 0.25 minutes"
     )
     parser.add_argument("--json", help="write the counts here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.minutes, args.workers = 0.5, [2]
+        args.minutes, args.workers = 0.25, [2]
     seconds = args.minutes * 60 / len(args.workers)
     runs = [soak(n, seconds, args.amm_interval) for n in args.workers]
     print(f"Soak: every strategy on {len(SHAPES)} shapes of data, AMM every {args.amm_interval}")
