@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/ruff check dask_sgd tests examples
 	$(BIN)/python -m pytest -m in_process -n auto --dist worksteal tests
-	$(BIN)/python -m pytest -m "not in_process"
+	$(BIN)/python -m pytest -m "not in_process" --durations=20
 
 # The dashboard's test drives a headless Chromium: Debian's package, where apt-get can install
 # it (as root). Best effort: without it, that one test is skipped and says why.

@@ -169,7 +169,7 @@ class UnitData:
 def train_unit(
     block_keys: list,
     partitions: list[int],
-    shards: list,
+    shards: list[ShardRef],
     ranges: list[slice],
     strategy: Strategy,
     plan: SegmentPlan,
