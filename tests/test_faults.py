@@ -388,7 +388,7 @@ def test_losing_the_scheduler_fails_the_fit_at_once(tmp_path):
             time.sleep(0.1)
         # the client gives up reconnecting after ``timeout`` seconds (30 by default), also
         # when it closes at the end of this block
-        with Client(scheduler_file=str(scheduler_file), timeout=5) as client:
+        with Client(scheduler_file=str(scheduler_file), timeout=10) as client:
             client.wait_for_workers(2, timeout=60)
             killed = []
             after_first_checkpoint(tmp_path / "run", lambda: killed.append(scheduler.kill()))

@@ -42,7 +42,7 @@ from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult, get_strategy
 from dask_sgd.engine.supervisor import UnitSupervisor
 from dask_sgd.engine.units import SegmentPlan, sample_objective_of
-from dask_sgd.errors import ShardLost
+from dask_sgd.errors import NonFiniteParameters, ShardLost, TrainingFailed
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.server import ServerState, shipped
@@ -324,6 +324,17 @@ class ClusterTrainer:
         return state, segment
 
     def _try_segment(self, state: TrainState, lr_factor: float, n_steps: int):
+        """One try of the segment; :class:`ShardLost` if a shard's worker left, also when it
+        left between the units' end and the snapshot (a call to it then fails)."""
+        try:
+            return self._segment(state, lr_factor, n_steps)
+        except (ShardLost, TrainingFailed, NonFiniteParameters):
+            raise
+        except (OSError, RuntimeError) as error:  # a call to a shard: was its worker lost?
+            self.keeper.raise_if_lost(grace=2.0, cause=error)
+            raise
+
+    def _segment(self, state: TrainState, lr_factor: float, n_steps: int):
         plan = SegmentPlan(
             self.objective,
             self.encoder,
