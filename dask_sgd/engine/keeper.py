@@ -98,7 +98,11 @@ class ShardKeeper:
         """From the snapshot ``state`` on, the shards average every update they apply, going
         on from its average of ``n_averaged`` updates (none for a new average); shards that
         start from a later snapshot go on with its average."""
-        self.server.start_averaging(_average(state), state.n_averaged)
+        try:
+            self.server.start_averaging(_average(state), state.n_averaged)
+        except (OSError, RuntimeError) as error:  # the scheduler or a shard's worker lost?
+            self.raise_if_lost(grace=2.0, cause=error)
+            raise
         self.averaging = True
 
     def restart(self, state: TrainState, n_units: int) -> bool:
