@@ -152,11 +152,25 @@ def test_engine_quick_run_reports_every_goal_figure(tmp_path):
 def test_step_cost_runs_every_contender_at_a_small_size():
     from dask_sgd.benchmarks import step_cost
 
-    rates = step_cost.main(["--n-samples", "8192", "--repeats", "1"])
+    rates = step_cost.main(["--n-samples", "8192", "--repeats", "1"])["best"]
     assert set(rates) == {
         "plain NumPy loop", "engine, compiled products", "engine, NumPy's products"
     }  # fmt: skip
     assert all(math.isfinite(rate) and rate > 0 for rate in rates.values())
+
+
+@pytest.mark.timeout(60)
+def test_minibatch_gather_writes_what_its_table_shows(tmp_path):
+    from dask_sgd.benchmarks import minibatch_gather
+
+    output = tmp_path / "gather.json"
+    argv = ["--n-samples", "8192", "--repeats", "1", "--run-lengths", "16", "64"]
+    result = minibatch_gather.main([*argv, "--json", str(output)])
+    assert json.loads(output.read_text()) == result
+    rows = [line for line in minibatch_gather.markdown_table(result).splitlines()[2:]]
+    # slices, rows, runs of 16 and of 64 as a unit takes them, then the two other gathers
+    assert len(rows) == 6
+    assert rows[0].startswith("| slices of pre-shuffled rows") and " 1.00 |" in rows[0]
 
 
 @pytest.mark.timeout(120)

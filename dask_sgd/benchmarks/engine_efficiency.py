@@ -72,6 +72,7 @@ import numpy as np
 from distributed import Client, LocalCluster, wait
 
 from dask_sgd import SGDClassifier
+from dask_sgd.benchmarks import report
 from dask_sgd.benchmarks.memory import PeakMemory, worker_rss, worker_shares
 from dask_sgd.benchmarks.plain_loop import numpy_loop, side_by_side
 from dask_sgd.datasets import make_linear_classification
@@ -401,6 +402,36 @@ def markdown(results: dict) -> str:
             f"{sign} {goal['goal']:g}{goal['unit']} | {'yes' if goal['met'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def before_after_table(before: dict, after: dict) -> str:
+    """Two runs side by side: the limits' and the fits' rates, and the goals' figures."""
+
+    def rate(results: dict, k: str, name: str | None = None) -> str:
+        found = results["limits"][k] if name is None else results["workers"][k]["fits"][name]
+        value = found.get("samples_per_second")
+        return "" if value is None else f"{value / 1e6:.2f}"
+
+    rows = [
+        [f"the {k}-worker limit, M samples/s", rate(before, k), rate(after, k), ""]
+        for k in ("1", "2")
+    ]
+    for k in ("1", "2"):
+        for name in after["workers"][k]["fits"]:
+            label = f'"{name}", {k} worker{"s" * (k != "1")}, M samples/s'
+            figures = [rate(before, k, name), rate(after, k, name)]
+            if any(figures):  # "backup" needs 2 workers
+                rows.append([label, *figures, ""])
+    before_values = {goal["key"]: goal["value"] for goal in before["goals"]}
+    for goal in after["goals"]:
+        sign = "≥" if goal["direction"] == "min" else "≤"
+        rows.append([
+            goal["figure"] + goal["unit"].replace(" ", ", "),
+            f"{before_values[goal['key']]:.2f}",
+            f"**{goal['value']:.2f}**",
+            f"{sign} {goal['goal']:g}",
+        ])  # fmt: skip
+    return report.markdown_table(["figure", "before", "after", "goal"], rows)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -31,7 +31,8 @@ import psutil
 from distributed import Client, LocalCluster, futures_of, wait
 
 import dask_sgd
-from dask_sgd.benchmarks.engine_efficiency import numpy_loop
+from dask_sgd.benchmarks import report
+from dask_sgd.benchmarks.plain_loop import numpy_loop
 from dask_sgd.benchmarks.scaling import W1
 from dask_sgd.datasets import make_classification_blocks
 
@@ -115,11 +116,35 @@ def plain_pass_seconds(repeats: int = 3) -> float:
     return min(1_000_000 / numpy_loop(X, y, 1024) for _ in range(repeats))
 
 
+def markdown_table(*results: dict) -> str:
+    """A row per run (a size): each fit's setup, their median against the plain pass, the
+    median peak memory ratio and the epochs' range."""
+    rows = []
+    for result in results:
+        fits = result["fits"]
+        epochs = [fit["epoch_seconds"] for fit in fits]
+        rows.append([
+            f"{result.get('label', '')} {result['scale']}× W1".strip(),
+            ", ".join(f"{fit['setup_seconds']:.2f}" for fit in fits),
+            f"{result['setup_seconds']:.2f}",
+            f"{result['plain_pass_seconds']:.2f}",
+            f"{result['setup_over_plain_pass']:.2f}",
+            f"{result['peak_ratio']:.2f}",
+            f"{min(epochs):.2f}–{max(epochs):.2f}",
+        ])  # fmt: skip
+    header = [
+        "rows", "setup of each fit, s", "median, s", "plain pass, s", "setup / plain pass",
+        "peak memory / (share + baseline)", "epoch, s",
+    ]  # fmt: skip
+    return report.markdown_table(header, rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=1, help="millions of rows")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--label", default="", help="names this run's row in the table")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     plain = plain_pass_seconds() * args.scale
@@ -138,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     setup = float(np.median([fit["setup_seconds"] for fit in fits]))
     result = {
+        "label": args.label,
         "scale": args.scale,
         "plain_pass_seconds": plain,
         "setup_seconds": setup,
@@ -158,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=1)
+    print(markdown_table(result))
     return result
 
 

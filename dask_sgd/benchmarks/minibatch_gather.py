@@ -32,6 +32,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dask_sgd.benchmarks import report
 from dask_sgd.blocks import Block, RowOrder, gather_runs
 
 
@@ -103,6 +104,34 @@ def contenders(X, sign, batch_size: int, run_lengths, rng) -> dict:
     return found
 
 
+def markdown_table(result: dict) -> str:
+    """Each way of taking a minibatch: its median rate on a row-major block, that rate over
+    the slices', and its rate on a column-major block."""
+    rates = result["samples_per_second"]
+    ways = {
+        "slices of pre-shuffled rows (the old engine)": "slices",
+        "rows in random order (`np.take`)": "rows",
+    }
+    for r in result["args"]["run_lengths"]:
+        ways[f"runs of {r}, as a unit takes them (`RowOrder.take`)"] = f"runs {r}, RowOrder.take"
+    if 64 in result["args"]["run_lengths"]:
+        ways["runs of 64, copied into one buffer (`gather_runs`)"] = "runs 64"
+        ways["runs of 64, `X.reshape(n_runs, 64, p)[run_ids]`"] = "runs 64, fancy"
+
+    def rate(layout: str, way: str) -> str:
+        value = rates.get(f"{layout} {way}")
+        return "" if value is None else f"{value / 1e6:.2f}"
+
+    rows = [
+        [label, rate("C", way), f"{rates[f'C {way}'] / rates['C slices']:.2f}", rate("F", way)]
+        for label, way in ways.items()
+    ]
+    header = [
+        "minibatch", "row-major block, M samples/s", "/ slices", "column-major block, M samples/s",
+    ]  # fmt: skip
+    return report.markdown_table(header, rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-samples", type=int, default=250_000)
@@ -124,14 +153,14 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, batches in found.items():
                     rate = adam_loop(args.n_features, batches)
                     rates.setdefault(f"{layout} {name}", []).append(rate)
-    result = {name: float(np.median(values)) for name, values in rates.items()}
-    best = result["C slices"]
-    print(f"{'minibatch':24s} {'M samples/s':>12s} {'/ C slices':>11s}")
-    for name, rate in result.items():
-        print(f"{name:24s} {rate / 1e6:12.2f} {rate / best:11.2f}")
+    result = {
+        "args": vars(args),
+        "samples_per_second": {name: float(np.median(values)) for name, values in rates.items()},
+    }
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"args": vars(args), "samples_per_second": result}, file, indent=1)
+            json.dump(result, file, indent=1)
+    print(markdown_table(result))
     return result
 
 

@@ -40,6 +40,7 @@ from distributed import Client, LocalCluster, wait
 from sklearn.metrics import log_loss
 
 import dask_sgd
+from dask_sgd.benchmarks import report
 from dask_sgd.benchmarks.scaling import W1
 from dask_sgd.datasets import make_classification_blocks
 
@@ -82,6 +83,29 @@ def persist(client, X: np.ndarray, y: np.ndarray, chunk: int, by_halves: bool):
     dX, dy = client.persist([dX, dy])
     wait([dX, dy])
     return dX, dy  # the halves are released as ``parts`` goes
+
+
+def markdown_table(*results: list[dict]) -> str:
+    """Held-out log-loss (the seeds' mean) by layout and epochs; a column per run's label
+    and row layout: runs of one row are "rows", the old engine's run is its label."""
+    rows = [row for result in results for row in result]
+
+    def column(row: dict) -> str:
+        if row["run_rows"] == 0:
+            return row["label"]
+        return "rows" if row["run_rows"] == 1 else f"runs of {row['run_rows']}"
+
+    columns = list(dict.fromkeys(column(row) for row in rows))
+    lines = {}
+    for row in rows:
+        line = lines.setdefault(
+            f"{row['layout']}, {row['epochs']} epoch" + "s" * (row["epochs"] > 1), {}
+        )
+        line[column(row)] = f"{row['held_out_log_loss']:.4f}"
+    return report.markdown_table(
+        ["layout of the rows", *columns],
+        [[label] + [cells.get(name, "") for name in columns] for label, cells in lines.items()],
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -156,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)
+    print(markdown_table(results))
     return {"results": results}
 
 

@@ -1,6 +1,6 @@
 """Local SGD's rounds: held-out loss and waiting by round length, overlapped or not, on W1.
 
-    python -m dask_sgd.benchmarks.round_length [--local-steps 8 32 128 auto] [--epochs 1]
+    python -m dask_sgd.benchmarks.round_length [--local-steps 8 32 128 auto] [--epochs 1] [--json F]
 
 W1's problem (:func:`dask_sgd.datasets.make_classification_blocks`, 1,000,000 training rows
 in 8 partitions, 100,000 held out) on a LocalCluster of 2 single-threaded worker processes;
@@ -15,14 +15,43 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 
 from distributed import Client, LocalCluster, wait
 from sklearn.metrics import log_loss
 
 import dask_sgd
+from dask_sgd.benchmarks import report
 from dask_sgd.datasets import make_classification_blocks
 
 W1 = dict(n_features=100, n_informative=50, flip_y=0.05, random_state=0)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """By round length: each repeat's held-out log-loss, seconds and longest wait, without
+    and with overlap ("auto" shows the length it chose last)."""
+
+    def cell(fits: list[dict]) -> str:
+        return "; ".join(
+            ", ".join(f"{fit[key]:{spec}}" for fit in fits)
+            for key, spec in (("log_loss", ".5f"), ("seconds", ".2f"), ("waited_seconds", ".3f"))
+        )
+
+    table = []
+    for steps in dict.fromkeys(row["local_steps"] for row in rows):
+        fits = [row for row in rows if row["local_steps"] == steps]
+        label = f"auto (chose {fits[-1]['rounds'][-1]})" if steps == "auto" else str(steps)
+        table.append(
+            [label] + [cell([fit for fit in fits if fit["overlap"] is on]) for on in (False, True)]
+        )
+    return report.markdown_table(
+        [
+            "local_steps",
+            "without overlap: log-loss; s; waited s",
+            "with overlap: log-loss; s; waited s",
+        ],
+        table,
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -31,6 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--n-samples", type=int, default=1_000_000)
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     settings = [steps if steps == "auto" else int(steps) for steps in args.local_steps]
     rows = []
@@ -70,6 +100,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{row['waited_seconds']:.3f} s, rounds {row['rounds']}",
                 flush=True,
             )
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(rows, file, indent=1)
+    print(markdown_table(rows))
     return rows
 
 

@@ -115,6 +115,11 @@ def markdown_table(rows: list[dict], target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_table(results: dict) -> str:
+    """:func:`markdown_table` of a run's JSON results."""
+    return markdown_table(results["rows"], TARGET_RATIO * results["reference_log_loss"])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 10])

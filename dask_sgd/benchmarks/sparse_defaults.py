@@ -53,6 +53,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from dask_sgd import defaults
+from dask_sgd.benchmarks import report as report_tables
 from dask_sgd.benchmarks.defaults import (
     ALPHA,
     LOG_LOSS_RATIO,
@@ -542,6 +543,31 @@ def markdown_table(results: list[dict], choice: dict | None = None) -> str:
                 f"| {s['runs_passed']} | {s['problems_within_1pct']} | {s['worst_ratio']:.4f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def ratio_table(*reports: dict) -> str:
+    """Each rate's best held-out ratio to the reference within the epochs, "local" / "sync",
+    by problem, over one or more runs (a later run's figures for a rate replace an earlier
+    one's), and on how many problems both are within 1 %; the chosen rate in bold."""
+    by_rate: dict[float, dict[str, tuple[float, float]]] = {}
+    for report in reports:
+        for problem in report["problems"]:
+            for entry in problem["candidates"]:
+                local, sync = (run["best_ratio"] for run in entry["runs"])
+                by_rate.setdefault(entry["eta0"], {})[problem["problem"]] = (local, sync)
+    names = list(dict.fromkeys(p["problem"] for report in reports for p in report["problems"]))
+    chosen = reports[-1]["chosen"]
+    rows = []
+    for rate in sorted(by_rate):
+        ratios = by_rate[rate]
+        within = sum(max(ratios[name]) <= 1.01 for name in names if name in ratios)
+        rows.append(
+            [f"**{rate:g}**" if rate == chosen else f"{rate:g}"]
+            + [f"{ratios[n][0]:.3f} / {ratios[n][1]:.3f}" if n in ratios else "" for n in names]
+            + [f"**{within}**" if rate == chosen else str(within)]
+        )
+    header = ["η₀", *names, "within 1 % (both)"]
+    return report_tables.markdown_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,6 +1,6 @@
 """A step's cost on one core: the engine's step loop against the plain NumPy loop.
 
-    python -m dask_sgd.benchmarks.step_cost [--n-samples 250000] [--repeats 5]
+    python -m dask_sgd.benchmarks.step_cost [--n-samples 250000] [--repeats 5] [--json F]
 
 The same rows (float64, 100 columns, 1024-row slices, in order), logistic regression with
 Adam at a constant rate; BLAS on one thread. Three contenders, interleaved, the best of
@@ -13,12 +13,14 @@ a step costs before any exchange.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import dask.config
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dask_sgd.benchmarks import report
 from dask_sgd.benchmarks.plain_loop import train as plain_loop
 from dask_sgd.engine.steps import TrainState, run_minibatches
 from dask_sgd.losses import get_loss
@@ -44,12 +46,23 @@ def engine_loop(X, Y, batch_size: int, *, compiled: bool) -> float:
         return X.shape[0] / (time.perf_counter() - started)
 
 
+def markdown_table(result: dict) -> str:
+    """Each contender's best rate, and its ratio to the plain loop's."""
+    best = result["best"]
+    plain = best["plain NumPy loop"]
+    return report.markdown_table(
+        ["contender", "M samples/s", "/ plain loop"],
+        [[name, f"{rate / 1e6:.2f}", f"{rate / plain:.2f}"] for name, rate in best.items()],
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=250_000)
     parser.add_argument("--n-features", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.n_samples, args.n_features))
@@ -67,10 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
             for name, run in contenders.items():
                 rates[name].append(run())
     best = {name: max(values) for name, values in rates.items()}
-    for name, rate in best.items():
-        ratio = rate / best["plain NumPy loop"]
-        print(f"{name:>28}: {rate / 1e6:6.2f} M samples/s, {ratio:.2f} of the plain loop")
-    return best
+    result = {"args": vars(args), "samples_per_second": rates, "best": best}
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(result, file, indent=1)
+    print(markdown_table(result))
+    return result
 
 
 if __name__ == "__main__":

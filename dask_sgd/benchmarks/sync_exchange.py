@@ -29,6 +29,7 @@ from distributed import Client, LocalCluster
 from threadpoolctl import threadpool_limits
 
 from dask_sgd import SGDClassifier
+from dask_sgd.benchmarks import report
 from dask_sgd.datasets import make_linear_classification
 from dask_sgd.engine.strategies import STRATEGIES, Backup, Sync, register
 
@@ -114,6 +115,29 @@ def fit_rate(X, y, batch_size: int, epochs: int, strategy: str) -> tuple[float, 
         return samples / seconds, seconds / (samples / (2 * batch_size))
 
 
+def markdown_table(results: dict) -> str:
+    """Actor calls against the lanes: the median of the repeats and their range."""
+    runs = results["runs"]
+
+    def figure(key: str, scale: float, digits: int) -> str:
+        return report.median_and_range([run[key] for run in runs], scale, digits)
+
+    rows = [  # label, key, scale, digits
+        ['"sync" overhead per step, ms', "sync_{}_overhead_per_step_seconds", 1e3, 2],
+        ['"backup" (`n_backup=1`) overhead per step, ms', "backup_{}_overhead_per_step_seconds", 1e3, 2],
+        ['"sync" step of 1,024 rows per worker, ms', "sync_{}_step_seconds_batch_1024", 1e3, 2],
+        ['"sync" M samples/s, 2 workers', "sync_{}_samples_per_second", 1e-6, 2],
+        ['"sync" / two plain loops side by side', "sync_{}_fraction_of_two_loops", 1, 3],
+    ]  # fmt: skip
+    table = [
+        [label] + [figure(key.format(path), scale, digits) for path in ("actor_calls", "lanes")]
+        for label, key, scale, digits in rows
+    ]
+    loops = figure("two_loops_side_by_side", 1e-6, 1)
+    table.append(["two plain loops side by side (the limit), M samples/s", loops, loops])
+    return report.markdown_table(["figure", "through actor calls", "through the lanes"], table)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -150,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.output:
         with open(args.output, "w") as file:
             json.dump(results, file, indent=2)
+    print(markdown_table(results))
     return results
 
 

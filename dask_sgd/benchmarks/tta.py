@@ -488,6 +488,16 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
+def results_table(results: dict) -> str:
+    """:func:`markdown_table` of a run's JSON results."""
+    return markdown_table(
+        results["rows"],
+        results["target_log_loss"],
+        results["reference_log_loss"],
+        results.get("target_ratio", TARGET_RATIO),
+    )
+
+
 def plot(rows: list[dict], reference: float, path: Path, ratio: float = TARGET_RATIO) -> None:
     """Held-out log-loss above the reference's against fit time (both log scales): each
     contender's budgets, median over runs; the target is ``ratio`` − 1 above."""

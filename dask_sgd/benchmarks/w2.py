@@ -274,6 +274,8 @@ def compare_features(
 def comparison_table(comparison: dict) -> str:
     """The width goals: ratios widest / narrowest (goal: within 10 %) and the memory bound."""
     narrow, wide = min(comparison["exponents"]), max(comparison["exponents"])
+    # by width, whether the exponents are ints (in the run) or strings (read back from JSON)
+    widths = {int(exponent): fits for exponent, fits in comparison["widths"].items()}
     lines = [
         f"Same rows hashed to 2^{narrow} and 2^{wide} columns; ratios 2^{wide} / 2^{narrow} "
         "(goal: within 0.9–1.1); peak worker memory at 2^{wide} against its share of the data "
@@ -290,7 +292,7 @@ def comparison_table(comparison: dict) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
     for strategy, ratio in comparison["ratios"].items():
-        at_wide = comparison["widths"][wide][strategy]
+        at_wide = widths[wide][strategy]
         lines.append(
             f"| {strategy} | {cell(ratio['bytes_pushed_per_step'])} | "
             f"{cell(ratio['bytes_pulled_per_step'])} | {cell(ratio['seconds_per_epoch'])} | "
@@ -298,7 +300,7 @@ def comparison_table(comparison: dict) -> str:
             f"{at_wide['memory_bound_bytes'] / 2**20:,.0f} | "
             f"{'yes' if ratio['memory_within_bound'] else 'NO'} |"
         )
-    for exponent, by_strategy in comparison["widths"].items():
+    for exponent, by_strategy in widths.items():
         for strategy, result in by_strategy.items():
             if "error" in result:
                 lines.append(f"| {strategy} (2^{exponent}) | failed: {result['error']} ||||||")

@@ -37,9 +37,9 @@ Array = Any
 #: exchange's own work is a small part of the round
 ROUND_LATENCIES = 4
 #: ... within these bounds, in powers of two. On W1 (2 workers, the defaults) one epoch's
-#: held-out log-loss was 0.39317 at 8 steps a round, 0.39336 at 32 and 0.39422 at 128
-#: (``docs/benchmarks.md``, "Local SGD: overlapped rounds sized by time"): longer rounds cost
-#: accuracy.
+#: held-out log-loss was 0.39306 at 8 steps a round, 0.39311 at 32 and 0.39367 at 128
+#: (``docs/benchmarks.md``, "Local SGD: overlapped rounds sized by time"; raw output in
+#: ``docs/results/round-length.json``): longer rounds cost accuracy.
 AUTO_STEPS = (8, 64)
 #: ... and short enough for this many rounds an epoch: on 331 rows (diabetes, 2 workers, about
 #: 20 steps an epoch) a round of 64 steps, one an epoch, scored R² 0.30, rounds of 8 0.34
