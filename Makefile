@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean browser
+.PHONY: demo test test-loaded lint clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP) browser
 	$(BIN)/ruff check dask_sgd tests examples
 	$(BIN)/python -m pytest -m in_process -n auto --dist worksteal tests
 	$(BIN)/python -m pytest -m "not in_process" --durations=20
+
+# The same tests on a loaded machine: one CPU-bound process per core beside them (the
+# cluster tests, whose timing a load could change; see docs/testing.md). Slower; not in CI.
+test-loaded: $(STAMP) browser
+	$(BIN)/python -m pytest -m "not in_process" --busy-cores --durations=20
 
 # The dashboard's test drives a headless Chromium: Debian's package, where apt-get can install
 # it (as root). Best effort: without it, that one test is skipped and says why.

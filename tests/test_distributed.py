@@ -609,9 +609,9 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate, overla
 
 
 def test_overlapped_rounds_sized_by_time_lose_nothing_after_a_fixed_budget(client):
-    """The default rounds (overlapped, sized by time) against the textbook local SGD of
-    rounds of 8 steps, the previous default: the same rows, seeds and two epochs; held-out
-    log-loss no worse by more than 1 %. Each unit holds one class (blocks alternate), so a
+    """Rounds overlapped and sized by time (the default size) against the textbook local
+    SGD of rounds of 8 steps: the same rows, seeds and two epochs; held-out log-loss no
+    worse by more than 1 %. Each unit holds one class (blocks alternate), so a
     unit's own steps pull its copy away from the other's and only the averaging, late or
     not, keeps the model whole."""
     X, y = make_classification(
@@ -628,7 +628,7 @@ def test_overlapped_rounds_sized_by_time_lose_nothing_after_a_fixed_budget(clien
         return log_loss(y_test, clf.fit(dX, dy).predict_proba(X_test)), clf
 
     textbook, _ = held_out_loss(local_steps=8, overlap=False)
-    ours, clf = held_out_loss()
+    ours, clf = held_out_loss(overlap=True)
     assert ours <= textbook * 1.01, (ours, textbook)
     assert {record["local_steps"] for record in clf.history_} <= {8, 16}  # 117 steps an epoch
 

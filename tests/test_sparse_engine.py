@@ -73,14 +73,14 @@ def test_every_strategy_trains_on_csr_blocks_as_scikit_learn_does_on_csr(client)
     Xs, ys = sparse_dask(X[train], y[train])
     reference = SklearnSGD(loss="log_loss", random_state=0).fit(X[train], y[train])
     expected = reference.score(X[test], y[test])
-    for strategy in sorted(STRATEGIES):
-        model = SGDClassifier(
-            loss="log_loss", strategy=strategy, random_state=0, max_iter=5, tol=None
-        )
+    settings = [{"strategy": name} for name in sorted(STRATEGIES)]
+    settings.append({"strategy": "local", "overlap": True})  # sparse rounds' own overlap
+    for setting in settings:
+        model = SGDClassifier(loss="log_loss", random_state=0, max_iter=5, tol=None, **setting)
         model.fit(Xs, ys)
-        assert abs(model.score(X[test], y[test]) - expected) <= 0.02, strategy
+        assert abs(model.score(X[test], y[test]) - expected) <= 0.02, setting
         # Dask's "auto" on sparse input: the plain model, tail-averaged as on dense input
-        assert "averaged_objective" in model.history_[-1], strategy
+        assert "averaged_objective" in model.history_[-1], setting
 
 
 @pytest.mark.timeout(60)

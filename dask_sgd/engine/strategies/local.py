@@ -68,7 +68,7 @@ class Local(Strategy):
     name = "local"
     local_steps: int | str = "auto"
     elastic_rate: float | None = None
-    overlap: bool = True
+    overlap: bool = False  # off by default: the estimators' docstring says why
     paced_steps: int = AUTO_STEPS[0]  # "auto": the steps of a round, as last measured
 
     sparse: bool = False  # sparse input: units exchange their rounds' changes, not θ
