@@ -23,7 +23,7 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not in_process" --durations=20
 
 # The same tests on a loaded machine: one CPU-bound process per core beside them (the
-# cluster tests, whose timing a load could change; see docs/testing.md). Slower; not in CI.
+# cluster tests, whose timing a load could change). Slower; not part of `make test`.
 test-loaded: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not in_process" --busy-cores --durations=20
 

@@ -42,7 +42,7 @@ def markdown_table(rows: list[dict]) -> str:
         fits = [row for row in rows if row["local_steps"] == steps]
         label = f"auto (chose {fits[-1]['rounds'][-1]})" if steps == "auto" else str(steps)
         table.append(
-            [label] + [cell([fit for fit in fits if fit["overlap"] is on]) for on in (False, True)]
+            [label] + [cell([fit for fit in fits if fit["overlap"] == on]) for on in (False, True)]
         )
     return report.markdown_table(
         [

@@ -80,67 +80,73 @@ def run_minibatches(
 
     Returns the new state, the objective summed over the rows of each minibatch before its
     update (see :meth:`Objective.loss_and_grad`), and the number of rows seen.
-    ``average_start > 0`` turns on averaging from that sample on. Raises
-    :class:`NonFiniteParameters` before a step with a non-finite gradient or result.
+    ``average_start > 0`` turns on averaging from that sample on: a step whose rows reach
+    it is the first averaged one. Raises :class:`NonFiniteParameters` before a step with a
+    non-finite gradient or result.
 
-    SciPy sparse minibatches of a :class:`LinearModel` take :func:`run_sparse_minibatches`:
-    steps that cost the entries they touch, the penalty applied lazily, and the intercepts'
-    rate multiplied by ``sparse_intercept_rate``.
+    SciPy sparse minibatches of a :class:`LinearModel` take :class:`LazySteps`: steps that
+    cost the entries they touch, the penalty applied lazily, and the intercepts' rate
+    multiplied by ``sparse_intercept_rate``; everything else takes :class:`DenseSteps`.
     """
     batches = iter(batches)
     first = next(batches, None)
     if first is None:
         return state, 0.0, 0
-    batches = chain([first], batches)
     if sp.issparse(first[0]) and type(objective.model) is LinearModel:
-        return run_sparse_minibatches(
-            state, batches, objective, optimizer, learning_rate, average_start,
-            intercept_rate=sparse_intercept_rate,
-        )  # fmt: skip
-    params, opt_state = state.params, state.opt_state
+        steps = LazySteps(state, objective, optimizer, sparse_intercept_rate)
+    else:
+        steps = DenseSteps(state, objective, optimizer)
     step, samples = state.step, state.samples
-    average, n_averaged = state.average, state.n_averaged
-    xp = get_namespace(params)
+    averaged = state.average is not None
     loss_sum, rows = 0.0, 0
     with np.errstate(over="ignore", invalid="ignore"):
-        for X, y, sample_weight in batches:
-            batch_loss, grad = objective.loss_and_grad(params, X, y, sample_weight)
-            refuse_unusable_gradient(grad, step)
-            direction, opt_state = optimizer.update(grad, opt_state, params)
-            params = apply_updates(params, direction, learning_rate(step))
-            if not bool(xp.isfinite(params).all()):
-                raise NonFiniteParameters(step)
+        for X, y, sample_weight in chain([first], batches):
+            n_rows = X.shape[0]
+            loss_sum += steps.step(
+                X, y, sample_weight, learning_rate(step), step,
+                averaged and samples + n_rows >= average_start,
+            )  # fmt: skip
             step += 1
-            samples += X.shape[0]
-            loss_sum += batch_loss
-            rows += X.shape[0]
-            if average is not None and samples >= average_start:
-                n_averaged += 1
-                average = average + (params - average) / n_averaged
+            samples += n_rows
+            rows += n_rows
+    params, opt_state, average, n_averaged = steps.result()
     new_state = replace(
-        state,
-        params=params,
-        opt_state=opt_state,
-        step=step,
-        samples=samples,
-        average=average,
-        n_averaged=n_averaged,
-    )
+        state, params=params, opt_state=opt_state, step=step, samples=samples,
+        average=average, n_averaged=n_averaged,
+    )  # fmt: skip
     return new_state, float(loss_sum), rows
 
 
-def run_sparse_minibatches(
-    state: TrainState,
-    batches: Iterable[tuple[Array, Array, Array | None]],
-    objective: Objective,
-    optimizer: GradientTransformation,
-    learning_rate: Callable[[int], float],
-    average_start: int = 0,
-    *,
-    intercept_rate: float = 1.0,
-) -> tuple[TrainState, float, int]:
-    """:func:`run_minibatches` on CSR minibatches of a :class:`LinearModel`, each step in
-    O(entries it touches) (:class:`~dask_sgd.sparse.lazy.LazyParams`).
+class DenseSteps:
+    """Steps on the whole parameter vector, in the array's own namespace; the running
+    average updated after every averaged step."""
+
+    def __init__(self, state: TrainState, objective: Objective, optimizer: GradientTransformation):
+        self.objective, self.optimizer = objective, optimizer
+        self.params, self.opt_state = state.params, state.opt_state
+        self.average, self.n_averaged = state.average, state.n_averaged
+        self.xp = get_namespace(state.params)
+
+    def step(self, X, y, sample_weight, lr: float, step: int, averaged: bool) -> float:
+        """One step; the minibatch's summed objective before it."""
+        batch_loss, grad = self.objective.loss_and_grad(self.params, X, y, sample_weight)
+        refuse_unusable_gradient(grad, step)
+        direction, self.opt_state = self.optimizer.update(grad, self.opt_state, self.params)
+        self.params = apply_updates(self.params, direction, lr)
+        if not bool(self.xp.isfinite(self.params).all()):
+            raise NonFiniteParameters(step)
+        if averaged:
+            self.n_averaged += 1
+            self.average = self.average + (self.params - self.average) / self.n_averaged
+        return batch_loss
+
+    def result(self) -> tuple[Array, Any, Array | None, int]:
+        return self.params, self.opt_state, self.average, self.n_averaged
+
+
+class LazySteps:
+    """Steps on CSR minibatches of a :class:`LinearModel`, each in O(entries it touches)
+    (:class:`~dask_sgd.sparse.lazy.LazyParams`).
 
     The penalty is applied as scikit-learn applies it on sparse input: the L2 part shrinks
     every coefficient (one scale factor), the L1 part truncates the touched coefficients
@@ -148,50 +154,46 @@ def run_sparse_minibatches(
     up as under zero gradients when it is next touched. The pending L1 truncation of every
     coefficient is applied at the end (the dense state then carries it all). The loss
     summed is the loss plus the penalty at the parameters before each step, as the dense
-    path's. O(size) twice per call, to build and to materialize the state.
+    steps'. O(size) twice per call of :func:`run_minibatches`: to build the lazy state and
+    to make it dense again.
     """
-    model = objective.model
-    penalty = objective.penalty
-    l1 = penalty.alpha * penalty.l1_ratio
-    (penalized,) = model.penalized
-    lazy = LazyParams(
-        state.params, optimizer, l2=penalty.alpha - l1, l1=l1, penalized=penalized,
-        unpenalized_rate=intercept_rate, opt_state=state.opt_state, step=state.step,
-    )  # fmt: skip
-    step, samples = state.step, state.samples
-    if state.average is not None and state.n_averaged:
-        lazy.start_averaging(state.average, state.n_averaged)
-    loss_sum, rows = 0.0, 0
-    with np.errstate(over="ignore", invalid="ignore"):
-        for X, y, sample_weight in batches:
-            n_rows = X.shape[0]
-            indices = param_indices(model, touched_columns(X))
-            values = lazy.values(indices)
-            batch_loss, grad = sparse_loss_and_grad(objective, values, indices, X, y, sample_weight)
-            refuse_unusable_gradient(grad.values, step)
-            batch_loss += n_rows * lazy.penalty_value()
-            if (
-                state.average is not None
-                and not lazy.averaging
-                and samples + n_rows >= average_start
-            ):
-                lazy.start_averaging()  # this step is the first averaged one
-            lazy.apply(grad.indices, grad.values, learning_rate(step))
-            if not bool(np.isfinite(lazy.values(grad.indices)).all()):
-                raise NonFiniteParameters(step)
-            step += 1
-            samples += n_rows
-            loss_sum += batch_loss
-            rows += n_rows
-    lazy.flush_l1()
-    params, opt_state, average, n_averaged = lazy.dense()
-    new_state = replace(
-        state,
-        params=params,
-        opt_state=opt_state,
-        step=step,
-        samples=samples,
-        average=state.average if average is None else average,
-        n_averaged=n_averaged,
-    )
-    return new_state, float(loss_sum), rows
+
+    def __init__(
+        self,
+        state: TrainState,
+        objective: Objective,
+        optimizer: GradientTransformation,
+        intercept_rate: float = 1.0,
+    ):
+        self.objective, self.state = objective, state
+        penalty = objective.penalty
+        l1 = penalty.alpha * penalty.l1_ratio
+        (penalized,) = objective.model.penalized
+        self.lazy = LazyParams(
+            state.params, optimizer, l2=penalty.alpha - l1, l1=l1, penalized=penalized,
+            unpenalized_rate=intercept_rate, opt_state=state.opt_state, step=state.step,
+        )  # fmt: skip
+        if state.average is not None and state.n_averaged:
+            self.lazy.start_averaging(state.average, state.n_averaged)
+
+    def step(self, X, y, sample_weight, lr: float, step: int, averaged: bool) -> float:
+        """One step; the minibatch's summed objective (loss and penalty) before it."""
+        lazy = self.lazy
+        indices = param_indices(self.objective.model, touched_columns(X))
+        values = lazy.values(indices)
+        batch_loss, grad = sparse_loss_and_grad(
+            self.objective, values, indices, X, y, sample_weight
+        )
+        refuse_unusable_gradient(grad.values, step)
+        batch_loss += X.shape[0] * lazy.penalty_value()
+        if averaged and not lazy.averaging:
+            lazy.start_averaging()  # this step is the first averaged one
+        lazy.apply(grad.indices, grad.values, lr)
+        if not bool(np.isfinite(lazy.values(grad.indices)).all()):
+            raise NonFiniteParameters(step)
+        return batch_loss
+
+    def result(self) -> tuple[Array, Any, Array | None, int]:
+        self.lazy.flush_l1()
+        params, opt_state, average, n_averaged = self.lazy.dense()
+        return params, opt_state, self.state.average if average is None else average, n_averaged
