@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -102,7 +103,7 @@ def test_the_server_joins_the_shards_averages_and_restores_them(client):
     theta = np.arange(10.0)
     server = ParameterServer.start(client, theta, optim.sgd(), n_shards=2)
     try:
-        server.start_averaging(np.zeros(10))
+        server.start_averaging()  # a new mean: each shard starts it from its own zeros
         for _ in range(2):
             calls = [
                 shard.push(np.ones(10)[where], 1.0)
@@ -140,16 +141,21 @@ def blocks(client):
     data.release()
 
 
-def train(client, data, *, epochs=2, snapshot_steps=1000, disturb=None, **kw):
-    """Logistic regression, plain SGD at a constant rate; the final state, the params after
-    every segment and the epochs' records. ``disturb(trainer)`` runs before the first epoch."""
+def trainer_for(client, data, *, snapshot_steps=1000, **kw) -> ClusterTrainer:
+    """Logistic regression on ``data``'s 5 columns, plain SGD at a constant rate."""
     model = LinearModel(5, 1)
     objective = Objective(model, get_loss("log_loss"), get_penalty("l2", alpha=1e-4))
-    trainer = ClusterTrainer(
+    return ClusterTrainer(
         client, data, objective, optim.sgd(), schedules.constant(0.5),
         TargetEncoder(np.array([0, 1])), batch_size=BATCH, scale_learning_rate=False,
         snapshot_steps=snapshot_steps, **kw,
     )  # fmt: skip
+
+
+def train(client, data, *, epochs=2, disturb=None, **kw):
+    """:func:`trainer_for`'s fit: the final state, the params after every segment and the
+    epochs' records. ``disturb(trainer)`` runs before the first epoch."""
+    trainer = trainer_for(client, data, **kw)
     segments, records = [], []
     snapshot = trainer.keeper.snapshot
 
@@ -161,7 +167,7 @@ def train(client, data, *, epochs=2, snapshot_steps=1000, disturb=None, **kw):
     trainer.keeper.snapshot = recording_snapshot
     if disturb is not None:
         disturb(trainer)
-    state = TrainState.create(model.init_params(), optim.sgd(), averaged=True)
+    state = TrainState.create(trainer.objective.model.init_params(), optim.sgd(), averaged=True)
     try:
         for _ in range(epochs):
             state, _, _, extra = trainer.run_epoch(state, 1.0)
@@ -195,6 +201,30 @@ def test_averaging_starts_with_the_step_that_reaches_the_sample(undisturbed, eve
     np.testing.assert_allclose(state.average, np.mean(every_step[12:], axis=0), rtol=1e-10)
     np.testing.assert_allclose(state.params, every_step[-1], rtol=1e-12)
     assert state.final_params is state.average
+
+
+def test_a_large_models_state_stays_on_the_workers_between_epochs(client, blocks, undisturbed):
+    """Above ``dask-sgd.kept-snapshot-params`` (0 here) the snapshots stay on the workers, and
+    so does an epoch's end: its state has no arrays until ``in_client`` brings them (at the
+    end of a fit), and the averaged model's objective is measured from the snapshot there.
+    The same fit, and the same objectives, as through the client."""
+    trainer = trainer_for(client, blocks, average=400)
+    state = TrainState.create(trainer.objective.model.init_params(), optim.sgd(), averaged=True)
+    objectives = []
+    try:
+        with dask.config.set({"dask-sgd.kept-snapshot-params": 0}):
+            for _ in range(2):
+                state, _, _, extra = trainer.run_epoch(state, 1.0)
+                assert state.params is None and state.opt_state is None
+                objectives.append(extra["averaged_objective"])
+            final = trainer.in_client(state)
+    finally:
+        trainer.close()
+    expected, _, records = undisturbed
+    np.testing.assert_allclose(final.params, expected.params, rtol=1e-12)
+    np.testing.assert_allclose(final.average, expected.average, rtol=1e-10)
+    assert final.n_averaged == expected.n_averaged
+    assert objectives == pytest.approx([r["averaged_objective"] for r in records], rel=1e-10)
 
 
 def test_average_true_averages_every_step_without_cutting_a_segment(client, blocks, every_step):

@@ -142,6 +142,7 @@ def train(client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epo
                 )
             state, _, _, extra = trainer.run_epoch(state, 1.0)
             records.append(extra)
+        state = trainer.in_client(state)  # kept on the workers until now
     finally:
         kept_on_workers.__exit__(None, None, None)
         trainer.close()

@@ -29,7 +29,7 @@ from typing import Any
 
 import dask.config
 import numpy as np
-from distributed import KilledWorker
+from distributed import Future, KilledWorker
 
 from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData, Unit
@@ -209,7 +209,8 @@ class ClusterTrainer:
         """One epoch; returns the new state, summed loss, rows, and history fields."""
         self.start()
         if self.average_each_epoch and state.n_averaged:  # a new average for this epoch
-            state = replace(state, average=np.zeros_like(state.params), n_averaged=0)
+            average = None if state.params is None else np.zeros_like(state.params)
+            state = replace(state, average=average, n_averaged=0)
             if self.keeper.averaging:
                 self.keeper.start_averaging(state)
         if self.keeper.server is None:
@@ -229,7 +230,8 @@ class ClusterTrainer:
                 self._averaging_reach -= n_steps
             segments.append(segment)
             self._after_segment(state)
-        state = self._in_client(state)
+        # a large model's snapshot stays on the workers: it reaches the client when the fit
+        # ends or for a checkpoint (:meth:`in_client`), not at every epoch
         trained = Counter()  # rows per worker
         for segment in segments:
             trained.update(rows_per_worker(segment.units, segment.results))
@@ -252,18 +254,22 @@ class ClusterTrainer:
                 moved = sum(getattr(result, field) for result in results)
                 extra[f"{field}_per_step"] = moved / minibatches
         if state.n_averaged:
-            objective = self._sample_objective(state.final_params)
+            kept = state.params is None
+            theta = self.keeper.kept.final_params(self.client) if kept else state.final_params
+            objective = self._sample_objective(theta)
             if objective is not None:
                 extra["averaged_objective"] = objective
         loss_sum = sum(result.loss_sum for result in results)
         return state, loss_sum, sum(trained.values()), extra
 
     def _sample_objective(self, theta) -> float | None:
-        """The objective at ``theta`` on a fixed sample of the training rows (the same
-        every epoch): what the stopping rule watches when the model is averaged, since the
-        iterates' own losses go on falling while their average no longer moves. None if a
-        sample's worker was lost meanwhile: the rule then judges the epoch by its loss."""
-        theta = shipped(self.client, (theta,), None)[0]  # once, not in every task
+        """The objective at ``theta`` (an array, or a future of one on a worker) on a fixed
+        sample of the training rows (the same every epoch): what the stopping rule watches
+        when the model is averaged, since the iterates' own losses go on falling while
+        their average no longer moves. None if a sample's worker was lost meanwhile: the
+        rule then judges the epoch by its loss."""
+        if not isinstance(theta, Future):
+            theta = shipped(self.client, (theta,), None)[0]  # once, not in every task
         futures = [
             self.client.submit(
                 sample_objective_of,
@@ -296,8 +302,8 @@ class ClusterTrainer:
             self._averaging_reach = math.ceil(rows / (len(self.units) * self.batch_size))
         round_steps = self.strategy.round_steps()
         before = (math.ceil(max(self._averaging_reach, 1) / round_steps) - 1) * round_steps
-        if before == 0:
-            self.keeper.start_averaging(self._in_client(state))
+        if before == 0:  # a new average needs no arrays; going on from one needs its own
+            self.keeper.start_averaging(self._in_client(state) if state.n_averaged else state)
             self._averaging_reach = None
             return n_steps
         return min(n_steps, before)
@@ -376,6 +382,11 @@ class ClusterTrainer:
         if server.average is not None:
             state = replace(state, average=server.average, n_averaged=server.n_averaged)
         return state
+
+    def in_client(self, state: TrainState) -> TrainState:
+        """``state`` (an epoch's) with its arrays: a snapshot kept on the workers comes to
+        the client. For the end of a fit, and for a checkpoint."""
+        return self._in_client(state)
 
     def _in_client(self, state: TrainState) -> TrainState:
         """``state`` with its arrays: a snapshot kept on the workers comes to the client."""

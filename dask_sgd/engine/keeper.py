@@ -96,10 +96,12 @@ class ShardKeeper:
 
     def start_averaging(self, state: TrainState) -> None:
         """From the snapshot ``state`` on, the shards average every update they apply, going
-        on from its average of ``n_averaged`` updates (none for a new average); shards that
-        start from a later snapshot go on with its average."""
+        on from its average of ``n_averaged`` updates; shards that start from a later
+        snapshot go on with its average. A new average (``n_averaged=0``) needs none of the
+        state's arrays: it may be a snapshot kept on the workers."""
+        average = _average(state) if state.n_averaged else None
         try:
-            self.server.start_averaging(_average(state), state.n_averaged)
+            self.server.start_averaging(average, state.n_averaged)
         except (OSError, RuntimeError) as error:  # the scheduler or a shard's worker lost?
             self.raise_if_lost(grace=2.0, cause=error)
             raise

@@ -452,7 +452,10 @@ def train_on_dask(
                     extra["averaged_objective"] *= loss_unit
                 return state, loss_sum * loss_unit, rows, extra  # in the data's units
 
-            run_epochs(estimator, spec, model, run_epoch, state, is_partial=is_partial)
+            run_epochs(
+                estimator, spec, model, run_epoch, state, is_partial=is_partial,
+                in_client=trainer.in_client,
+            )  # fmt: skip
         finally:
             trainer.close()
     finally:
@@ -470,12 +473,15 @@ def run_epochs(
     is_partial: bool,
     validation_score=None,
     rng: np.random.Generator | None = None,
+    in_client=lambda state: state,
 ) -> None:
     """Train up to ``spec.max_iter`` epochs (one for ``partial_fit``) and store the result.
 
     With ``checkpoint_path``, a checkpoint is written after every epoch, and ``fit`` first
     resumes from an unfinished fit's checkpoint there: its state, stopping rule, history
-    and, in process, the shuffling generator ``rng``.
+    and, in process, the shuffling generator ``rng``. ``in_client(state)`` gives an epoch's
+    state its arrays (a large model's stay on the Dask workers between epochs), for a
+    checkpoint and at the end.
     """
     max_iter = 1 if is_partial else spec.max_iter
     monitor = ConvergenceMonitor(
@@ -500,7 +506,7 @@ def run_epochs(
             path,
             estimator,
             model,
-            state,
+            in_client(state),
             epochs_done=epochs_done + len(new_history),
             monitor=monitor,
             history=history + new_history,
@@ -522,7 +528,7 @@ def run_epochs(
         estimator,
         spec,
         model,
-        replace(result, n_iter=result.n_iter + epochs_done),
+        replace(result, state=in_client(result.state), n_iter=result.n_iter + epochs_done),
         history,
         is_partial=is_partial,
     )

@@ -141,10 +141,26 @@ class KeptSnapshot:
         shard's kept snapshot, if that shard is alive)."""
         return ServerState.join(self.pieces if self.in_client else client.gather(self.pieces))
 
+    def final_params(self, client: Any) -> Any:
+        """The final parameters (the average once averaging has begun): an array for a
+        snapshot in the client, else a future of them joined on a worker, so that a large
+        model's pass through no client."""
+        if self.in_client:
+            return final_params_of(*self.pieces)
+        return client.submit(final_params_of, *self.pieces, pure=False)
+
     def release(self) -> None:
         for piece in self.pieces:
             if not isinstance(piece, ShardSnapshot):
                 piece.release()
+
+
+def final_params_of(*snapshots: ShardSnapshot) -> Array:
+    """The whole vector's final parameters from every shard's snapshot: the average once
+    averaging has begun (every shard holds as many updates), else θ."""
+    if snapshots[0].n_averaged:
+        return np.concatenate([snapshot.average for snapshot in snapshots])
+    return np.concatenate([snapshot.params for snapshot in snapshots])
 
 
 def replica_of(shard: ShardRef, version: int) -> ShardSnapshot:
@@ -322,10 +338,14 @@ class ParameterServer:
             pure=False,
         )
 
-    def start_averaging(self, average: Array, n_averaged: int = 0) -> None:
+    def start_averaging(self, average: Array | None = None, n_averaged: int = 0) -> None:
         """Every shard averages its slice over the updates from now on, going on from the
-        mean ``average`` (the whole vector's) of ``n_averaged`` earlier updates."""
-        slices = [average[where] for where in self.ranges]
+        mean ``average`` (the whole vector's) of ``n_averaged`` earlier updates; a new mean
+        (``n_averaged=0``) sends no array: each shard starts it from its own zeros."""
+        if average is None or not n_averaged:
+            slices, n_averaged = [None] * len(self.ranges), 0
+        else:
+            slices = [average[where] for where in self.ranges]
         self._each("start_averaging", slices, [n_averaged] * len(slices))
 
     def abort(self, reason: str, skip: list[int] = ()) -> None:

@@ -153,12 +153,16 @@ class ParameterShard:
         if self.pending is not None and self.pending.version == version:
             self.kept, self.pending = self.pending, None
 
-    async def start_averaging(self, average: Array, n_averaged: int = 0) -> None:
+    async def start_averaging(self, average: Array | None = None, n_averaged: int = 0) -> None:
         """Average every update from now on, going on from the mean ``average`` of
-        ``n_averaged`` earlier updates (a snapshot's; 0: a new mean, ``average`` unused)."""
+        ``n_averaged`` earlier updates (a snapshot's). A new mean needs no ``average``: the
+        shard starts it from its own slice's zeros."""
         self._average_from(average, n_averaged)
 
-    def _average_from(self, average: Array, n_averaged: int) -> None:
+    def _average_from(self, average: Array | None, n_averaged: int) -> None:
+        if average is None or not n_averaged:  # a new mean: what it starts from is unused
+            self.average, self.n_averaged = np.zeros_like(self.params), 0
+            return
         if np.shape(average) != self.params.shape:
             raise ValueError(
                 f"An average of shape {np.shape(average)} for a shard of {self.params.shape}."
@@ -302,7 +306,10 @@ class SparseParameterShard(ParameterShard):
             self.pulls,
         )  # fmt: skip
 
-    def _average_from(self, average: Array, n_averaged: int) -> None:
+    def _average_from(self, average: Array | None, n_averaged: int) -> None:
+        if average is None or not n_averaged:  # a new mean: nothing to go on from
+            self.lazy.start_averaging()
+            return
         if np.shape(average) != (self.size,):
             raise ValueError(f"An average of shape {np.shape(average)} for a shard of {self.size}.")
         self.lazy.start_averaging(np.asarray(average).copy(), int(n_averaged))
