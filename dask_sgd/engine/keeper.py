@@ -3,7 +3,7 @@
 Between segments the shards are consistent, and their state is the snapshot: a small
 model's comes to the trainer; a large model's stays on the workers, each shard's on its own
 and a replica on another (:meth:`~dask_sgd.ps.ParameterServer.keep_snapshot`), and reaches
-the client only for a restart and at the end of an epoch. If a shard is lost with its
+the client only for a restart, a checkpoint and the end of a fit. If a shard is lost with its
 worker, new shards start on the surviving workers from that snapshot (all of them, so that
 every shard is at one version) and the segment runs again: at most one segment's steps are
 lost. Shards on a worker that retires
@@ -124,7 +124,7 @@ class ShardKeeper:
         """A consistent snapshot of the shards (θ, optimizer state, version, average), taken
         after a segment, and their statistics; the version becomes the snapshot's. A small
         model's state comes with them; a large model's stays on the workers (None here:
-        :meth:`kept_state` brings it, for a restart or at the end of an epoch)."""
+        :meth:`kept_state` brings it, for a restart, a checkpoint or the end of a fit)."""
         kept, stats = self.server.keep_snapshot(self.client)
         if self.kept is not None:
             self.kept.release()
