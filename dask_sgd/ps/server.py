@@ -144,7 +144,7 @@ class KeptSnapshot:
     def final_params(self, client: Any) -> Any:
         """The final parameters (the average once averaging has begun): an array for a
         snapshot in the client, else a future of them joined on a worker, so that a large
-        model's pass through no client."""
+        model's parameters do not pass through the client."""
         if self.in_client:
             return final_params_of(*self.pieces)
         return client.submit(final_params_of, *self.pieces, pure=False)
