@@ -303,7 +303,7 @@ class ClusterTrainer:
         round_steps = self.strategy.round_steps()
         before = (math.ceil(max(self._averaging_reach, 1) / round_steps) - 1) * round_steps
         if before == 0:  # a new average needs no arrays; going on from one needs its own
-            self.keeper.start_averaging(self._in_client(state) if state.n_averaged else state)
+            self.keeper.start_averaging(self.in_client(state) if state.n_averaged else state)
             self._averaging_reach = None
             return n_steps
         return min(n_steps, before)
@@ -318,7 +318,7 @@ class ClusterTrainer:
                 break
             except ShardLost as lost:
                 self.carries = carries
-                state = self._in_client(state)
+                state = self.in_client(state)
                 self.keeper.recover(state, version, n_steps, str(lost))
         seconds = time.perf_counter() - started
         self._pace_segments(n_steps, seconds)
@@ -384,12 +384,8 @@ class ClusterTrainer:
         return state
 
     def in_client(self, state: TrainState) -> TrainState:
-        """``state`` (an epoch's) with its arrays: a snapshot kept on the workers comes to
-        the client. For the end of a fit, and for a checkpoint."""
-        return self._in_client(state)
-
-    def _in_client(self, state: TrainState) -> TrainState:
-        """``state`` with its arrays: a snapshot kept on the workers comes to the client."""
+        """``state`` with its arrays: a snapshot kept on the workers comes to the client (for
+        a restart, a checkpoint, and the end of a fit)."""
         if state.params is not None:
             return state
         return self._with_arrays(state, self.keeper.kept_state())
@@ -424,7 +420,7 @@ class ClusterTrainer:
         leaving = self.keeper.leaving_shards()
         if units is self.units and not leaving:
             return
-        state = self._in_client(state)
+        state = self.in_client(state)
         if not self.keeper.restart(state, len(units)):  # no worker to take the shards
             return  # the units and the shards stay as they were
         if leaving:
