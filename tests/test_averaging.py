@@ -207,8 +207,10 @@ def test_a_large_models_state_stays_on_the_workers_between_epochs(client, blocks
     """Above ``dask-sgd.kept-snapshot-params`` (0 here) the snapshots stay on the workers, and
     so does an epoch's end: its state has no arrays until ``in_client`` brings them (at the
     end of a fit), and the averaged model's objective is measured from the snapshot there.
-    The same fit, and the same objectives, as through the client."""
-    trainer = trainer_for(client, blocks, average=400)
+    The same fit, and the same objectives, as through the client. Two shards: each
+    holds the other's replica (one shard alone, with no other to hold it, would send its
+    snapshots to the client)."""
+    trainer = trainer_for(client, blocks, average=400, n_shards=2)
     state = TrainState.create(trainer.objective.model.init_params(), optim.sgd(), averaged=True)
     objectives = []
     try:

@@ -82,6 +82,30 @@ def test_sparse_ctr_quick_run_trains_every_strategy_on_csr_blocks(tmp_path):
     assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.timeout(240)  # about 40 s on a quiet machine
+def test_width_comparison_repeats_each_fit_and_reports_medians(tmp_path):
+    """``--compare-features`` at a small size, twice: each width's figures are the medians
+    of its runs, every run's time per epoch is kept, and the table shows them."""
+    args = [
+        "--workload", "sparse-ctr", "--quick", "--compare-features", "14,16",
+        "--compare-repeats", "2", "--only", "dask_sgd local", "--output", str(tmp_path),
+    ]  # fmt: skip
+    comparison = tta.main(args)
+    assert comparison["repeats"] == 2 and list(comparison["ratios"]) == ["local"]
+    for exponent in (14, 16):
+        fit = comparison["widths"][exponent]["local"]
+        runs = fit["seconds_per_epoch_runs"]
+        assert len(runs) == 2 and fit["seconds_per_epoch"] == pytest.approx(np.median(runs))
+    ratio = comparison["ratios"]["local"]["seconds_per_epoch"]
+    widths = comparison["widths"]
+    expected = widths[16]["local"]["seconds_per_epoch"] / widths[14]["local"]["seconds_per_epoch"]
+    assert ratio == pytest.approx(expected)
+    saved = json.loads((tmp_path / "w2-compare.json").read_text())
+    table = w2.comparison_table(saved)
+    assert table == (tmp_path / "w2-compare.md").read_text()
+    assert "Medians of 2 fits each" in table and table.count("| local |") == 1
+
+
 @pytest.mark.timeout(180)
 def test_scaling_run_at_small_size_times_every_size(tmp_path):
     sizes = ["--factors", "1", "2", "--rows-per-factor", "5000"]

@@ -23,6 +23,9 @@ from dask_sgd.ps import (
 )
 from dask_sgd.ps.lane import LaneStream
 from dask_sgd.ps.retirement import ShardRetirement
+from dask_sgd.ps.server import ServerState
+from dask_sgd.sparse import SparseVector
+from dask_sgd.sparse.setup import SparseSetup
 
 
 @gen_cluster(client=True)
@@ -381,17 +384,83 @@ def test_a_large_models_snapshot_stays_on_the_workers(client, kept_on_workers):
         assert [stat.version for stat in stats] == [1, 1] and kept.version == 1
         assert kept.in_client is not kept_on_workers
         if kept_on_workers:
-            holders = client.who_has(kept.pieces)
-            for shard, piece in zip(server.shards, kept.pieces, strict=True):
-                assert holders[piece.key] and shard._address not in holders[piece.key]
+            assert kept.shards == server.refs
+            for shard, holder in zip(kept.shards, kept.holders, strict=True):
+                assert holder.address != shard.address  # the replica is on another worker
         push_ones(server, 0.5, "second")  # after the snapshot
         state = kept.state(client)
         np.testing.assert_array_equal(state.params, theta - 0.5)
         assert state.version == 1
         np.testing.assert_array_equal(server.state().params, theta - 1.0)
-        kept.release()
     finally:
         server.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_sparse_shards_snapshots_and_their_replicas_follow_what_changed(client):
+    """A sparse model's shards keep their snapshots on the workers, and the next shard on
+    another worker a replica, brought up to date by what the pushes touched: at every
+    snapshot, each shard's own and its replica hold the state of the snapshot, exactly,
+    and not the state after later pushes. What a shard sends its replica's holder after
+    the first whole copy is the touched entries alone."""
+    size = 4_000
+    setup = SparseSetup(l2=0.01, l1=0.0, penalized_stop=size - 1)
+    server = ParameterServer.start(
+        client, np.zeros(size), optim.adagrad(), n_shards=2, sparse=setup
+    )
+    rng = np.random.default_rng(0)
+    kept = None
+    try:
+        with dask.config.set({"dask-sgd.kept-snapshot-params": 0}):
+            for snapshot in range(4):
+                if snapshot == 2:
+                    server.start_averaging()
+                for push in range(3):
+                    touched = np.sort(rng.choice(size, size=20, replace=False))
+                    grad = SparseVector(touched, rng.normal(size=20), size)
+                    calls = [
+                        shard.push(grad[where], 0.1, f"{snapshot}-{push}")
+                        for shard, where in zip(server.shards, server.ranges, strict=True)
+                    ]
+                    [call.result() for call in calls]
+                expected = server.state()
+                kept, _ = server.keep_snapshot(client, None if kept is None else kept.version)
+                push_sparse_noise(server, size, f"after-{snapshot}")  # not in the snapshot
+                for read in (read_own, read_replicas):
+                    got = ServerState.join(read(server, kept))
+                    assert got.version == expected.version == kept.version
+                    np.testing.assert_array_equal(got.params, expected.params)
+                    np.testing.assert_array_equal(got.opt_state, expected.opt_state)
+                    if snapshot >= 2:
+                        np.testing.assert_array_equal(got.average, expected.average)
+                # the first snapshot copies whole states; the others, the one after the
+                # average started too, only the entries 3 pushes and the noise touched
+                whole = snapshot == 0
+                assert (kept.copied > size * 8) if whole else (0 < kept.copied < 4 * 20 * 60)
+        np.testing.assert_array_equal(kept.state(client).params, expected.params)
+    finally:
+        server.close()
+
+
+def push_sparse_noise(server, size: int, token: str) -> None:
+    grad = SparseVector(np.arange(0, size, 400), np.ones(10), size)  # 10 entries
+    calls = [
+        shard.push(grad[where], 0.1, token)
+        for shard, where in zip(server.shards, server.ranges, strict=True)
+    ]
+    [call.result() for call in calls]
+
+
+def read_own(server, kept):
+    return [shard.kept_snapshot(kept.version).result() for shard in server.shards]
+
+
+def read_replicas(server, kept):
+    holders = {shard._address: shard for shard in server.shards}
+    return [
+        holders[holder.address].replica(shard.key, kept.version).result()
+        for shard, holder in zip(kept.shards, kept.holders, strict=True)
+    ]
 
 
 @pytest.mark.timeout(60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -121,6 +122,27 @@ def test_a_sparse_vector_sums_means_and_slices_as_its_dense_vector():
     np.testing.assert_allclose(mean[20:35].to_dense(), np.mean(dense, axis=0)[20:35])
     with pytest.raises(ValueError, match="contiguous"):
         mean[::2]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy", ["sync", "local"])
+def test_a_large_sparse_models_averaged_objective_is_read_from_its_shards(client, strategy):
+    """A large model's snapshots stay on the workers: the averaged model's objective is
+    then the loss at the entries the sample touches, read from the shards, plus the
+    penalty each shard computes on its slice. The same values, and the same model, as a
+    small model's, whose snapshots come to the client."""
+    X, y = hashed_problem(n_rows=1200, n_features=300)
+    Xs, ys = sparse_dask(X, y, chunk=300)
+    params = EXACT | dict(strategy=strategy, average=1, n_shards=2, max_iter=3, overlap=False)
+    with dask.config.set({"dask-sgd.kept-snapshot-params": 0}):
+        kept = SGDClassifier(**params).fit(Xs, ys)
+    in_client = SGDClassifier(**params).fit(Xs, ys)
+    expected = [epoch["averaged_objective"] for epoch in in_client.history_]
+    assert len(expected) == 3
+    assert [epoch["averaged_objective"] for epoch in kept.history_] == pytest.approx(
+        expected, rel=1e-9
+    )
+    np.testing.assert_allclose(kept.coef_, in_client.coef_, rtol=1e-12)
 
 
 @pytest.mark.timeout(120)

@@ -21,6 +21,7 @@ from dask_sgd.models import LinearModel, Objective
 from dask_sgd.models.linear import StandardizedLinearModel
 from dask_sgd.optim import Identity, adagrad, adam, get_optimizer, momentum, rmsprop, sgd
 from dask_sgd.penalties import Penalty
+from dask_sgd.sparse import lazy as lazy_module
 from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_columns
 from dask_sgd.sparse.lazy import LazyParams, zero_gradient_decays
 
@@ -154,6 +155,37 @@ def test_lazy_averaging_equals_the_running_mean(name):
 
 
 @pytest.mark.timeout(60)
+def test_materializing_in_chunks_equals_materializing_at_once(monkeypatch):
+    """``dense()`` works in chunks of entries (its temporaries are a chunk's): chunks of 7
+    entries, none aligned with the 26 penalized ones, give the same arrays as one chunk."""
+    start = np.random.default_rng(12).normal(size=SIZE)
+    lazy = lazy_run(start, adam(), random_steps(40, seed=13), l2=0.2, average_from=10)
+    at_once = tree_leaves(lazy.dense())
+    monkeypatch.setattr(lazy_module, "DENSE_CHUNK", 7)
+    in_chunks = tree_leaves(lazy.dense())
+    assert len(in_chunks) == len(at_once) == 6  # θ, Adam's count and moments, the mean, n
+    for chunked, whole in zip(in_chunks, at_once, strict=True):
+        np.testing.assert_array_equal(chunked, whole)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunk", [7, 1 << 15])
+def test_the_final_penalty_is_the_penalty_of_the_running_mean(monkeypatch, chunk):
+    """Once a step is averaged, the penalty the stopping rule adds is the running mean's,
+    over the penalized entries only, in chunks that need not align with them; before,
+    the parameters' own."""
+    start = np.random.default_rng(14).normal(size=SIZE)
+    monkeypatch.setattr(lazy_module, "PENALTY_CHUNK", chunk)
+    before = lazy_run(start, adagrad(), random_steps(30, seed=15), l2=0.2, l1=0.05)
+    assert before.final_penalty() == before.penalty_value()
+    lazy = lazy_run(start, adagrad(), random_steps(30, seed=15), l2=0.2, l1=0.05, average_from=5)
+    mean = lazy.dense()[2][PENALIZED]
+    expected = 0.05 * np.abs(mean).sum() + 0.5 * 0.2 * (mean * mean).sum()
+    assert lazy.final_penalty() == pytest.approx(expected, rel=1e-12)
+    assert lazy.final_penalty() != pytest.approx(lazy.penalty_value(), rel=1e-3)
+
+
+@pytest.mark.timeout(60)
 def test_the_scale_folds_when_tiny_and_averages_survive_it():
     """lr·l2 = 0.75: the scale passes 1e-9 within 15 steps and is folded, several times."""
     optimizer = adagrad()
@@ -205,6 +237,66 @@ def test_add_decays_everything_then_adds_at_the_indices():
     np.testing.assert_allclose(params, [0.45, 0.95, 0.45, 0.9])
     np.testing.assert_allclose(state, [0.25, 2.25, 0.25, 0.25])  # 0.5² decay, +2 at 1
     assert lazy.step == 3
+
+
+#: at 40 the L2 factor 1 − 4·0.3 < 0 zeroes the coefficients; at 44–46 it is 1e-4 three
+#: times, and the scale, below 1e-9, folds into the values
+FOLDING_RATES = {40: 4.0, 44: 0.9999 / 0.3, 45: 0.9999 / 0.3, 46: 0.9999 / 0.3}
+
+
+def lazy_internals(lazy: LazyParams) -> list:
+    """Every array and scalar a lazy state holds (what a copy must equal)."""
+    arrays = [getattr(lazy, name) for name in LazyParams._ENTRY_ARRAYS] + list(lazy._leaves)
+    return arrays + [getattr(lazy, name) for name in LazyParams._SCALARS]
+
+
+def assert_same_state(got: LazyParams, expected: LazyParams) -> None:
+    for mine, its in zip(lazy_internals(expected), lazy_internals(got), strict=True):
+        np.testing.assert_array_equal(its, mine)
+    for mine, its in zip(expected.dense(), got.dense(), strict=True):
+        for a, b in zip(tree_leaves(mine), tree_leaves(its), strict=True):
+            np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["adagrad", "adam"])
+def test_changes_bring_a_copy_up_to_date_and_undo_logs_roll_back(name):
+    """A shard's snapshots follow it by what changed, and it rolls back to them by its undo
+    logs: a copy taken at one call of ``changes()`` and updated by each later one's equals
+    the parameters at every call, array for array; and at every step, the parameters
+    rolled back to each of the last two calls equal what they were then. Through ordinary
+    steps, local-SGD rounds, new running means (the first, and one with sums already there,
+    between touches of the same entries), the scale's folds and a zeroing (whole copies),
+    and L1's truncation."""
+    optimizer = OPTIMIZERS[name]()
+    start = np.random.default_rng(10).normal(size=SIZE)
+    lazy = LazyParams(start, optimizer, l2=0.3, l1=0.01, penalized=PENALIZED)
+    twin, kinds, then = None, set(), {}
+    for t, (indices, g, lr) in enumerate(random_steps(60, seed=11, lr=0.3)):
+        if t in (20, 33):
+            lazy.start_averaging()
+        if t % 9 == 4:
+            lazy.add(indices, 0.1 * g, decay=0.9, steps=2)
+        else:
+            lazy.apply(indices, g, FOLDING_RATES.get(t, lr))
+        if t == 34:  # every entry: some first changed since 30 after the new mean at 33
+            lazy.apply(np.arange(SIZE), np.full(SIZE, 0.1), lr)
+        for tag, expected in then.items():
+            assert_same_state(lazy.rolled_back(tag), expected)
+        if t % 5 == 0:
+            changes = lazy.changes(tag=t)
+            kinds.add(type(changes).__name__)
+            if changes is None:  # the whole state
+                twin = lazy.copy()
+            else:
+                assert changes.indices.size <= 5 * 5 + (SIZE if t == 35 else 0)  # touched only
+                twin.apply_changes(changes)
+            assert_same_state(twin, lazy)
+            assert twin is not lazy and twin._v is not lazy._v
+            then = {tag: state for tag, state in then.items() if tag == t - 5} | {t: twin.copy()}
+            lazy.forget_undo(before=t - 5)
+            assert (lazy.unchanged_since(t) and not lazy.unchanged_since(t - 5)) or t == 0
+    assert kinds == {"NoneType", "LazyChanges"}
 
 
 @pytest.mark.timeout(60)

@@ -617,6 +617,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-test", type=int, default=None, help="sparse-ctr: held-out rows")
     parser.add_argument("--compare-epochs", type=int, default=2)
     parser.add_argument(
+        "--compare-repeats", type=int, default=1,
+        help="sparse-ctr, with --compare-features: fits of each strategy at each width "
+        "(the figures are their medians)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reference-cache", default=None,
         help="sparse-ctr: the file that keeps L* per generator setting "
         "(default: w2-reference.json in --output)",
@@ -642,8 +647,9 @@ def main(argv: list[str] | None = None) -> dict:
         exponents = [int(e) for e in args.compare_features.split(",")]
         strategies = [s for s in STRATEGIES if args.only in f"dask_sgd {s}"]
         comparison = w2.compare_features(
-            new_client, size, exponents, strategies, args.compare_epochs, warm_up_sparse
-        )
+            new_client, size, exponents, strategies, args.compare_epochs, warm_up_sparse,
+            repeats=args.compare_repeats,
+        )  # fmt: skip
         comparison |= {"size": size, "generator": w2.generator_key(size)}
         (output / "w2-compare.json").write_text(json.dumps(comparison, indent=2))
         table = w2.comparison_table(comparison)

@@ -239,7 +239,13 @@ def _compare_one(client, size: dict, n_features: int, strategy: str, epochs: int
 
 
 def compare_features(
-    new_client, size: dict, exponents: list[int], strategies, epochs: int, warm_up
+    new_client,
+    size: dict,
+    exponents: list[int],
+    strategies,
+    epochs: int,
+    warm_up,
+    repeats: int = 1,
 ) -> dict:
     """Each strategy's default fit on the same rows at each width 2 ** exponent: bytes per
     step, time per epoch and peak worker memory, and the goals' ratios between the
@@ -247,17 +253,23 @@ def compare_features(
     manager), warmed up by ``warm_up(client)``: what an earlier fit kept in a worker's memory
     must not count in the baseline (it did, and grew by about 300 MB per fit at 2^24; and a
     restart of the workers after a fit at 100,000 rows hung). Then the workers' baseline
-    memory is read, and the fit gets rows of its own."""
-    widths: dict = {}
-    for exponent in exponents:
-        n_features = 2**exponent
-        widths[exponent] = {}
+    memory is read, and the fit gets rows of its own.
+
+    With ``repeats``, every fit runs that many times, the widths taken in turn (a load that
+    comes and goes reaches both): the figures are the medians (the peak memory, the
+    largest), and each run's time per epoch is kept (``seconds_per_epoch_runs``)."""  # fmt: skip
+    runs: dict = {exponent: {strategy: [] for strategy in strategies} for exponent in exponents}
+    for _ in range(repeats):
         for strategy in strategies:
-            with new_client() as client:
-                widths[exponent][strategy] = _compare_one(
-                    client, size, n_features, strategy, epochs, warm_up
-                )
-            print(f"2^{exponent} {strategy}: {widths[exponent][strategy]}", flush=True)
+            for exponent in exponents:
+                with new_client() as client:
+                    run = _compare_one(client, size, 2**exponent, strategy, epochs, warm_up)
+                runs[exponent][strategy].append(run)
+                print(f"2^{exponent} {strategy}: {run}", flush=True)
+    widths = {
+        exponent: {strategy: _summary(runs[exponent][strategy]) for strategy in strategies}
+        for exponent in exponents
+    }
     narrow, wide = min(exponents), max(exponents)
     ratios = {}
     for strategy in strategies:
@@ -268,7 +280,31 @@ def compare_features(
             key: (b[key] / a[key] if a.get(key) and b.get(key) is not None else None)
             for key in ("bytes_pushed_per_step", "bytes_pulled_per_step", "seconds_per_epoch")
         } | {"memory_within_bound": b["memory_within_bound"]}
-    return {"exponents": exponents, "epochs": epochs, "widths": widths, "ratios": ratios}
+    return {
+        "exponents": exponents, "epochs": epochs, "repeats": repeats, "widths": widths,
+        "ratios": ratios,
+    }  # fmt: skip
+
+
+def _summary(runs: list[dict]) -> dict:
+    """One fit's figures from its runs: the medians, the largest peak memory (against its
+    run's bound), and every run's time per epoch; the first error if a run failed."""
+    errors = [run for run in runs if "error" in run]
+    if errors:
+        return errors[0]
+    summary = {
+        key: float(np.median([run[key] for run in runs]))
+        if all(run.get(key) is not None for run in runs) else None
+        for key in runs[0]
+        if key not in ("peak_worker_bytes", "memory_bound_bytes", "memory_within_bound")
+    }  # fmt: skip
+    worst = max(runs, key=lambda run: run["peak_worker_bytes"] / run["memory_bound_bytes"])
+    return summary | {
+        "peak_worker_bytes": worst["peak_worker_bytes"],
+        "memory_bound_bytes": worst["memory_bound_bytes"],
+        "memory_within_bound": all(run["memory_within_bound"] for run in runs),
+        "seconds_per_epoch_runs": [run["seconds_per_epoch"] for run in runs],
+    }
 
 
 def comparison_table(comparison: dict) -> str:
@@ -291,6 +327,15 @@ def comparison_table(comparison: dict) -> str:
     def cell(value):
         return "n/a" if value is None else f"{value:.3f}"
 
+    repeats = comparison.get("repeats", 1)
+    if repeats > 1:  # each width's own times, from every run
+        lines[0] += f" Medians of {repeats} fits each; the peak memory is the largest."
+        lines[2] += f" s/epoch at 2^{narrow}, runs | s/epoch at 2^{wide}, runs |"
+        lines[3] += " --- | --- |"
+
+    def runs(result):
+        return ", ".join(f"{seconds:.2f}" for seconds in result["seconds_per_epoch_runs"])
+
     for strategy, ratio in comparison["ratios"].items():
         at_wide = widths[wide][strategy]
         lines.append(
@@ -299,6 +344,7 @@ def comparison_table(comparison: dict) -> str:
             f"{at_wide['peak_worker_bytes'] / 2**20:,.0f} | "
             f"{at_wide['memory_bound_bytes'] / 2**20:,.0f} | "
             f"{'yes' if ratio['memory_within_bound'] else 'NO'} |"
+            + (f" {runs(widths[narrow][strategy])} | {runs(at_wide)} |" if repeats > 1 else "")
         )
     for exponent, by_strategy in widths.items():
         for strategy, result in by_strategy.items():

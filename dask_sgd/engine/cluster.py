@@ -29,7 +29,7 @@ from typing import Any
 
 import dask.config
 import numpy as np
-from distributed import Future, KilledWorker
+from distributed import KilledWorker
 
 from dask_sgd import defaults
 from dask_sgd.blocks import DaskTrainingData, Unit
@@ -41,7 +41,12 @@ from dask_sgd.engine.plugins import attach_plugins, detach_plugins
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import Carry, Strategy, UnitResult, get_strategy
 from dask_sgd.engine.supervisor import UnitSupervisor
-from dask_sgd.engine.units import SegmentPlan, sample_objective_of
+from dask_sgd.engine.units import (
+    SegmentPlan,
+    final_penalty_of,
+    sample_objective_of,
+    sparse_sample_loss_of,
+)
 from dask_sgd.errors import NonFiniteParameters, ShardLost, TrainingFailed
 from dask_sgd.models import Objective
 from dask_sgd.optim import GradientTransformation
@@ -229,7 +234,7 @@ class ClusterTrainer:
             if self._averaging_reach is not None:
                 self._averaging_reach -= n_steps
             segments.append(segment)
-            self._after_segment(state)
+            state = self._after_segment(state)
         # a large model's snapshot stays on the workers: it reaches the client when the fit
         # ends or for a checkpoint (:meth:`in_client`), not at every epoch
         trained = Counter()  # rows per worker
@@ -254,26 +259,43 @@ class ClusterTrainer:
                 moved = sum(getattr(result, field) for result in results)
                 extra[f"{field}_per_step"] = moved / minibatches
         if state.n_averaged:
-            kept = state.params is None
-            theta = self.keeper.kept.final_params(self.client) if kept else state.final_params
-            objective = self._sample_objective(theta)
+            objective = self._averaged_objective(state)
             if objective is not None:
                 extra["averaged_objective"] = objective
         loss_sum = sum(result.loss_sum for result in results)
         return state, loss_sum, sum(trained.values()), extra
 
-    def _sample_objective(self, theta) -> float | None:
-        """The objective at ``theta`` (an array, or a future of one on a worker) on a fixed
-        sample of the training rows (the same every epoch): what the stopping rule watches
-        when the model is averaged, since the iterates' own losses go on falling while
-        their average no longer moves. None if a sample's worker was lost meanwhile: the
-        rule then judges the epoch by its loss."""
-        if not isinstance(theta, Future):
-            theta = shipped(self.client, (theta,), None)[0]  # once, not in every task
+    def _averaged_objective(self, state: TrainState) -> float | None:
+        """The objective of the final (averaged) parameters of the snapshot ``state`` on a
+        fixed sample of the training rows (the same every epoch): what the stopping rule
+        watches when the model is averaged, since the iterates' own losses go on falling
+        while their average no longer moves. A large model's parameters stay on the
+        workers: joined on one, or, on sparse input, read from the shards at the entries
+        the sample touches, with the penalty each shard computes on its slice. None if a
+        sample's worker was lost meanwhile: the rule then judges the epoch by its loss."""
+        if state.params is not None:  # once, not in every task
+            theta = shipped(self.client, (state.final_params,), None)[0]
+            return self._sample_objective(sample_objective_of, theta)
+        if self.sparse is None:
+            return self._sample_objective(
+                sample_objective_of, self.keeper.kept.final_params(self.client)
+            )
+        server, version = self.keeper.server, self.keeper.version
+        penalty = self.client.submit(final_penalty_of, server.refs, version, pure=False)
+        loss = self._sample_objective(sparse_sample_loss_of, server.refs, server.ranges, version)
+        try:
+            return None if loss is None else loss + penalty.result()
+        except (CancelledError, KilledWorker, OSError) as error:  # a shard's worker lost
+            logger.warning("The averaged model's objective was not measured: %r", error)
+            return None
+
+    def _sample_objective(self, task, *arguments) -> float | None:
+        """``task(*arguments, block, ...)``'s ``(total, rows)`` on each unit's sample, as
+        one mean (None if a worker was lost meanwhile)."""
         futures = [
             self.client.submit(
-                sample_objective_of,
-                theta,
+                task,
+                *arguments,
                 unit.blocks[0].key,
                 self.objective,
                 self.encoder,
@@ -413,20 +435,22 @@ class ClusterTrainer:
         rounds = max(paced // round_steps, 1)
         self.segment_steps = min(rounds * round_steps, self.max_segment_steps)
 
-    def _after_segment(self, state: TrainState) -> None:
+    def _after_segment(self, state: TrainState) -> TrainState:
         """At the snapshot ``state``: follow the workers that joined or left, and move the
-        shards off retiring workers; the shards restart from the snapshot for either."""
+        shards off retiring workers; the shards restart from the snapshot for either, and
+        the state returned then has its arrays (the old shards kept them)."""
         units = self._dealt_units() if self.follow_workers else self.units
         leaving = self.keeper.leaving_shards()
         if units is self.units and not leaving:
-            return
+            return state
         state = self.in_client(state)
         if not self.keeper.restart(state, len(units)):  # no worker to take the shards
-            return  # the units and the shards stay as they were
+            return state  # the units and the shards stay as they were
         if leaving:
             self.keeper.moves.append(ShardMove(state.step, leaving))
         if units is not self.units:
             self._use_units(units, state)
+        return state
 
     def _dealt_units(self) -> list[Unit]:
         """The units for the workers there now: ``self.units`` if they have not changed."""

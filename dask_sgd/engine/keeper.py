@@ -93,6 +93,7 @@ class ShardKeeper:
             sparse=self.sparse,
         )
         self.version, self.n_units, self._dropped = version, n_units, 0
+        self.kept = None  # the old shards' snapshots went with them: ``state`` is the one now
 
     def start_averaging(self, state: TrainState) -> None:
         """From the snapshot ``state`` on, the shards average every update they apply, going
@@ -125,9 +126,8 @@ class ShardKeeper:
         after a segment, and their statistics; the version becomes the snapshot's. A small
         model's state comes with them; a large model's stays on the workers (None here:
         :meth:`kept_state` brings it, for a restart, a checkpoint or the end of a fit)."""
-        kept, stats = self.server.keep_snapshot(self.client)
-        if self.kept is not None:
-            self.kept.release()
+        kept_version = None if self.kept is None else self.kept.version
+        kept, stats = self.server.keep_snapshot(self.client, kept_version)
         self.kept, self.version = kept, kept.version
         return (kept.state(self.client) if kept.in_client else None), stats
 
@@ -218,9 +218,7 @@ class ShardKeeper:
         if self.server is not None:
             self.server.close()
             self.server = None
-        if self.kept is not None:
-            self.kept.release()
-            self.kept = None
+        self.kept = None
 
 
 def _average(state: TrainState) -> Any:

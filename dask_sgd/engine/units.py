@@ -33,7 +33,12 @@ from dask_sgd.optim import GradientTransformation
 from dask_sgd.ps.remote import RemoteShard, ShardRef
 from dask_sgd.schedules import Schedule
 from dask_sgd.sparse import SparseVector
-from dask_sgd.sparse.gradient import param_indices, sparse_loss_and_grad, touched_and_inverse
+from dask_sgd.sparse.gradient import (
+    param_indices,
+    sparse_loss_and_grad,
+    sparse_loss_sum,
+    touched_and_inverse,
+)
 from dask_sgd.sparse.setup import SparseSetup
 
 if TYPE_CHECKING:
@@ -202,12 +207,49 @@ def sample_objective(
     through it (a task; a block is its partition's rows in their order, which may be
     sorted): the same rows every epoch, so that two epochs' values differ by what the
     parameters changed, not by which rows were drawn."""
+    X, Y, weight = _sample(block, encoder, n_rows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return objective.value(theta.astype(X.dtype), X, Y, weight) * X.shape[0], X.shape[0]
+
+
+def _sample(block: Block, encoder: TargetEncoder, n_rows: int) -> tuple:
+    """``n_rows`` rows of ``block`` evenly spaced through it, encoded."""
     X, y, weight = block
     rows = slice(0, None, max(1, X.shape[0] // max(n_rows, 1)))
     X, y = X[rows][:n_rows], y[rows][:n_rows]
     Y, weight = encoder(y, None if weight is None else weight[rows][:n_rows], X.dtype)
+    return X, Y, weight
+
+
+def sparse_sample_loss_of(
+    shards: list[ShardRef],
+    ranges: list[slice],
+    version: int,
+    block_key: Any,
+    objective: Objective,
+    encoder: TargetEncoder,
+    n_rows: int,
+) -> tuple[float, int]:
+    """``(loss summed over the rows, rows)`` of :func:`sample_objective`'s rows of a sparse
+    block at the final parameters of the shards at ``version`` (a task), without the
+    penalty: only the entries the rows touch come from the shards."""
+    X, Y, weight = _sample(blocks_by_key([block_key])[0], encoder, n_rows)
+    indices = param_indices(objective.model, touched_and_inverse(X)[0])
+    worker = get_worker()
+    calls = []
+    for shard, where in zip(shards, ranges, strict=True):
+        mine = indices[(indices >= where.start) & (indices < where.stop)]
+        calls.append((mine, RemoteShard(shard, worker).final_values(mine - where.start, version)))
+    values = np.concatenate([call.result() for _, call in calls])
     with np.errstate(over="ignore", invalid="ignore"):
-        return objective.value(theta.astype(X.dtype), X, Y, weight) * X.shape[0], X.shape[0]
+        return sparse_loss_sum(objective, values, indices, X, Y, weight), X.shape[0]
+
+
+def final_penalty_of(shards: list[ShardRef], version: int) -> float:
+    """The penalty of the shards' final parameters at ``version`` (a task)."""
+    worker = get_worker()
+    calls = [RemoteShard(shard, worker).final_penalty(version) for shard in shards]
+    return sum(call.result() for call in calls)
 
 
 def sample_objective_of(theta: Any, block_key: Any, *args: Any) -> tuple[float, int]:

@@ -67,6 +67,11 @@ class RemoteShard:
 
         return call
 
+    async def request(self, method: str, *args: Any) -> Any:
+        """The answer of ``method(*args)``, awaited on the worker's event loop (from a
+        coroutine there: an actor's method)."""
+        return await self._execute(method, args)
+
     async def _execute(self, method: str, args: tuple) -> Any:
         try:
             answer = await self.worker.rpc(self.ref.address).actor_execute(

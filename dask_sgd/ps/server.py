@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.config
 import numpy as np
 from distributed import get_worker, wait
+from distributed.utils import sync
 
 from dask_sgd import defaults
 from dask_sgd._tree import map_tree, tree_leaves
 from dask_sgd.optim import GradientTransformation
-from dask_sgd.ps.remote import RemoteShard, ShardRef
+from dask_sgd.ps.remote import RemoteShard, ShardRef, ShardUnreachable
 from dask_sgd.ps.rules import ExchangeRule
 from dask_sgd.ps.shard import ParameterShard, ShardSnapshot, ShardStats, SparseParameterShard
 from dask_sgd.sparse.setup import SparseSetup
-from dask_sgd.workers import running_workers
+from dask_sgd.workers import running_workers, worker_statuses
 
 #: Seconds the shards' start waits for a running worker when every worker is paused (for
 #: memory, until it has spilled) or still registering; then it raises, naming their statuses.
@@ -123,23 +125,28 @@ class ServerState:
 KEPT_SNAPSHOT_PARAMS = SCATTER_BYTES // 8
 
 
-@dataclass
+@dataclass(frozen=True)
 class KeptSnapshot:
-    """A consistent snapshot of every shard at ``version``: in ``pieces``, each shard's
-    :class:`ShardSnapshot` itself (a small model's, in the client), or a future of its
-    replica on a worker other than the shard's. :meth:`state` brings it to the client."""
+    """A consistent snapshot of every shard at ``version``: each shard's
+    :class:`ShardSnapshot` in the client (``pieces``, a small model's), or kept on the
+    workers: by each shard and by its replica's holder, a shard on another worker
+    (``shards`` and ``holders``). :meth:`state` brings it to the client."""
 
     version: int
-    pieces: list[Any]
+    pieces: list[ShardSnapshot] | None = None
+    shards: list[ShardRef] = field(default_factory=list)
+    holders: list[ShardRef] = field(default_factory=list)
+    copied: int = 0  # the bytes the holders copied for it (what changed, or whole states)
 
     @property
     def in_client(self) -> bool:
-        return all(isinstance(piece, ShardSnapshot) for piece in self.pieces)
+        return self.pieces is not None
 
     def state(self, client: Any) -> ServerState:
-        """The whole vector's state (a replica lost with its worker is copied again from its
-        shard's kept snapshot, if that shard is alive)."""
-        return ServerState.join(self.pieces if self.in_client else client.gather(self.pieces))
+        """The whole vector's state (a shard lost with its worker: from its replica)."""
+        if self.in_client:
+            return ServerState.join(self.pieces)
+        return ServerState.join(client.gather(self._snapshots(client)))
 
     def final_params(self, client: Any) -> Any:
         """The final parameters (the average once averaging has begun): an array for a
@@ -147,12 +154,44 @@ class KeptSnapshot:
         model's parameters do not pass through the client."""
         if self.in_client:
             return final_params_of(*self.pieces)
-        return client.submit(final_params_of, *self.pieces, pure=False)
+        return client.submit(final_params_of, *self._snapshots(client), pure=False)
 
-    def release(self) -> None:
-        for piece in self.pieces:
-            if not isinstance(piece, ShardSnapshot):
-                piece.release()
+    def _snapshots(self, client: Any) -> list[Any]:
+        """Futures of every shard's snapshot, each read where it lives: by a task on the
+        shard's worker or, if that worker is gone, on its replica's holder's."""
+        alive = worker_statuses(client)
+        return [
+            client.submit(
+                read_kept_snapshot, shard, holder, self.version, shard.address in alive,
+                workers=[shard.address if shard.address in alive else holder.address],
+                allow_other_workers=True, pure=False,
+            )
+            for shard, holder in zip(self.shards, self.holders, strict=True)
+        ]  # fmt: skip
+
+
+def read_kept_snapshot(
+    shard: ShardRef, holder: ShardRef, version: int, alive: bool
+) -> ShardSnapshot:
+    """The kept snapshot of ``version`` of ``shard`` (a task): from the shard, or, if its
+    worker is not ``alive`` or cannot be reached, from the replica its holder keeps."""
+    own = functools.partial(_call, shard, "kept_snapshot", version)
+    replica = functools.partial(_call, holder, "replica", shard.key, version)
+    first, then = (own, replica) if alive else (replica, own)
+    try:
+        return first()
+    except ShardUnreachable:
+        return then()
+
+
+def _call(ref: ShardRef, method: str, *args: Any) -> Any:
+    """A shard's method, from a task: in this process if the shard lives here (its answer
+    is not copied), else through the comm layer."""
+    worker = get_worker()
+    actor = worker.state.actors.get(ref.key) if ref.address == worker.address else None
+    if actor is None:
+        return getattr(RemoteShard(ref, worker), method)(*args).result()
+    return sync(worker.loop, getattr(actor, method), *args)
 
 
 def final_params_of(*snapshots: ShardSnapshot) -> Array:
@@ -161,13 +200,6 @@ def final_params_of(*snapshots: ShardSnapshot) -> Array:
     if snapshots[0].n_averaged:
         return np.concatenate([snapshot.average for snapshot in snapshots])
     return np.concatenate([snapshot.params for snapshot in snapshots])
-
-
-def replica_of(shard: ShardRef, version: int) -> ShardSnapshot:
-    """A copy of the kept snapshot of ``version`` of ``shard`` (runs as a task on another
-    worker, where the copy then lives). The shard comes as its :class:`ShardRef`, not as
-    its actor, on which the task would depend (:mod:`dask_sgd.ps.remote`)."""
-    return RemoteShard(shard, get_worker()).kept_snapshot(version).result()
 
 
 @dataclass
@@ -285,58 +317,53 @@ class ParameterServer:
         client; raises if the shards are not at one version."""
         return ServerState.join(self._each("snapshot"))
 
-    def keep_snapshot(self, client: Any) -> tuple[KeptSnapshot, list[ShardStats]]:
+    def keep_snapshot(
+        self, client: Any, kept_version: int | None = None
+    ) -> tuple[KeptSnapshot, list[ShardStats]]:
         """A consistent snapshot (taken between segments) and the shards' statistics.
 
-        A large model's stays on the workers: each shard keeps its own, and a task on
-        another worker copies it there (worker to worker), so that the loss of any one
-        worker leaves every shard's snapshot somewhere; the shards commit it once every
-        replica is made, and until then keep the one before. A small model's comes to the
-        client with the statistics."""
+        A large model's stays on the workers: each shard keeps its own, and the next shard
+        on another worker copies it there (worker to worker: a sparse shard's, only what
+        changed since the last one), so that the loss of any one worker leaves every
+        shard's snapshot somewhere. ``kept_version`` is the snapshot the caller keeps until
+        this one is returned: the shards settle on it (a snapshot whose replicas were not
+        all made is never used). A small model's comes to the client with the statistics,
+        and so does a large one's whose shards are all on one worker."""
         limit = dask.config.get("dask-sgd.kept-snapshot-params", KEPT_SNAPSHOT_PARAMS)
-        keep = sum(where.stop - where.start for where in self.ranges) > int(limit)
-        answers = self._each("take_snapshot", [keep] * len(self.shards))
+        holders = self._holders()
+        size = sum(where.stop - where.start for where in self.ranges)
+        keep = size > int(limit) and holders is not None
+        n = len(self.shards)
+        answers = self._each("take_snapshot", [keep] * n, [kept_version] * n)
         stats = [stat for stat, _ in answers]
         versions = {stat.version for stat in stats}
         if len(versions) != 1:
             raise RuntimeError(f"Shards are at different versions {sorted(versions)}.")
         version = versions.pop()
         if not keep:
-            return KeptSnapshot(version, [snapshot for _, snapshot in answers]), stats
-        replicas = [self._replica(client, index, version) for index in range(len(self.shards))]
-        kept = KeptSnapshot(version, replicas)
-        futures = [replica for replica in replicas if not isinstance(replica, ShardSnapshot)]
-        try:
-            wait(futures)
-            for future in futures:
-                if future.status != "finished":
-                    raise RuntimeError(f"A snapshot's replica failed: {future.exception()!r}")
-            self._each("commit_snapshot", [version] * len(self.shards))
-        except BaseException:
-            kept.release()
-            raise
-        return kept, stats
+            return KeptSnapshot(version, pieces=[snapshot for _, snapshot in answers]), stats
+        shards = self.refs
+        copies = [
+            holder.stage_replica(shard, version, kept_version)
+            for shard, holder in zip(shards, holders, strict=True)
+        ]
+        copied = sum(copy.result() for copy in copies)
+        holders = [ShardRef.of(holder) for holder in holders]
+        return KeptSnapshot(version, shards=shards, holders=holders, copied=copied), stats
 
-    def _replica(self, client: Any, index: int, version: int) -> Any:
-        """A future of a copy of shard ``index``'s pending snapshot on another worker: the
-        next shard's, or the first other (its snapshot itself, through the client, if no
-        other worker is there)."""
-        shard = self.shards[index]
-        holders = [other._address for other in self.shards[index + 1 :] + self.shards[:index]]
-        others = [worker for worker in holders if worker != shard._address]
-        if not others:  # every shard on this worker: ask the scheduler only then
-            others = [w for w in running_workers(client) if w != shard._address]
-        if not others:
-            return shard.kept_snapshot(version).result()
-        return client.submit(
-            replica_of,
-            ShardRef.of(shard),
-            version,
-            key=f"dask-sgd-replica-{index}-{self.name}-{version}",
-            workers=[others[0]],
-            allow_other_workers=True,  # a lost worker must not leave it unschedulable
-            pure=False,
-        )
+    def _holders(self) -> list[Any] | None:
+        """For each shard, the shard that holds its snapshot's replica: the next one on
+        another worker. None if every shard is on one worker."""
+        holders = []
+        for index, shard in enumerate(self.shards):
+            others = [
+                other for other in self.shards[index + 1 :] + self.shards[:index]
+                if other._address != shard._address
+            ]  # fmt: skip
+            if not others:
+                return None
+            holders.append(others[0])
+        return holders
 
     def start_averaging(self, average: Array | None = None, n_averaged: int = 0) -> None:
         """Every shard averages its slice over the updates from now on, going on from the

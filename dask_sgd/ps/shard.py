@@ -19,15 +19,19 @@ import asyncio
 import copy
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from distributed import get_worker
 
+from dask_sgd._tree import tree_leaves
 from dask_sgd.errors import NonFiniteParameters, TrainingAborted
 from dask_sgd.optim import GradientTransformation, apply_updates
+from dask_sgd.ps.remote import RemoteShard, ShardRef
 from dask_sgd.ps.rules import ExchangeRule, Immediate
 from dask_sgd.sparse import SparseVector
+from dask_sgd.sparse.lazy import LazyChanges, LazyParams
 from dask_sgd.sparse.setup import SparseSetup
 
 Array = Any
@@ -43,6 +47,59 @@ class ShardSnapshot:
     version: int
     average: Array | None = None
     n_averaged: int = 0
+
+
+@dataclass(frozen=True)
+class SnapshotUpdate:
+    """What brings a kept copy of a shard's snapshot at version ``base`` to ``version``:
+    ``state``, what changed (a :class:`~dask_sgd.sparse.lazy.LazyChanges`), or, if ``base``
+    is None, the whole state (a :class:`ShardSnapshot`, or a sparse shard's
+    :class:`~dask_sgd.sparse.lazy.LazyParams`)."""
+
+    version: int
+    base: int | None
+    state: Any
+
+    @property
+    def nbytes(self) -> int:
+        if isinstance(self.state, LazyChanges):
+            return self.state.nbytes
+        if isinstance(self.state, ShardSnapshot):
+            leaves = tree_leaves((self.state.params, self.state.opt_state, self.state.average))
+        else:  # a sparse shard's whole lazy state
+            leaves = self.state.arrays()
+        return sum(np.asarray(leaf).nbytes for leaf in leaves if leaf is not None)
+
+
+@dataclass(frozen=True)
+class KeptCopy:
+    """A copy of a shard's snapshot at ``version``, kept for a recovery (by the shard, or as
+    a replica by a shard on another worker): a dense shard's :class:`ShardSnapshot`, or a
+    sparse shard's :class:`~dask_sgd.sparse.lazy.LazyParams`, which what changed updates
+    in place."""
+
+    version: int
+    state: Any
+
+    def snapshot(self) -> ShardSnapshot:
+        """The snapshot's arrays (a sparse shard's materialized: O(size))."""
+        if isinstance(self.state, ShardSnapshot):
+            return self.state
+        params, opt_state, average, n_averaged = self.state.dense()
+        return ShardSnapshot(params, opt_state, self.version, average, n_averaged)
+
+
+def updated(kept: KeptCopy | None, update: SnapshotUpdate) -> KeptCopy:
+    """``kept`` brought to ``update.version`` (what changed is applied in place)."""
+    if update.base is None:
+        return KeptCopy(update.version, update.state)
+    if kept is None or kept.version != update.base:
+        raise RuntimeError(
+            f"A snapshot update from version {update.base} for a copy at "
+            f"{None if kept is None else kept.version}."
+        )
+    kept.state.apply_changes(update.state)
+    return KeptCopy(update.version, kept.state)
 
 
 @dataclass(frozen=True)
@@ -97,8 +154,10 @@ class ParameterShard:
         self._loop: asyncio.AbstractEventLoop | None = None  # the waiters' loop
         self.rule = copy.deepcopy(rule if rule is not None else Immediate())
         self.rule.bind(self)
-        self.kept: ShardSnapshot | None = None  # the snapshot a recovery restarts from
-        self.pending: ShardSnapshot | None = None  # the next one, until its replica is made
+        self.kept: KeptCopy | None = None  # the snapshot a recovery restarts from
+        self.pending: SnapshotUpdate | None = None  # the next one, until the client keeps it
+        self.replicas: dict[str, KeptCopy] = {}  # other shards' snapshots, by their keys
+        self.staged: dict[str, SnapshotUpdate] = {}  # their next ones
 
     # --- what units and the client call ---------------------------------------------------------
 
@@ -130,28 +189,96 @@ class ParameterShard:
             self.params, self.opt_state, self.version, self.average, self.n_averaged
         )
 
-    async def take_snapshot(self, keep: bool) -> tuple[ShardStats, ShardSnapshot | None]:
+    # --- snapshots kept on the workers ----------------------------------------------------------
+
+    async def take_snapshot(
+        self, keep: bool, kept_version: int | None = None
+    ) -> tuple[ShardStats, ShardSnapshot | None]:
         """The shard's statistics and its state now: the state in the answer, or, if
         ``keep``, kept on this worker as the pending snapshot (for a replica to copy, see
-        :meth:`commit_snapshot`) and not sent."""
-        snapshot = await self.snapshot()
+        :meth:`replica_update`) and not sent. ``kept_version``: the snapshot the client
+        keeps now (its every replica was made), which becomes this shard's kept one."""
+        self._settle(kept_version)
         if not keep:
-            return await self.stats(), snapshot
-        self.pending = snapshot
+            return await self.stats(), await self.snapshot()
+        self.pending = await self._pending_snapshot()
         return await self.stats(), None
 
-    async def kept_snapshot(self, version: int) -> ShardSnapshot:
-        """The snapshot of ``version`` that this shard keeps (pending or committed)."""
-        for snapshot in (self.pending, self.kept):
-            if snapshot is not None and snapshot.version == version:
-                return snapshot
-        raise RuntimeError(f"This shard keeps no snapshot of version {version}.")
+    async def _pending_snapshot(self) -> SnapshotUpdate:
+        """A dense shard's whole state (its arrays are never changed in place: no copy)."""
+        return SnapshotUpdate(self.version, None, await self.snapshot())
 
-    async def commit_snapshot(self, version: int) -> None:
-        """The pending snapshot of ``version`` (whose replica is made) becomes the one kept;
-        the one before goes. Until then a recovery restarts from the one before."""
+    def _settle(self, version: int | None) -> None:
+        """The pending snapshot of ``version`` becomes the kept one (the client keeps it:
+        every replica of it was made); a pending one of another version was never kept by
+        the client, and goes."""
+        pending, self.pending = self.pending, None
+        if pending is not None and pending.version == version:
+            self._keep(pending)
+
+    def _keep(self, pending: SnapshotUpdate) -> None:
+        self.kept = updated(self.kept, pending)
+
+    async def kept_snapshot(self, version: int) -> ShardSnapshot:
+        """The snapshot of ``version`` that this shard keeps (that the client keeps)."""
         if self.pending is not None and self.pending.version == version:
-            self.kept, self.pending = self.pending, None
+            self._settle(version)
+        return self._kept_snapshot(version)
+
+    def _kept_snapshot(self, version: int) -> ShardSnapshot:
+        if self.kept is None or self.kept.version != version:
+            raise RuntimeError(f"This shard keeps no snapshot of version {version}.")
+        return self.kept.snapshot()
+
+    async def replica_update(self, version: int, have: int | None) -> SnapshotUpdate:
+        """What brings a replica of this shard's snapshots from ``have`` (None: no replica)
+        to the pending ``version``: what changed, or, for a replica at another version, the
+        whole state."""
+        pending = self.pending
+        if pending is None or pending.version != version:
+            raise RuntimeError(f"This shard has no pending snapshot of version {version}.")
+        if pending.state is not None and (pending.base is None or pending.base == have):
+            return pending
+        return SnapshotUpdate(version, None, self._whole(version, owned=True))
+
+    def _whole(self, version: int, owned: bool) -> Any:
+        """The whole state at the pending snapshot's ``version`` (a sparse shard's); if
+        ``owned``, sharing no array with the shard (a message between workers of one
+        process is not copied)."""
+        raise NotImplementedError  # a dense shard's pending snapshot is whole
+
+    # the replicas of other shards' snapshots that this shard holds (on another worker)
+
+    async def stage_replica(self, source: ShardRef, version: int, kept_version: int | None) -> int:
+        """Copy the pending snapshot of ``version`` of the shard ``source`` (on another worker):
+        only what changed since the replica held here, once the one of ``kept_version``
+        (which the client keeps) is settled. Returns the bytes copied."""
+        self._settle_replica(source.key, kept_version)
+        have = self.replicas.get(source.key)
+        update = await RemoteShard(source, get_worker()).request(
+            "replica_update", version, None if have is None else have.version
+        )
+        self.staged[source.key] = update
+        return update.nbytes
+
+    def _settle_replica(self, key: str, version: int | None) -> None:
+        staged = self.staged.pop(key, None)
+        if staged is None:
+            return
+        if staged.version == version:
+            self.replicas[key] = updated(self.replicas.get(key), staged)
+        else:  # never kept by the client: the replica goes too (the next copy is whole)
+            self.replicas.pop(key, None)
+
+    async def replica(self, key: str, version: int) -> ShardSnapshot:
+        """The replica of ``version`` of the snapshots of the shard ``key``, held here."""
+        staged = self.staged.get(key)
+        if staged is not None and staged.version == version:
+            self._settle_replica(key, version)
+        kept = self.replicas.get(key)
+        if kept is None or kept.version != version:
+            raise RuntimeError(f"This shard holds no replica of {key} at version {version}.")
+        return kept.snapshot()
 
     async def start_averaging(self, average: Array | None = None, n_averaged: int = 0) -> None:
         """Average every update from now on, going on from the mean ``average`` of
@@ -271,6 +398,8 @@ class SparseParameterShard(ParameterShard):
         self.lazy = setup.for_slice(params, optimizer, where, opt_state=opt_state)
         super().__init__(params[:0], optimizer, rule, None, version)
         self.size = int(params.size)
+        self.kept_version: int | None = None  # the snapshot the client keeps
+        self._last_taken: int | None = None  # the version of the last snapshot taken
         if average is not None:
             self._average_from(average, n_averaged)
 
@@ -299,6 +428,57 @@ class SparseParameterShard(ParameterShard):
     async def snapshot(self) -> ShardSnapshot:
         params, opt_state, average, n_averaged = self.lazy.dense()
         return ShardSnapshot(params, opt_state, self.version, average, n_averaged)
+
+    async def final_values(self, indices: Array, version: int) -> Array:
+        """The final parameters (the running mean once averaging has begun) at ``indices``,
+        at ``version`` (between segments: the snapshot's)."""
+        self._check_version(version)
+        return self.lazy.final_values(indices)
+
+    async def final_penalty(self, version: int) -> float:
+        """The penalty of the final parameters of this slice, at ``version``: one pass over
+        the slice, in a thread, so that the reads of the sample's entries go on meanwhile
+        (between segments nothing changes the state)."""
+        self._check_version(version)
+        return await asyncio.to_thread(self.lazy.final_penalty)
+
+    def _check_version(self, version: int) -> None:
+        if self.version != version:
+            raise RuntimeError(f"This shard is at version {self.version}, not {version}.")
+
+    # A sparse shard keeps no copy of its snapshot: its lazy state keeps, from each snapshot
+    # on, what the entries held before they changed (undo logs), and rolls back with them.
+
+    async def _pending_snapshot(self) -> SnapshotUpdate:
+        """What changed since the last snapshot (O(touched)); after an O(size) change, and
+        at the first, the whole state, made when a replica asks for it (None here)."""
+        changes = self.lazy.changes(tag=self.version)
+        base, self._last_taken = self._last_taken, self.version
+        return SnapshotUpdate(self.version, None if changes is None else base, changes)
+
+    async def replica_update(self, version: int, have: int | None) -> SnapshotUpdate:
+        """As a dense shard's; what changed is sent once: it goes from here when sent (the
+        shard rolls back by its undo logs), and a replica that asks again gets the whole
+        state."""
+        update = await super().replica_update(version, have)
+        self.pending = replace(self.pending, state=None)
+        return update
+
+    def _keep(self, pending: SnapshotUpdate) -> None:
+        self.kept_version = pending.version
+        self.lazy.forget_undo(before=pending.version)
+
+    def _kept_snapshot(self, version: int) -> ShardSnapshot:
+        if self.kept_version != version:
+            raise RuntimeError(f"This shard keeps no snapshot of version {version}.")
+        return KeptCopy(version, self._whole(version, owned=False)).snapshot()
+
+    def _whole(self, version: int, owned: bool) -> LazyParams:
+        """The lazy state at the snapshot of ``version``: itself, if nothing changed since
+        (a view, materialized at once, unless ``owned``), else a copy rolled back to it."""
+        if not self.lazy.unchanged_since(version):
+            return self.lazy.rolled_back(version)
+        return self.lazy.copy() if owned else self.lazy.view()
 
     async def stats(self) -> ShardStats:
         return ShardStats(

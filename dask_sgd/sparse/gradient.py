@@ -75,6 +75,58 @@ def _check_model(model: Any) -> None:
         raise TypeError(f"Sparse gradients need a plain LinearModel; got {type(model).__name__}.")
 
 
+def _csr(X: Any, caller: str) -> Any:
+    if not sp.issparse(X):
+        raise TypeError(f"{caller} takes a SciPy sparse minibatch, not {type(X)}.")
+    return X if X.format == "csr" else X.tocsr()
+
+
+def _compact_forward(model, values: np.ndarray, indices, X, touched):
+    """The raw outputs of a CSR minibatch by the compact model (column j of X is column
+    ``inverse[j]`` of its touched ones), and what its gradient needs: each stored entry's
+    row, ``inverse``, the number of touched columns and their θ indices."""
+    _check_model(model)
+    indices = np.asarray(indices, dtype=np.int64)
+    # plain NumPy on X's arrays (a SciPy matrix costs more to build than the products)
+    columns, inverse = _unique_inverse(X.indices) if touched is None else touched
+    n_rows, n_touched = X.shape[0], columns.shape[0]
+    rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
+    where = param_indices(model, columns)
+    if np.array_equal(indices, where):  # as the in-process loop asks
+        gathered = values
+    else:
+        positions = np.searchsorted(indices, where)
+        if positions.size and (
+            positions[-1] >= indices.shape[0] or not np.array_equal(indices[positions], where)
+        ):
+            raise ValueError("The indices do not cover the minibatch's touched parameters.")
+        gathered = values[positions]
+    n_coef = model.n_outputs * n_touched
+    coef = gathered[:n_coef].reshape(model.n_outputs, n_touched)
+    intercept = gathered[n_coef:]
+    raw = np.empty((n_rows, model.n_outputs), dtype=np.result_type(X.dtype, values.dtype))
+    for o in range(model.n_outputs):
+        products = X.data * coef[o, inverse]
+        raw[:, o] = np.bincount(rows, weights=products, minlength=n_rows) + intercept[o]
+    return raw, (rows, inverse, n_touched, where)
+
+
+def sparse_loss_sum(
+    objective: Any, values: Array, indices: Array, X: Any, Y: Array, sample_weight=None
+) -> float:
+    """The weighted loss of a CSR minibatch summed over its rows, without the penalty:
+    :meth:`Objective.value`'s first term × the rows, at θ's entries ``values`` at ``indices``
+    (sorted; covering :func:`param_indices` of the touched columns)."""
+    X = _csr(X, "sparse_loss_sum")
+    raw, _ = _compact_forward(objective.model, np.asarray(values), indices, X, None)
+    per_row = objective.loss.loss(Y, raw)
+    if not objective.loss.rowwise:
+        per_row = per_row.sum(axis=1)
+    if sample_weight is not None:
+        per_row = per_row * sample_weight
+    return float(per_row.sum())
+
+
 def sparse_loss_and_grad(
     objective: Any,
     values: Array,
@@ -96,37 +148,8 @@ def sparse_loss_and_grad(
     ``touched`` is :func:`touched_and_inverse` of ``X``, if already known.
     """
     model = objective.model
-    _check_model(model)
-    if not sp.issparse(X):
-        raise TypeError(f"sparse_loss_and_grad takes a SciPy sparse minibatch, not {type(X)}.")
-    if X.format != "csr":
-        X = X.tocsr()
-    values = np.asarray(values)
-    indices = np.asarray(indices, dtype=np.int64)
-    # the compact model: column j of X is column inverse[j] of the touched ones; plain NumPy
-    # on X's arrays (a SciPy matrix costs more to build than this minibatch's products)
-    columns, inverse = _unique_inverse(X.indices) if touched is None else touched
-    n_rows, n_touched = X.shape[0], columns.shape[0]
-    rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
-    where = param_indices(model, columns)
-    if np.array_equal(indices, where):  # as the in-process loop asks
-        gathered = values
-    else:
-        positions = np.searchsorted(indices, where)
-        if positions.size and (
-            positions[-1] >= indices.shape[0] or not np.array_equal(indices[positions], where)
-        ):
-            raise ValueError("The indices do not cover the minibatch's touched parameters.")
-        gathered = values[positions]
-    n_coef = model.n_outputs * n_touched
-    coef = gathered[:n_coef].reshape(model.n_outputs, n_touched)
-    intercept = gathered[n_coef:]
-    dtype = np.result_type(X.dtype, values.dtype)
-
-    raw = np.empty((n_rows, model.n_outputs), dtype=dtype)
-    for o in range(model.n_outputs):
-        products = X.data * coef[o, inverse]
-        raw[:, o] = np.bincount(rows, weights=products, minlength=n_rows) + intercept[o]
+    X, values = _csr(X, "sparse_loss_and_grad"), np.asarray(values)
+    raw, (rows, inverse, n_touched, where) = _compact_forward(model, values, indices, X, touched)
     loss_sum, draw = objective.loss.loss_sum_and_dloss(Y, raw)
     if not objective.loss.bounded_dloss:
         draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
@@ -139,7 +162,7 @@ def sparse_loss_and_grad(
     if not model.fit_intercept:
         intercept_grad = np.zeros_like(intercept_grad)
     grad = np.concatenate([coef_grad.reshape(-1), intercept_grad]).astype(values.dtype)
-    grad /= n_rows
+    grad /= X.shape[0]
     if objective.clip_norm is not None:
         norm = float((grad * grad).sum()) ** 0.5
         if objective.clip_norm < norm < float("inf"):  # a non-finite one is the caller's

@@ -31,10 +31,18 @@ an untouched entry's direction counts as zero for the next transformation too.
 :meth:`LazyParams.start_averaging`, lazily: between two touches a penalized entry is
 ``scale_s·v``, so a running sum ``C`` of ``scale`` over the averaged steps settles its sum
 ``v·(C − C_last)`` when it is touched (unpenalized entries use the count of steps).
+
+**What changed** (:meth:`LazyParams.changes`): the entries touched since the last call, at
+each per-entry array, and every scalar, so that a copy taken then is brought up to date in
+O(touched) (:meth:`LazyParams.apply_changes`): a shard's snapshots and their replica on
+another worker follow it so. A new running mean is one flag (the copy starts its own); an
+O(size) change (a fold, a mean resumed from a snapshot's) sends a whole copy instead.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +54,12 @@ Array = Any
 
 #: fold ``scale`` into the values below this, as scikit-learn's WeightVector does
 RESCALE_BELOW = 1e-9
+
+#: :meth:`LazyParams.dense` materializes this many entries at a time
+DENSE_CHUNK = 1 << 20
+#: :meth:`LazyParams.final_penalty` reads this many entries at a time (its temporaries stay
+#: in the cache)
+PENALTY_CHUNK = 1 << 15
 
 #: scikit-learn's factor on the intercept's step on sparse input (its
 #: SPARSE_INTERCEPT_DECAY): the intercept moves at every step, a rare column's coefficient
@@ -132,7 +146,8 @@ class LazyParams:
         self.unpenalized_rate = float(unpenalized_rate)
         self._p0, self._p1, _ = penalized.indices(self.size)
         self.step = int(step)
-        self._last = np.full(self.size, self.step, dtype=np.int64)
+        # int32: a shard's memory is a few of its arrays; 2^31 steps is beyond any fit
+        self._last = np.full(self.size, self.step, dtype=np.int32)
         self._scale = 1.0
         self._u = 0.0
         self._q = np.zeros(self.size, dtype=np.float64) if self.l1 else None
@@ -143,6 +158,11 @@ class LazyParams:
         self._clock_steps = 0.0  # the averaged steps (unpenalized entries)
         self.n_averaged = 0
         self._recount_penalty()
+        # the entries changed since the last ``changes()``; every entry until the first
+        self._touched = np.zeros(self.size, dtype=bool)
+        self._everything = True
+        self._new_average = False  # a new mean started since
+        self._undo: list[UndoLog] = []  # what each interval since a kept ``changes()`` changed
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -203,6 +223,7 @@ class LazyParams:
             self._fold()
             self._v[self._p0 : self._p1] = 0
             self._recount_penalty()
+            self._everything = True
             return True
         self._scale *= factor
         if self._scale < RESCALE_BELOW:
@@ -212,6 +233,7 @@ class LazyParams:
 
     def _fold(self) -> None:
         """Fold ``scale`` into the penalized values (O(size)), settling the averages first."""
+        self._save_whole()
         where = slice(self._p0, self._p1)
         if self._sum is not None:
             self._sum[where] += self._v[where] * (self._clock_scale - self._mark[where])
@@ -220,17 +242,26 @@ class LazyParams:
         self._v[where] *= self._scale
         self._scale = 1.0
         self._recount_penalty()
+        self._everything = True
 
     # --- averaging --------------------------------------------------------------------------
 
     def start_averaging(self, average: Array | None = None, n_averaged: int = 0) -> None:
         """Average ``w`` over every later step, from a mean ``average`` of ``n_averaged``."""
+        if n_averaged:
+            self._save_whole()
+        elif self._undo and self._undo[-1].whole is None:  # the old sums stay as they are
+            self._undo[-1].average_reset(self._sum, self._mark)
         self._sum = np.zeros(self.size, dtype=np.float64)
         if average is not None and n_averaged:
             self._sum += np.asarray(average, dtype=np.float64) * n_averaged
         self._mark = np.zeros(self.size, dtype=np.float64)
         self._clock_scale = self._clock_steps = 0.0
         self.n_averaged = int(n_averaged)
+        if self.n_averaged:
+            self._everything = True
+        else:  # a copy starts a new mean as cheaply: it needs no entry
+            self._new_average = True
 
     @property
     def averaging(self) -> bool:
@@ -266,11 +297,32 @@ class LazyParams:
         total = self._sum[indices] + self._v[indices] * (clocks - self._mark[indices])
         return (total / self.n_averaged).astype(self._v.dtype, copy=False)
 
+    def final_values(self, indices: Array) -> np.ndarray:
+        """The final parameters at ``indices``: the running mean once a step is averaged,
+        else ``w``."""
+        return self.average_values(indices) if self.n_averaged else self.values(indices)
+
+    def final_penalty(self) -> float:
+        """The penalty (as :meth:`penalty_value`) of the final parameters: O(1) for ``w``;
+        for the running mean, one pass over the penalized entries."""
+        if not self.n_averaged:
+            return self.penalty_value()
+        l1 = l2 = 0.0
+        for start in range(self._p0, self._p1, PENALTY_CHUNK):  # each entry's clock: scale
+            where = slice(start, min(start + PENALTY_CHUNK, self._p1))
+            mean = self._v[where] * (self._clock_scale - self._mark[where])
+            mean += self._sum[where]
+            mean /= self.n_averaged
+            l1 += float(np.abs(mean).sum()) if self.l1 else 0.0
+            l2 += float(np.dot(mean, mean))
+        return self.l1 * l1 + 0.5 * self.l2 * l2
+
     # --- steps ------------------------------------------------------------------------------
 
     def apply(self, indices: Array, grad_values: Array, learning_rate: float) -> None:
         """One step with the loss gradient ``grad_values`` at ``indices`` (sorted, distinct)."""
         indices = np.asarray(indices, dtype=np.int64)
+        self._save_first_touches(indices)
         g = np.asarray(grad_values)
         lr = float(learning_rate)
         mask = self._penalized_mask(indices)
@@ -296,6 +348,7 @@ class LazyParams:
             new = self._truncate(indices[mask], new, mask)
         new = new.astype(self._v.dtype, copy=False)
         self._v[indices] = new
+        self._touched[indices] = True
         self._count_penalty(old[mask], new[mask])
         self._average_term()
         self.step += 1
@@ -320,6 +373,7 @@ class LazyParams:
         ``q``: the dense parameters then carry all the L1 penalty so far."""
         if not self.l1:
             return
+        self._save_whole()
         where = np.arange(self._p0, self._p1, dtype=np.int64)
         mask = np.ones(where.shape[0], dtype=bool)
         self._settle(where, mask)
@@ -329,6 +383,7 @@ class LazyParams:
         self._count_penalty(old, new)
         self._u = 0.0
         self._q[:] = 0.0
+        self._everything = True
 
     def add(
         self,
@@ -350,6 +405,7 @@ class LazyParams:
         as a dense shard's averaging round is.
         """
         indices = np.asarray(indices, dtype=np.int64)
+        self._save_first_touches(indices)
         mask = self._penalized_mask(indices)
         self._shrink(float(decay))  # before reading v: a fold may change it
         self._settle(indices, mask)
@@ -369,16 +425,210 @@ class LazyParams:
         new = old + np.asarray(delta, dtype=np.float64) / self._scales(mask)
         new = new.astype(self._v.dtype, copy=False)
         self._v[indices] = new
+        self._touched[indices] = True
         self._count_penalty(old[mask], new[mask])
         self._average_term()
 
     # --- materializing ----------------------------------------------------------------------
 
     def dense(self) -> tuple[np.ndarray, Any, np.ndarray | None, int]:
-        """``(params, opt_state, average or None, n_averaged)``, materialized: O(size)."""
+        """``(params, opt_state, average or None, n_averaged)``, materialized: O(size), in
+        chunks of ``DENSE_CHUNK`` entries (the catch-up's and the average's temporaries are
+        a chunk's, not the size's)."""
         params = self._v.copy()
         params[self._p0 : self._p1] *= self._scale
-        everything = np.arange(self.size, dtype=np.int64)
-        opt_state = tree_unflatten(self._like, self._caught_up(everything))
-        average = self.average_values() if self._sum is not None and self.n_averaged else None
-        return params, opt_state, average, self.n_averaged
+        leaves = [np.empty_like(leaf) if per_entry else leaf
+                  for leaf, per_entry in zip(self._leaves, self._per_entry, strict=True)]  # fmt: skip
+        averaged = self._sum is not None and self.n_averaged
+        average = np.empty_like(self._v) if averaged else None
+        for start in range(0, self.size, DENSE_CHUNK):
+            chunk = np.arange(start, min(start + DENSE_CHUNK, self.size), dtype=np.int64)
+            for i, caught_up in enumerate(self._caught_up(chunk)):
+                if self._per_entry[i]:
+                    leaves[i][chunk[0] : chunk[-1] + 1] = caught_up
+            if averaged:
+                average[chunk[0] : chunk[-1] + 1] = self.average_values(chunk)
+        return params, tree_unflatten(self._like, leaves), average, self.n_averaged
+
+    # --- what changed -----------------------------------------------------------------------
+
+    #: the per-entry arrays besides the optimizer state's leaves, and the scalars
+    _ENTRY_ARRAYS = ("_v", "_last", "_q", "_sum", "_mark")
+    _SCALARS = ("_scale", "_u", "step", "_clock_scale", "_clock_steps", "n_averaged",
+                "_abs_sum", "_sq_sum")  # fmt: skip
+
+    def changes(self, tag: int = 0) -> LazyChanges | None:
+        """What changed since the last call: the touched entries of every per-entry array
+        and every scalar (O(touched)), which bring a copy taken at the last call up to date
+        (:meth:`apply_changes`); None after an O(size) change and at the first call (a copy
+        needs the whole state then, :meth:`copy`). From now on, what the entries held is
+        kept as they change, in an undo log tagged ``tag``, until :meth:`forget_undo`."""
+        new_average, self._new_average = self._new_average, False
+        self._undo.append(UndoLog(tag, self._scalars(), self._scalar_leaves()))
+        if self._everything:
+            self._everything = False
+            self._touched[:] = False
+            return None
+        indices = np.flatnonzero(self._touched)
+        self._touched[indices] = False
+        return LazyChanges(
+            new_average,
+            indices,
+            tuple(None if array is None else array[indices] for array in self.arrays()),
+            self._scalars(),
+            self._scalar_leaves(),
+        )
+
+    def _scalars(self) -> dict:
+        return {name: getattr(self, name) for name in self._SCALARS}
+
+    def _scalar_leaves(self) -> tuple:
+        return tuple(np.array(leaf, copy=True) for leaf, per_entry
+                     in zip(self._leaves, self._per_entry, strict=True) if not per_entry)  # fmt: skip
+
+    def _save_first_touches(self, indices: np.ndarray) -> None:
+        """Keep what the entries at ``indices`` that this interval has not yet changed hold
+        (before a step changes them), for :meth:`rolled_back`."""
+        if self._undo and self._undo[-1].whole is None:
+            fresh = indices[~self._touched[indices]]
+            if fresh.size:
+                self._undo[-1].save(fresh, self.arrays())
+
+    def _save_whole(self) -> None:
+        """Keep the whole state (before an O(size) change), for :meth:`rolled_back`."""
+        if self._undo and self._undo[-1].whole is None:
+            self._undo[-1].whole = self.copy()
+
+    def forget_undo(self, before: int) -> None:
+        """Drop the undo logs tagged before ``before``: no roll-back goes past it."""
+        self._undo = [log for log in self._undo if log.tag >= before]
+
+    def unchanged_since(self, tag: int) -> bool:
+        """Whether nothing changed since the call of :meth:`changes` tagged ``tag``."""
+        logs = [log for log in self._undo if log.tag >= tag]
+        return bool(logs) and all(log.empty for log in logs)
+
+    def rolled_back(self, tag: int) -> LazyParams:
+        """A copy of the state at the call of :meth:`changes` tagged ``tag`` (O(size))."""
+        logs = [log for log in self._undo if log.tag >= tag]
+        if not logs or logs[0].tag != tag:
+            raise ValueError(f"No undo log reaches back to {tag}.")
+        twin = self.copy()
+        for log in reversed(logs):
+            twin = log.undo(twin)
+        return twin
+
+    def apply_changes(self, changes: LazyChanges) -> None:
+        """Bring this copy up to date with ``changes`` (of the parameters it was copied from,
+        since it was copied or last brought up to date)."""
+        if changes.new_average:  # then the touched entries' sums and marks, since
+            self.start_averaging()
+            self._new_average = False
+        for array, values in zip(self.arrays(), changes.arrays, strict=True):
+            if array is not None:
+                array[changes.indices] = values
+        self._set_scalars(changes.scalars, changes.scalar_leaves)
+
+    def _set_scalars(self, scalars: dict, scalar_leaves: tuple) -> None:
+        """The scalars and scalar state leaves (Adam's count) of another time."""
+        for name, value in scalars.items():
+            setattr(self, name, value)
+        leaves = iter(scalar_leaves)
+        for i, per_entry in enumerate(self._per_entry):
+            if not per_entry:
+                self._leaves[i] = next(leaves)
+
+    def arrays(self) -> list:
+        """The per-entry arrays (None for one not kept), in the order of ``LazyChanges``."""
+        return [getattr(self, name) for name in self._ENTRY_ARRAYS] + [
+            leaf for leaf, per_entry in zip(self._leaves, self._per_entry, strict=True)
+            if per_entry
+        ]  # fmt: skip
+
+    def view(self) -> LazyParams:
+        """A view of this state that shares its arrays (to send, or to materialize, before
+        they change): no undo logs, no record of changed entries."""
+        twin = copy.copy(self)
+        twin._touched, twin._undo = None, []
+        return twin
+
+    def copy(self) -> LazyParams:
+        """An independent copy (O(size)): its arrays are its own, and it has no changes."""
+        twin = copy.copy(self)
+        for name in self._ENTRY_ARRAYS:
+            array = getattr(self, name)
+            setattr(twin, name, None if array is None else array.copy())
+        twin._leaves = [leaf.copy() for leaf in self._leaves]
+        twin._touched = np.zeros(self.size, dtype=bool)
+        twin._everything = twin._new_average = False
+        twin._undo = []
+        return twin
+
+
+@dataclass(frozen=True)
+class LazyChanges:
+    """What changed in a :class:`LazyParams` between two calls of its ``changes``: whether
+    a new running mean started (its sums and marks all zero then), each per-entry array's
+    values at ``indices`` (None for an array it does not keep) and every scalar."""
+
+    new_average: bool
+    indices: np.ndarray
+    arrays: tuple
+    scalars: dict
+    scalar_leaves: tuple
+
+    @property
+    def nbytes(self) -> int:
+        return self.indices.nbytes + sum(a.nbytes for a in self.arrays if a is not None)
+
+
+class UndoLog:
+    """What a :class:`LazyParams` held at the start of an interval (one call of ``changes``
+    to the next) where it has changed since: the scalars then, each changed entry's values
+    then (kept when first touched), and, after an O(size) change, the whole state just
+    before it (``whole``: the entries first touched later need no saving then). A new
+    running mean keeps the old sums and marks as they were (they are replaced, not
+    changed): the entries saved after it skip theirs."""
+
+    #: the positions of the average's sum and mark in ``LazyParams.arrays()``
+    AVERAGE_COLUMNS = (
+        LazyParams._ENTRY_ARRAYS.index("_sum"),
+        LazyParams._ENTRY_ARRAYS.index("_mark"),
+    )
+
+    def __init__(self, tag: int, scalars: dict, scalar_leaves: tuple) -> None:
+        self.tag, self.scalars, self.scalar_leaves = tag, scalars, scalar_leaves
+        self.saved: list[tuple[np.ndarray, list]] = []
+        self.whole: LazyParams | None = None
+        self.average: tuple | None = None  # the sums and marks before a new mean
+        self.saved_before_average = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.saved and self.whole is None and self.average is None
+
+    def save(self, indices: np.ndarray, arrays: list) -> None:
+        self.saved.append((indices, [None if a is None else a[indices] for a in arrays]))
+
+    def average_reset(self, sums: np.ndarray | None, marks: np.ndarray | None) -> None:
+        if self.average is None:
+            self.average, self.saved_before_average = (sums, marks), len(self.saved)
+
+    def undo(self, twin: LazyParams) -> LazyParams:
+        """``twin`` (the state at the interval's end, owned) back at its start."""
+        if self.whole is not None:
+            twin = self.whole.copy()
+        if self.average is not None:
+            sums, marks = self.average
+            twin._sum = None if sums is None else sums.copy()
+            twin._mark = None if marks is None else marks.copy()
+        for n, (indices, values) in enumerate(self.saved):
+            after_reset = self.average is not None and n >= self.saved_before_average
+            for column, (array, old) in enumerate(zip(twin.arrays(), values, strict=True)):
+                if array is None or old is None:
+                    continue
+                if after_reset and column in self.AVERAGE_COLUMNS:
+                    continue
+                array[indices] = old
+        twin._set_scalars(self.scalars, self.scalar_leaves)
+        return twin
