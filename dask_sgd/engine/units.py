@@ -234,15 +234,17 @@ def sparse_sample_loss_of(
     block at the final parameters of the shards at ``version`` (a task), without the
     penalty: only the entries the rows touch come from the shards."""
     X, Y, weight = _sample(blocks_by_key([block_key])[0], encoder, n_rows)
-    indices = param_indices(objective.model, touched_and_inverse(X)[0])
+    touched = touched_and_inverse(X)
+    indices = param_indices(objective.model, touched[0])
     worker = get_worker()
-    calls = []
-    for shard, where in zip(shards, ranges, strict=True):
-        mine = indices[(indices >= where.start) & (indices < where.stop)]
-        calls.append((mine, RemoteShard(shard, worker).final_values(mine - where.start, version)))
-    values = np.concatenate([call.result() for _, call in calls])
+    calls = [
+        RemoteShard(shard, worker).final_values(within(indices, where), version)
+        for shard, where in zip(shards, ranges, strict=True)
+    ]
+    values = np.concatenate([call.result() for call in calls])
     with np.errstate(over="ignore", invalid="ignore"):
-        return sparse_loss_sum(objective, values, indices, X, Y, weight), X.shape[0]
+        loss = sparse_loss_sum(objective, values, indices, X, Y, weight, touched)
+    return loss, X.shape[0]
 
 
 def final_penalty_of(shards: list[ShardRef], version: int) -> float:

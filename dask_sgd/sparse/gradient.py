@@ -112,13 +112,20 @@ def _compact_forward(model, values: np.ndarray, indices, X, touched):
 
 
 def sparse_loss_sum(
-    objective: Any, values: Array, indices: Array, X: Any, Y: Array, sample_weight=None
+    objective: Any,
+    values: Array,
+    indices: Array,
+    X: Any,
+    Y: Array,
+    sample_weight: Array | None = None,
+    touched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float:
     """The weighted loss of a CSR minibatch summed over its rows, without the penalty:
     :meth:`Objective.value`'s first term × the rows, at θ's entries ``values`` at ``indices``
-    (sorted; covering :func:`param_indices` of the touched columns)."""
+    (sorted; covering :func:`param_indices` of the touched columns). ``touched`` is
+    :func:`touched_and_inverse` of ``X``, if already known."""
     X = _csr(X, "sparse_loss_sum")
-    raw, _ = _compact_forward(objective.model, np.asarray(values), indices, X, None)
+    raw, _ = _compact_forward(objective.model, np.asarray(values), indices, X, touched)
     per_row = objective.loss.loss(Y, raw)
     if not objective.loss.rowwise:
         per_row = per_row.sum(axis=1)

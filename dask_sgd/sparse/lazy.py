@@ -442,12 +442,13 @@ class LazyParams:
         averaged = self._sum is not None and self.n_averaged
         average = np.empty_like(self._v) if averaged else None
         for start in range(0, self.size, DENSE_CHUNK):
-            chunk = np.arange(start, min(start + DENSE_CHUNK, self.size), dtype=np.int64)
+            where = slice(start, min(start + DENSE_CHUNK, self.size))
+            chunk = np.arange(where.start, where.stop, dtype=np.int64)
             for i, caught_up in enumerate(self._caught_up(chunk)):
                 if self._per_entry[i]:
-                    leaves[i][chunk[0] : chunk[-1] + 1] = caught_up
+                    leaves[i][where] = caught_up
             if averaged:
-                average[chunk[0] : chunk[-1] + 1] = self.average_values(chunk)
+                average[where] = self.average_values(chunk)
         return params, tree_unflatten(self._like, leaves), average, self.n_averaged
 
     # --- what changed -----------------------------------------------------------------------
