@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import dask
 import numpy as np
@@ -402,7 +403,8 @@ def test_a_sparse_shards_snapshots_and_their_replicas_follow_what_changed(client
     another worker a replica, brought up to date by what the pushes touched: at every
     snapshot, each shard's own and its replica hold the state of the snapshot, exactly,
     and not the state after later pushes. What a shard sends its replica's holder after
-    the first whole copy is the touched entries alone."""
+    the first whole copy is the touched entries alone. The shards settle on a snapshot as
+    soon as its every replica is made, not at the next one."""
     size = 4_000
     setup = SparseSetup(l2=0.01, l1=0.0, penalized_stop=size - 1)
     server = ParameterServer.start(
@@ -425,6 +427,8 @@ def test_a_sparse_shards_snapshots_and_their_replicas_follow_what_changed(client
                     [call.result() for call in calls]
                 expected = server.state()
                 kept, _ = server.keep_snapshot(client, None if kept is None else kept.version)
+                # the shards settle on it at once (what they kept for the one before goes)
+                until(lambda v=kept.version: set(kept_versions(client, server)) == {v})
                 push_sparse_noise(server, size, f"after-{snapshot}")  # not in the snapshot
                 for read in (read_own, read_replicas):
                     got = ServerState.join(read(server, kept))
@@ -440,6 +444,25 @@ def test_a_sparse_shards_snapshots_and_their_replicas_follow_what_changed(client
         np.testing.assert_array_equal(kept.state(client).params, expected.params)
     finally:
         server.close()
+
+
+def until(condition, seconds: float = 10.0) -> None:
+    """Until ``condition()`` holds (what is not waited for gets there), or fail."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+def kept_versions(client, server) -> list:
+    """The version of the snapshot that each sparse shard keeps, read on its worker."""
+
+    def read(dask_worker, keys):
+        actors = dask_worker.state.actors
+        return [actors[key].kept_version for key in keys if key in actors]
+
+    keys = [shard.key for shard in server.shards]
+    return [version for versions in client.run(read, keys=keys).values() for version in versions]
 
 
 def push_sparse_noise(server, size: int, token: str) -> None:

@@ -250,12 +250,24 @@ def lazy_internals(lazy: LazyParams) -> list:
     return arrays + [getattr(lazy, name) for name in LazyParams._SCALARS]
 
 
-def assert_same_state(got: LazyParams, expected: LazyParams) -> None:
-    for mine, its in zip(lazy_internals(expected), lazy_internals(got), strict=True):
-        np.testing.assert_array_equal(its, mine)
+#: the positions of the average's sums and marks in ``lazy_internals``
+AVERAGE_INTERNALS = {LazyParams._ENTRY_ARRAYS.index(name) for name in ("_sum", "_mark")}
+
+
+def assert_same_state(got: LazyParams, expected: LazyParams, exact_average=True) -> None:
+    """``got`` holds what ``expected`` holds; but for ``exact_average=False``, its average's
+    sums and marks may be others that make the same mean, to rounding (a roll-back across
+    a new mean: the old sums were settled against the clocks)."""
+    internals = zip(lazy_internals(expected), lazy_internals(got), strict=True)
+    for column, (mine, its) in enumerate(internals):
+        if exact_average or column not in AVERAGE_INTERNALS:
+            np.testing.assert_array_equal(its, mine)
     for mine, its in zip(expected.dense(), got.dense(), strict=True):
         for a, b in zip(tree_leaves(mine), tree_leaves(its), strict=True):
-            np.testing.assert_array_equal(b, a)
+            if a is None or exact_average:
+                np.testing.assert_array_equal(b, a)
+            else:
+                np.testing.assert_allclose(b, a, rtol=1e-12, atol=0)
 
 
 @pytest.mark.timeout(60)
@@ -282,7 +294,7 @@ def test_changes_bring_a_copy_up_to_date_and_undo_logs_roll_back(name):
         if t == 34:  # every entry: some first changed since 30 after the new mean at 33
             lazy.apply(np.arange(SIZE), np.full(SIZE, 0.1), lr)
         for tag, expected in then.items():
-            assert_same_state(lazy.rolled_back(tag), expected)
+            assert_same_state(lazy.rolled_back(tag), expected, exact_average=False)
         if t % 5 == 0:
             changes = lazy.changes(tag=t)
             kinds.add(type(changes).__name__)

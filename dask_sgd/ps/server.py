@@ -327,7 +327,8 @@ class ParameterServer:
         changed since the last one), so that the loss of any one worker leaves every
         shard's snapshot somewhere. ``kept_version`` is the snapshot the caller keeps until
         this one is returned: the shards settle on it (a snapshot whose replicas were not
-        all made is never used). A small model's comes to the client with the statistics,
+        all made is never used). Once every replica is made, the shards are told to
+        settle on this one, without waiting for them. A small model's comes to the client with the statistics,
         and so does a large one's whose shards are all on one worker."""
         limit = dask.config.get("dask-sgd.kept-snapshot-params", KEPT_SNAPSHOT_PARAMS)
         holders = self._holders()
@@ -348,6 +349,8 @@ class ParameterServer:
             for shard, holder in zip(shards, holders, strict=True)
         ]
         copied = sum(copy.result() for copy in copies)
+        for shard in self.shards:  # not waited for: the next snapshot settles them anyway
+            shard.settle(version)
         holders = [ShardRef.of(holder) for holder in holders]
         return KeptSnapshot(version, shards=shards, holders=holders, copied=copied), stats
 

@@ -219,6 +219,18 @@ class ParameterShard:
     def _keep(self, pending: SnapshotUpdate) -> None:
         self.kept = updated(self.kept, pending)
 
+    async def settle(self, version: int) -> None:
+        """The client keeps the snapshot of ``version`` (its every replica was made): this
+        shard and the replicas of it that it holds settle on it now, so that what they kept
+        for the snapshot before (a sparse shard's undo logs) goes a segment sooner than at
+        the next snapshot. Sent without waiting for the answer, it may come late: it changes
+        only a pending snapshot or a staged replica of ``version``."""
+        if self.pending is not None and self.pending.version == version:
+            self._settle(version)
+        for key, staged in list(self.staged.items()):
+            if staged.version == version:
+                self._settle_replica(key, version)
+
     async def kept_snapshot(self, version: int) -> ShardSnapshot:
         """The snapshot of ``version`` that this shard keeps (that the client keeps)."""
         if self.pending is not None and self.pending.version == version:

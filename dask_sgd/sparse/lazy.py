@@ -250,8 +250,9 @@ class LazyParams:
         """Average ``w`` over every later step, from a mean ``average`` of ``n_averaged``."""
         if n_averaged:
             self._save_whole()
-        elif self._undo and self._undo[-1].whole is None:  # the old sums stay as they are
-            self._undo[-1].average_reset(self._sum, self._mark)
+        elif self._undo and self._undo[-1].whole is None and self._undo[-1].average is None:
+            # the old sums stay, settled against the clocks (their marks are then the clocks)
+            self._undo[-1].average_reset(self._settled_sums(), self._clock_scale, self._clock_steps)
         self._sum = np.zeros(self.size, dtype=np.float64)
         if average is not None and n_averaged:
             self._sum += np.asarray(average, dtype=np.float64) * n_averaged
@@ -262,6 +263,29 @@ class LazyParams:
             self._everything = True
         else:  # a copy starts a new mean as cheaply: it needs no entry
             self._new_average = True
+
+    def _settled_sums(self) -> np.ndarray | None:
+        """The sums (the running mean's, about to be replaced) settled in place against the
+        clocks now, in chunks: every entry's mark is then the clock of its kind, and the
+        marks need not be kept (what :meth:`_clock_marks` makes again)."""
+        if self._sum is None:
+            return None
+        for start in range(0, self.size, DENSE_CHUNK):
+            where = slice(start, min(start + DENSE_CHUNK, self.size))
+            marks = self._clock_marks(self._clock_scale, self._clock_steps, where)
+            marks -= self._mark[where]
+            marks *= self._v[where]
+            self._sum[where] += marks
+        return self._sum
+
+    def _clock_marks(self, clock_scale: float, clock_steps: float, where: slice) -> np.ndarray:
+        """The marks of the entries in ``where`` settled at these clocks: ``clock_scale`` for
+        the penalized ones, ``clock_steps`` for the others."""
+        marks = np.full(where.stop - where.start, clock_steps)
+        first, last = max(self._p0, where.start), min(self._p1, where.stop)
+        if first < last:
+            marks[first - where.start : last - where.start] = clock_scale
+        return marks
 
     @property
     def averaging(self) -> bool:
@@ -588,8 +612,10 @@ class UndoLog:
     to the next) where it has changed since: the scalars then, each changed entry's values
     then (kept when first touched), and, after an O(size) change, the whole state just
     before it (``whole``: the entries first touched later need no saving then). A new
-    running mean keeps the old sums and marks as they were (they are replaced, not
-    changed): the entries saved after it skip theirs."""
+    running mean keeps the old sums (they are replaced, not changed), settled against the
+    clocks then, so that the marks are those clocks and need no array: the entries saved
+    after it skip their sums and marks. A state rolled back across a new mean holds the
+    same means as before it, to rounding (each untouched entry's sum and mark differ)."""
 
     #: the positions of the average's sum and mark in ``LazyParams.arrays()``
     AVERAGE_COLUMNS = (
@@ -601,7 +627,7 @@ class UndoLog:
         self.tag, self.scalars, self.scalar_leaves = tag, scalars, scalar_leaves
         self.saved: list[tuple[np.ndarray, list]] = []
         self.whole: LazyParams | None = None
-        self.average: tuple | None = None  # the sums and marks before a new mean
+        self.average: tuple | None = None  # the settled sums and the clocks before a new mean
         self.saved_before_average = 0
 
     @property
@@ -611,18 +637,23 @@ class UndoLog:
     def save(self, indices: np.ndarray, arrays: list) -> None:
         self.saved.append((indices, [None if a is None else a[indices] for a in arrays]))
 
-    def average_reset(self, sums: np.ndarray | None, marks: np.ndarray | None) -> None:
-        if self.average is None:
-            self.average, self.saved_before_average = (sums, marks), len(self.saved)
+    def average_reset(
+        self, sums: np.ndarray | None, clock_scale: float, clock_steps: float
+    ) -> None:
+        self.average = (sums, clock_scale, clock_steps)
+        self.saved_before_average = len(self.saved)
 
     def undo(self, twin: LazyParams) -> LazyParams:
         """``twin`` (the state at the interval's end, owned) back at its start."""
         if self.whole is not None:
             twin = self.whole.copy()
         if self.average is not None:
-            sums, marks = self.average
+            sums, clock_scale, clock_steps = self.average
             twin._sum = None if sums is None else sums.copy()
-            twin._mark = None if marks is None else marks.copy()
+            whole = slice(0, twin.size)
+            twin._mark = (
+                None if sums is None else twin._clock_marks(clock_scale, clock_steps, whole)
+            )
         for n, (indices, values) in enumerate(self.saved):
             after_reset = self.average is not None and n >= self.saved_before_average
             for column, (array, old) in enumerate(zip(twin.arrays(), values, strict=True)):
