@@ -10,9 +10,11 @@ import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+from distributed.protocol import deserialize, serialize
 from distributed.utils_test import gen_cluster
 
 from dask_sgd import defaults, optim
+from dask_sgd._tree import tree_leaves
 from dask_sgd.errors import NonFiniteParameters, TrainingAborted
 from dask_sgd.ps import (
     Averaging,
@@ -25,6 +27,7 @@ from dask_sgd.ps import (
 from dask_sgd.ps.lane import LaneStream
 from dask_sgd.ps.retirement import ShardRetirement
 from dask_sgd.ps.server import ServerState
+from dask_sgd.ps.shard import ShardSnapshot
 from dask_sgd.sparse import SparseVector
 from dask_sgd.sparse.setup import SparseSetup
 
@@ -444,6 +447,27 @@ def test_a_sparse_shards_snapshots_and_their_replicas_follow_what_changed(client
         np.testing.assert_array_equal(kept.state(client).params, expected.params)
     finally:
         server.close()
+
+
+@pytest.mark.timeout(10)
+def test_a_snapshot_crosses_the_schedulers_comms_without_a_copy():
+    """The scheduler's comms pickle with protocol 4, which copies arrays in band: a
+    snapshot's arrays go as frames of their own memory instead, and come back as they were
+    (the optimizer state's structure and scalars too)."""
+    params = np.arange(1000.0)
+    state = optim.adam().update(np.ones(1000), optim.adam().init(params), params)[1]
+    snapshot = ShardSnapshot(params, state, 7, params * 2, 3)
+    header, frames = serialize(
+        snapshot, serializers=("dask", "pickle"), context={"pickle-protocol": 4}
+    )
+    views = [np.asarray(memoryview(frame).cast("B")) for frame in frames]
+    arrays = [snapshot.params, snapshot.average, state.mu, state.nu]
+    assert all(any(np.shares_memory(view, array) for view in views) for array in arrays)
+    back = deserialize(header, frames)
+    assert type(back.opt_state) is type(state) and (back.version, back.n_averaged) == (7, 3)
+    leaves = [back.params, back.average, *tree_leaves(back.opt_state)]
+    for got, expected in zip(leaves, [params, params * 2, *tree_leaves(state)], strict=True):
+        np.testing.assert_array_equal(got, expected)
 
 
 def until(condition, seconds: float = 10.0) -> None:

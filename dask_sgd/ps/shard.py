@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import pickle
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 from distributed import get_worker
+from distributed.protocol import dask_deserialize, dask_serialize, deserialize, serialize
 
-from dask_sgd._tree import tree_leaves
+from dask_sgd._tree import map_tree, tree_leaves, tree_unflatten
 from dask_sgd.errors import NonFiniteParameters, TrainingAborted
 from dask_sgd.optim import GradientTransformation, apply_updates
 from dask_sgd.ps.remote import RemoteShard, ShardRef
@@ -47,6 +49,27 @@ class ShardSnapshot:
     version: int
     average: Array | None = None
     n_averaged: int = 0
+
+
+# A snapshot crosses the scheduler's comms (a client's gather), which pickle with protocol 4:
+# in band, a copy of every array in the sender's memory (a large model's, O(model) on each
+# worker at the end of a fit). As Dask's own frames, its arrays go without a copy.
+
+
+@dask_serialize.register(ShardSnapshot)
+def _dump_snapshot(snapshot: ShardSnapshot) -> tuple[dict, list]:
+    shape = map_tree(lambda _: None, snapshot.opt_state)  # the state's structure alone
+    arrays = [snapshot.params, snapshot.average, *tree_leaves(snapshot.opt_state)]
+    header, frames = serialize(arrays, serializers=("dask", "pickle"))
+    small = pickle.dumps((shape, snapshot.version, snapshot.n_averaged))
+    return {"arrays": header}, [small, *frames]
+
+
+@dask_deserialize.register(ShardSnapshot)
+def _load_snapshot(header: dict, frames: list) -> ShardSnapshot:
+    shape, version, n_averaged = pickle.loads(frames[0])
+    params, average, *leaves = deserialize(header["arrays"], frames[1:])
+    return ShardSnapshot(params, tree_unflatten(shape, leaves), version, average, n_averaged)
 
 
 @dataclass(frozen=True)
