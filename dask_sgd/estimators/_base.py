@@ -7,7 +7,6 @@ is in :mod:`dask_sgd.estimators._training`, shared with any other estimator fami
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 from numbers import Integral, Real
 from typing import ClassVar
@@ -18,8 +17,8 @@ from sklearn.utils.validation import validate_data
 
 from dask_sgd import defaults, optim
 from dask_sgd.data import TargetEncoder
-from dask_sgd.engine.strategies import STRATEGY_NAMES
 from dask_sgd.estimators._training import (
+    DASK_SGD_PARAMETERS,
     Components,
     Coordinates,
     TrainedEstimator,
@@ -82,21 +81,7 @@ class BaseSGD(TrainedEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "optimizer": [StrOptions({"auto", *optim.OPTIMIZERS}), optim.GradientTransformation],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
-        "strategy": [StrOptions(STRATEGY_NAMES)],  # grows as strategies register
-        "n_backup": [Interval(Integral, 0, None, closed="left")],
-        "local_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "elastic_rate": [Interval(Real, 0, 1, closed="right"), None],
-        "overlap": ["boolean"],
-        "n_fetch": [Interval(Integral, 1, None, closed="left")],
-        "n_push": [Interval(Integral, 1, None, closed="left")],
-        "staleness_aware_lr": ["boolean"],
-        "staleness_bound": [Interval(Integral, 0, None, closed="left")],
-        "n_shards": [Interval(Integral, 1, None, closed="left"), None],
-        "scale_learning_rate": ["boolean"],
-        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
-        "snapshot_steps": [Interval(Integral, 1, None, closed="left")],
-        "snapshot_seconds": [Interval(Real, 0, None, closed="neither")],
-        "checkpoint_path": [str, os.PathLike, None],
+        **DASK_SGD_PARAMETERS,
     }
 
     #: the schedule that ``learning_rate="auto"`` is in process (scikit-learn's default)

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import wraps
+from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,6 +25,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from dask_sgd import defaults
@@ -34,7 +36,7 @@ from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.local import iterate_minibatches
 from dask_sgd.engine.loop import ConvergenceMonitor, EpochResult, train_epochs
 from dask_sgd.engine.steps import TrainState, run_minibatches
-from dask_sgd.engine.strategies import get_strategy
+from dask_sgd.engine.strategies import STRATEGY_NAMES, get_strategy
 from dask_sgd.estimators._checkpoint import (
     check_resumable,
     register_estimator,
@@ -133,6 +135,27 @@ class Coordinates(NamedTuple):
     spec: TrainingSpec
     start: dict
     loss_unit: float
+
+
+#: the constraints of dask_sgd's own parameters, which every family takes with the same names
+#: and meanings (see :meth:`TrainedEstimator._cluster_settings`)
+DASK_SGD_PARAMETERS: dict[str, list] = {
+    "strategy": [StrOptions(STRATEGY_NAMES)],  # grows as strategies register
+    "n_backup": [Interval(Integral, 0, None, closed="left")],
+    "local_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+    "elastic_rate": [Interval(Real, 0, 1, closed="right"), None],
+    "overlap": ["boolean"],
+    "n_fetch": [Interval(Integral, 1, None, closed="left")],
+    "n_push": [Interval(Integral, 1, None, closed="left")],
+    "staleness_aware_lr": ["boolean"],
+    "staleness_bound": [Interval(Integral, 0, None, closed="left")],
+    "n_shards": [Interval(Integral, 1, None, closed="left"), None],
+    "scale_learning_rate": ["boolean"],
+    "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+    "snapshot_steps": [Interval(Integral, 1, None, closed="left")],
+    "snapshot_seconds": [Interval(Real, 0, None, closed="neither")],
+    "checkpoint_path": [str, os.PathLike, None],
+}
 
 
 class TrainedEstimator(BaseEstimator):
