@@ -18,7 +18,9 @@ SECTIONS = [
     (
         "Estimators",
         {"dask_sgd.SGDClassifier": dask_sgd.SGDClassifier,
-         "dask_sgd.SGDRegressor": dask_sgd.SGDRegressor},
+         "dask_sgd.SGDRegressor": dask_sgd.SGDRegressor,
+         "dask_sgd.MLPClassifier": dask_sgd.MLPClassifier,
+         "dask_sgd.MLPRegressor": dask_sgd.MLPRegressor},
     ),
     ("Saving and loading", {"dask_sgd.save": dask_sgd.save, "dask_sgd.load": dask_sgd.load}),
     ("Watching a fit", {"dask_sgd.plot_history": dask_sgd.plot_history}),

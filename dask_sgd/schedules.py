@@ -30,9 +30,10 @@ class Constant:
 class InverseScaling:
     eta0: float
     power_t: float
+    time_scale: float = 1.0
 
     def __call__(self, step: int) -> float:
-        return self.eta0 / (step + 1) ** self.power_t
+        return self.eta0 / (step * self.time_scale + 1) ** self.power_t
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,18 @@ def adaptive(eta0: float) -> Schedule:
     return constant(eta0)
 
 
-def invscaling(eta0: float, power_t: float) -> Schedule:
-    """``η_t = eta0 / (t + 1) ** power_t``.
+def invscaling(eta0: float, power_t: float, *, time_scale: float = 1.0) -> Schedule:
+    """``η_t = eta0 / (t · time_scale + 1) ** power_t``: ``time_scale`` is the samples a step
+    counts for where time is counted in samples (scikit-learn's MLP: its batch size).
 
     Examples
     --------
     >>> invscaling(1.0, 0.5)(3)
     0.5
+    >>> invscaling(1.0, 0.5, time_scale=4)(2)  # 8 samples seen
+    0.3333333333333333
     """
-    return InverseScaling(eta0, power_t)
+    return InverseScaling(eta0, power_t, time_scale)
 
 
 def optimal(alpha: float, t0: float) -> Schedule:

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from dask_sgd import SGDClassifier, SGDRegressor
+from dask_sgd import MLPClassifier, MLPRegressor, SGDClassifier, SGDRegressor
 from dask_sgd.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
 
 #: no Dask cluster here: `make test` runs these on every core (pytest-xdist)
@@ -57,6 +57,26 @@ ESTIMATORS = [
     # penalties are checked once, on the classifier
     SGDRegressor(optimizer="adagrad", max_iter=100, random_state=0),
     SGDRegressor(average=True, random_state=0),
+    # the networks: Adam (the default), and "sgd" with each of its other schedules, once (at
+    # a rate that trains the checks' small sets, one full-batch step an epoch, in 100 epochs)
+    MLPClassifier(max_iter=100, random_state=0),
+    MLPClassifier(
+        activation="logistic",
+        solver="sgd",
+        learning_rate="adaptive",
+        learning_rate_init=0.1,
+        nesterovs_momentum=False,
+        max_iter=100,
+        random_state=0,
+    ),
+    MLPRegressor(
+        activation="identity",
+        solver="sgd",
+        learning_rate="invscaling",
+        learning_rate_init=0.1,
+        max_iter=100,
+        random_state=0,
+    ),
 ]
 
 
@@ -84,6 +104,8 @@ BALANCED_REASON = (
 
 
 def expected_failed_checks(estimator):
+    if isinstance(estimator, (MLPClassifier, MLPRegressor)):
+        return {}  # a weighted minibatch's mean is over its weights, as scikit-learn's
     failures = {
         "check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON,
         "check_sample_weight_equivalence_on_sparse_data": SAMPLE_WEIGHT_REASON,

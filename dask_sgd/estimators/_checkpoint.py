@@ -40,11 +40,12 @@ def register_estimator(cls: type) -> type:
 
 
 def _json_params(estimator) -> tuple[dict, list[str]]:
-    """The parameters that JSON gives back unchanged, and the names of the others."""
+    """The parameters that JSON gives back unchanged (a tuple as a list: ``hidden_layer_sizes``
+    takes either), and the names of the others."""
     kept, skipped = {}, []
     for name, value in estimator.get_params(deep=False).items():
         try:
-            same = json.loads(json.dumps(value)) == value
+            same = json.loads(json.dumps(value)) == (list(value) if type(value) is tuple else value)
         except (TypeError, ValueError):
             same = False
         if same:

@@ -36,6 +36,9 @@ class Objective:
     #: rescale a gradient whose Euclidean norm exceeds this (keyword-only: subclasses may
     #: add positional fields)
     clip_norm: float | None = field(default=None, kw_only=True)
+    #: divide a weighted minibatch's loss by its weights' sum, as scikit-learn's networks do,
+    #: not by its rows, as its SGD estimators do
+    weighted_mean: bool = field(default=False, kw_only=True)
 
     def loss_and_grad(
         self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None
@@ -43,18 +46,21 @@ class Objective:
         """Return ``(Σ_i (L_i + penalty), gradient of the objective)`` on a minibatch.
 
         The first value is scikit-learn's per-epoch convergence measure summed over the
-        rows: unweighted losses plus the penalty, at the parameters before the update. The
-        gradient is that of the weighted mean loss plus the penalty.
+        rows: unweighted losses plus the penalty, at the parameters before the update (with
+        ``weighted_mean``, the weighted mean loss times the rows, as scikit-learn's networks
+        measure it). The gradient is that of the weighted mean loss plus the penalty.
         """
         raw, cache = self.model.forward(theta, X)
         loss_sum, draw = self.loss.loss_sum_and_dloss(y, raw)
+        if self.weighted_mean and sample_weight is not None:
+            loss_sum = X.shape[0] * self._weighted_mean_loss(y, raw, sample_weight)
         if not self.loss.bounded_dloss:
             draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
         if sample_weight is not None:
             draw = draw * sample_weight[:, None]
         n_rows = X.shape[0]
         grad = self.model.backward(theta, cache, draw)
-        grad /= n_rows
+        grad /= self._denominator(n_rows, sample_weight)
         for where in self.model.penalized:
             factor, weight = self.model.penalty_map(where)
             if weight == 1 and isinstance(factor, float) and factor == 1:
@@ -71,12 +77,23 @@ class Objective:
 
     def value(self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None) -> float:
         """The objective itself (weighted mean loss plus penalty), for tests and reports."""
-        per_row = self.loss.loss(y, self.model.forward(theta, X)[0])
+        raw = self.model.forward(theta, X)[0]
+        return float(self._weighted_mean_loss(y, raw, sample_weight) + self._penalty_value(theta))
+
+    def _weighted_mean_loss(self, y: Array, raw: Array, sample_weight: Array | None) -> Any:
+        per_row = self.loss.loss(y, raw)
         if not self.loss.rowwise:
             per_row = per_row.sum(axis=1)
         if sample_weight is not None:
             per_row = per_row * sample_weight
-        return float(per_row.mean() + self._penalty_value(theta))
+        return per_row.sum() / self._denominator(per_row.shape[0], sample_weight)
+
+    def _denominator(self, n_rows: int, sample_weight: Array | None) -> Any:
+        """What the summed (weighted) loss of a minibatch is divided by: its rows, or with
+        ``weighted_mean`` its weights' sum."""
+        if self.weighted_mean and sample_weight is not None:
+            return sample_weight.sum()
+        return n_rows
 
     def _penalty_value(self, theta: Array) -> Any:
         """The penalty, summed over the penalised slices (exactly the one value for one)."""
