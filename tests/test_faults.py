@@ -109,8 +109,9 @@ def train(
     client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epoch_2=None, sparse=False
 ):
     """Train logistic regression with plain SGD for three epochs, two shards on three
-    workers, on dense or (``sparse``) hashed CSR rows. With ``markers`` (two paths), the worker without a shard dies at its
-    ``at_call``-th gradient of epoch 2, and the worker holding shard 0 in epoch 3.
+    workers, on dense or (``sparse``) hashed CSR rows. With ``markers`` (two paths), the
+    worker without a shard dies at its ``at_call``-th gradient of epoch 2, and the worker
+    holding shard 0 in epoch 3.
     ``in_epoch_2(holder)`` runs in a thread as epoch 2 starts, given the address of shard 0's
     worker. Return the final training loss and the history records.
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.in_process
 #: logistic of log-loss, the softmax of the multinomial one, the identity of squared error)
 OUTPUTS = {
     "logistic": (1, get_loss("log_loss"), lambda rng, n: rng.choice([-1.0, 1.0], (n, 1))),
-    "softmax": (3, get_loss("log_loss", multinomial=True), lambda rng, n: np.eye(3)[rng.integers(0, 3, n)]),
+    "softmax": (
+        3, get_loss("log_loss", multinomial=True), lambda rng, n: np.eye(3)[rng.integers(0, 3, n)]
+    ),
     "identity": (2, get_loss("squared_error"), lambda rng, n: rng.normal(size=(n, 2))),
 }  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Models on one flat parameter vector, and the objective that trains them.
 
 A model family is one module here that subclasses :class:`Model` (see
-:mod:`dask_sgd.models.base`); :class:`LinearModel` is the first, :class:`MLPModel` (multilayer perceptrons) the second.
+:mod:`dask_sgd.models.base`); :class:`LinearModel` is the first, :class:`MLPModel`
+(multilayer perceptrons) the second.
 """
 
 from __future__ import annotations

@@ -328,8 +328,8 @@ class ParameterServer:
         shard's snapshot somewhere. ``kept_version`` is the snapshot the caller keeps until
         this one is returned: the shards settle on it (a snapshot whose replicas were not
         all made is never used). Once every replica is made, the shards are told to
-        settle on this one, without waiting for them. A small model's comes to the client with the statistics,
-        and so does a large one's whose shards are all on one worker."""
+        settle on this one, without waiting for them. A small model's comes to the client
+        with the statistics, and so does a large one's whose shards are all on one worker."""
         limit = dask.config.get("dask-sgd.kept-snapshot-params", KEPT_SNAPSHOT_PARAMS)
         holders = self._holders()
         size = sum(where.stop - where.start for where in self.ranges)
