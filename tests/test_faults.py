@@ -39,7 +39,7 @@ from dask_sgd.engine.cluster import ClusterTrainer
 from dask_sgd.engine.steps import TrainState
 from dask_sgd.errors import TrainingFailed
 from dask_sgd.losses import LogLoss, get_loss
-from dask_sgd.models import LinearModel, Objective
+from dask_sgd.models import LinearModel, MLPModel, Objective
 from dask_sgd.penalties import get_penalty
 from dask_sgd.workers import worker_statuses
 
@@ -94,10 +94,10 @@ def wait_for_every_worker(client, n_workers: int = 3) -> None:
         time.sleep(0.1)
 
 
-def problem(sparse: bool):
+def problem(kind: str):
     """1,800 rows: dense (``N_FEATURES`` columns), or W2's hashed CSR rows (``N_HASHED``),
     as NumPy or SciPy data and as Dask arrays of 300 rows a block."""
-    if not sparse:
+    if kind != "sparse":
         X, y = make_classification(n_samples=1800, n_features=N_FEATURES, random_state=0)
         return X, y, da.from_array(X, chunks=300), da.from_array(y, chunks=300)
     dX, dy = make_ctr_blocks(1800, N_HASHED, chunk_size=300)
@@ -106,12 +106,13 @@ def problem(sparse: bool):
 
 
 def train(
-    client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epoch_2=None, sparse=False
+    client, strategy, *, markers=(), at_call=20, snapshot_steps=16, in_epoch_2=None, kind="dense"
 ):
     """Train logistic regression with plain SGD for three epochs, two shards on three
-    workers, on dense or (``sparse``) hashed CSR rows. With ``markers`` (two paths), the
-    worker without a shard dies at its ``at_call``-th gradient of epoch 2, and the worker
-    holding shard 0 in epoch 3.
+    workers: a linear model on dense or (``kind="sparse"``) hashed CSR rows, or a network of
+    one hidden layer on the dense rows (``kind="network"``). With ``markers`` (two paths),
+    the worker without a shard dies at its ``at_call``-th gradient of epoch 2, and the
+    worker holding shard 0 in epoch 3.
     ``in_epoch_2(holder)`` runs in a thread as epoch 2 starts, given the address of shard 0's
     worker. Return the final training loss and the history records.
 
@@ -125,8 +126,9 @@ def train(
     model's do), so that a shard's restart comes from its replica on another worker; the
     chaos test's small model brings them to the client."""
     wait_for_every_worker(client)  # a victim of a previous fit is back
-    X, y, dX, dy = problem(sparse)
-    model = LinearModel(X.shape[1], 1)
+    X, y, dX, dy = problem(kind)
+    network = kind == "network"
+    model = MLPModel(X.shape[1], (8,), 1, "tanh") if network else LinearModel(X.shape[1], 1)
     loss, penalty = get_loss("log_loss"), get_penalty("l2", alpha=1e-4)
     objective = Objective(model, KillingLogLoss(), penalty)
     data = persist_blocks(client, dX, dy, classifier=True, seed=0)
@@ -144,7 +146,7 @@ def train(
         snapshot_steps=snapshot_steps,
         follow_workers=False,
     )
-    state = TrainState.create(model.init_params(), optim.sgd(), averaged=False)
+    state = TrainState.create(model.init_params(0), optim.sgd(), averaged=False)
     records, thread = [], None
     kept_on_workers = dask.config.set({"dask-sgd.kept-snapshot-params": 0})
     try:
@@ -177,37 +179,39 @@ def train(
 STRATEGIES = ["sync", "backup", "local", "downpour", "ssp"]
 #: The fits compared with an undisturbed one: every strategy on dense rows; on sparse rows,
 #: a strategy of steps and one of rounds (a sparse shard's snapshots and replicas follow
-#: what changed, and it rolls back by undo logs: ``dask_sgd/sparse/lazy.py``)
-FITS = [(strategy, False) for strategy in STRATEGIES] + [("sync", True), ("local", True)]
+#: what changed, and it rolls back by undo logs: ``dask_sgd/sparse/lazy.py``); a network,
+#: with the estimators' default strategy
+FITS = [(strategy, "dense") for strategy in STRATEGIES]
+FITS += [("sync", "sparse"), ("local", "sparse"), ("local", "network")]
 #: Final loss against the undisturbed run's: 1 %; asynchronous runs differ by up to about
 #: 1 % from each other undisturbed (pushes apply in arrival order), so 2 % for those. The
-#: sparse fits redo the lost steps exactly as they were: the same loss (a roll-back that
-#: kept one segment's steps of shard 1 moved it by 0.2–0.4 %)
+#: sparse fits and the network redo the lost steps exactly as they were: the same loss (a
+#: sparse roll-back that kept one segment's steps of shard 1 moved it by 0.2–0.4 %)
 TOLERANCE = {"sync": 0.01, "backup": 0.01, "local": 0.01, "downpour": 0.02, "ssp": 0.02}
 
 
 @pytest.fixture(scope="module")
 def undisturbed():
-    """Each fit's final loss with no fault (by strategy, and whether sparse): three units
-    throughout, nothing recovered or moved (else every comparison with it would be wrong,
-    and should say why)."""
+    """Each fit's final loss with no fault (by strategy and kind): three units throughout,
+    nothing recovered or moved (else every comparison with it would be wrong, and should
+    say why)."""
     losses = {}
     with nanny_cluster() as cluster, Client(cluster) as client:
-        for strategy, sparse in FITS:
-            losses[strategy, sparse], records = train(client, strategy, sparse=sparse)
+        for strategy, kind in FITS:
+            losses[strategy, kind], records = train(client, strategy, kind=kind)
             events = [
                 {key: record[key] for key in ("recoveries", "shard_moves", "membership")
                  if key in record}
                 for record in records
             ]  # fmt: skip
             assert [record["workers"] for record in records] == [3] * 3, records
-            assert not any(events), (strategy, sparse, events)
+            assert not any(events), (strategy, kind, events)
     return losses
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("strategy, sparse", FITS)
-def test_workers_die_mid_fit_and_the_fit_goes_on(client, undisturbed, tmp_path, strategy, sparse):
+@pytest.mark.parametrize("strategy, kind", FITS)
+def test_workers_die_mid_fit_and_the_fit_goes_on(client, undisturbed, tmp_path, strategy, kind):
     """Epoch 2: a worker without a shard dies; Dask reruns its unit elsewhere, nothing is
     rolled back. Epoch 3: the worker holding shard 0 dies; both shards restart from the
     last snapshot on the surviving workers: shard 0 from its replica, shard 1 from its own
@@ -215,7 +219,7 @@ def test_workers_die_mid_fit_and_the_fit_goes_on(client, undisturbed, tmp_path, 
     markers = (str(tmp_path / "no shard killed"), str(tmp_path / "shard holder killed"))
     snapshot_steps = 16
     loss, records = train(
-        client, strategy, markers=markers, snapshot_steps=snapshot_steps, sparse=sparse
+        client, strategy, markers=markers, snapshot_steps=snapshot_steps, kind=kind
     )
     assert all(os.path.exists(marker) for marker in markers)
     assert "recoveries" not in records[1], records  # no rollback for a unit's worker
@@ -229,8 +233,8 @@ def test_workers_die_mid_fit_and_the_fit_goes_on(client, undisturbed, tmp_path, 
     # updates: steps for sync and backup, rounds for local, pushes of 3 workers otherwise
     per_step = 3 if strategy in ("ssp", "downpour") else 1
     assert 0 <= recovery["updates_lost"] <= snapshot_steps * per_step, recovery
-    expected = undisturbed[strategy, sparse]
-    tolerance = 1e-9 if sparse else TOLERANCE[strategy]
+    expected = undisturbed[strategy, kind]
+    tolerance = TOLERANCE[strategy] if kind == "dense" else 1e-9
     assert abs(loss - expected) <= tolerance * expected, (loss, expected)
 
 
@@ -265,7 +269,7 @@ def test_retiring_a_shard_holder_moves_its_shard_and_loses_no_step(client, undis
     assert not any("recoveries" in record for record in records), records
     moves = [move for record in records for move in record.get("shard_moves", [])]
     assert [move["shards"] for move in moves] == [[0]]
-    expected = undisturbed["sync", False]
+    expected = undisturbed["sync", "dense"]
     assert abs(loss - expected) <= 1e-9 * expected, (loss, expected)
 
 
