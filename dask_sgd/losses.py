@@ -126,6 +126,12 @@ class MultinomialLogLoss(Loss):
         xp = get_namespace(raw)
         return xp.exp(log_softmax(raw)) - y
 
+    def loss_sum_and_dloss(self, y, raw):
+        """Both from one log-softmax."""
+        xp = get_namespace(raw)
+        log_p = log_softmax(raw)
+        return -(y * log_p).sum(), xp.exp(log_p) - y
+
 
 @dataclass(frozen=True)
 class SquaredError(Loss):

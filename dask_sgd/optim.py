@@ -167,11 +167,18 @@ class ScaleByAdam(GradientTransformation):
     def update(self, g, state, params=None):
         xp = get_namespace(g)
         count = state.count + 1
-        mu = self.b1 * state.mu + (1 - self.b1) * g
-        nu = self.b2 * state.nu + (1 - self.b2) * g * g
-        mu_hat = mu / (1 - self.b1**count)
-        nu_hat = nu / (1 - self.b2**count)
-        direction = (mu_hat / (xp.sqrt(nu_hat) + self.eps)).astype(g.dtype)
+        # the arithmetic of the textbook formulas, in their order, on fresh arrays updated in
+        # place (half the temporaries: a network's step spent a quarter of its time here)
+        mu = (1 - self.b1) * g
+        mu += self.b1 * state.mu
+        nu = (1 - self.b2) * g
+        nu *= g
+        nu += self.b2 * state.nu
+        # the bias corrections in g's dtype: float32 stays float32 (no float64 temporaries)
+        denominator = xp.sqrt(nu / xp.asarray(1 - self.b2**count, dtype=g.dtype))
+        denominator += self.eps
+        direction = mu / xp.asarray(1 - self.b1**count, dtype=g.dtype)
+        direction /= denominator
         return direction, AdamState(count, mu, nu)
 
     def zero_gradient_decay(self):

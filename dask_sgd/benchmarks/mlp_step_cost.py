@@ -1,0 +1,126 @@
+"""A network's step on one core: the engine's step loop against a plain NumPy loop.
+
+    python -m dask_sgd.benchmarks.mlp_step_cost [--n-samples 40000] [--repeats 5] [--json F]
+
+W3's network (50-256-256-10, ReLU, softmax) on W3-like rows (float32, standardized), Adam
+at 1e-3, 256-row minibatches in order, one pass; BLAS on one thread. Two contenders,
+interleaved, the best of ``--repeats``: forward and backward passes and Adam written out in
+NumPy, and the engine's step loop (:func:`dask_sgd.engine.steps.run_minibatches`, the loop a
+unit runs) on :class:`~dask_sgd.models.mlp.MLPModel`. No Dask: what a unit's step costs
+before any exchange (issue 17's goal: at least 0.8 of the plain loop's samples per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from sklearn.datasets import make_classification
+from threadpoolctl import threadpool_limits
+
+from dask_sgd.benchmarks import report
+from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.losses import get_loss
+from dask_sgd.models import Objective
+from dask_sgd.models.mlp import MLPModel
+from dask_sgd.optim import adam
+from dask_sgd.penalties import get_penalty
+
+LAYERS = (256, 256)
+N_CLASSES = 10
+
+
+def w3_rows(n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """W3's generator (``BENCHMARKS.md``), standardized, float32; one-hot targets."""
+    X, y = make_classification(
+        n_samples, 50, n_informative=30, n_classes=N_CLASSES, n_clusters_per_class=3,
+        class_sep=1.5, random_state=0,
+    )  # fmt: skip
+    X = ((X - X.mean(axis=0)) / X.std(axis=0)).astype(np.float32)
+    return X, np.eye(N_CLASSES, dtype=np.float32)[y]
+
+
+def plain_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3) -> float:
+    """Samples per second of forward, backward and Adam written out, over the rows once."""
+    model = MLPModel(X.shape[1], LAYERS, N_CLASSES)
+    layers = zip(model.coefs(theta), model.intercepts(theta), strict=True)
+    params = [p.copy() for pair in layers for p in pair]
+    m, v = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
+    started = time.perf_counter()
+    for t, start in enumerate(range(0, X.shape[0], batch_size), 1):
+        x, y = X[start : start + batch_size], Y[start : start + batch_size]
+        W0, b0, W1, b1, W2, b2 = params
+        h1 = np.maximum(x @ W0 + b0, 0)
+        h2 = np.maximum(h1 @ W1 + b1, 0)
+        z = h2 @ W2 + b2
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        d2 = (p - y) / x.shape[0]
+        d1 = (d2 @ W2.T) * (h2 > 0)
+        d0 = (d1 @ W1.T) * (h1 > 0)
+        grads = [x.T @ d0, d0.sum(0), h1.T @ d1, d1.sum(0), h2.T @ d2, d2.sum(0)]
+        for p_, g, m_, v_ in zip(params, grads, m, v, strict=True):
+            m_ *= 0.9
+            m_ += 0.1 * g
+            v_ *= 0.999
+            v_ += 0.001 * g * g
+            p_ -= (lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)) * m_ / (np.sqrt(v_) + 1e-8)
+    return X.shape[0] / (time.perf_counter() - started)
+
+
+def engine_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3) -> float:
+    """Samples per second of the engine's step loop over the rows once."""
+    model = MLPModel(X.shape[1], LAYERS, N_CLASSES)
+    objective = Objective(
+        model, get_loss("log_loss", multinomial=True), get_penalty(None, alpha=0.0)
+    )
+    optimizer = adam()
+    state = TrainState.create(theta.copy(), optimizer, averaged=False)
+    batches = (
+        (X[start : start + batch_size], Y[start : start + batch_size], None)
+        for start in range(0, X.shape[0], batch_size)
+    )
+    started = time.perf_counter()
+    run_minibatches(state, batches, objective, optimizer, lambda step: lr)
+    return X.shape[0] / (time.perf_counter() - started)
+
+
+def markdown_table(result: dict) -> str:
+    """Each contender's best rate, and its ratio to the plain loop's."""
+    best = result["best"]
+    plain = best["plain NumPy loop"]
+    return report.markdown_table(
+        ["contender", "k samples/s", "/ plain loop"],
+        [[name, f"{rate / 1e3:.1f}", f"{rate / plain:.2f}"] for name, rate in best.items()],
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-samples", type=int, default=40_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    X, Y = w3_rows(args.n_samples)
+    theta = MLPModel(X.shape[1], LAYERS, N_CLASSES).init_params(0, dtype="float32")
+    contenders = {"plain NumPy loop": plain_loop, "engine step loop": engine_loop}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    with threadpool_limits(1):
+        for _ in range(args.repeats):
+            for name, run in contenders.items():
+                rates[name].append(run(X, Y, theta, args.batch_size))
+    best = {name: max(values) for name, values in rates.items()}
+    result = {"args": vars(args), "samples_per_second": rates, "best": best}
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(result, file, indent=1)
+    print(markdown_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
