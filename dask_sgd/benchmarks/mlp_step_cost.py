@@ -90,12 +90,7 @@ def engine_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3) -> f
 
 def markdown_table(result: dict) -> str:
     """Each contender's best rate, and its ratio to the plain loop's."""
-    best = result["best"]
-    plain = best["plain NumPy loop"]
-    return report.markdown_table(
-        ["contender", "k samples/s", "/ plain loop"],
-        [[name, f"{rate / 1e3:.1f}", f"{rate / plain:.2f}"] for name, rate in best.items()],
-    )
+    return report.rates_table(result["best"], "plain NumPy loop", unit="k", digits=1)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,14 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     X, Y = w3_rows(args.n_samples)
     theta = MLPModel(X.shape[1], LAYERS, N_CLASSES).init_params(0, dtype="float32")
-    contenders = {"plain NumPy loop": plain_loop, "engine step loop": engine_loop}
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    contenders = {
+        "plain NumPy loop": lambda: plain_loop(X, Y, theta, args.batch_size),
+        "engine step loop": lambda: engine_loop(X, Y, theta, args.batch_size),
+    }
     with threadpool_limits(1):
-        for _ in range(args.repeats):
-            for name, run in contenders.items():
-                rates[name].append(run(X, Y, theta, args.batch_size))
-    best = {name: max(values) for name, values in rates.items()}
-    result = {"args": vars(args), "samples_per_second": rates, "best": best}
+        result = {"args": vars(args)} | report.best_of_interleaved(contenders, args.repeats)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=1)

@@ -7,7 +7,7 @@ prints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from statistics import median
 
 
@@ -22,3 +22,24 @@ def median_and_range(values: Sequence[float], scale: float = 1.0, digits: int = 
     """'median (min–max)' of ``values`` times ``scale``, as the engine's tables show them."""
     scaled = [value * scale for value in values]
     return f"{median(scaled):.{digits}f} ({min(scaled):.{digits}f}–{max(scaled):.{digits}f})"
+
+
+def best_of_interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dict:
+    """Each contender's rate, ``repeats`` times, the contenders taken in turn (a load that
+    comes and goes reaches each), and the best of each."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            rates[name].append(run())
+    return {"samples_per_second": rates, "best": {name: max(v) for name, v in rates.items()}}
+
+
+def rates_table(best: dict[str, float], baseline: str, unit: str = "M", digits: int = 2) -> str:
+    """Each contender's best rate in ``unit`` ("k" or "M") samples per second, and its ratio
+    to the rate of the contender ``baseline``."""
+    scale = {"k": 1e3, "M": 1e6}[unit]
+    return markdown_table(
+        ["contender", f"{unit} samples/s", "/ plain loop"],
+        [[name, f"{rate / scale:.{digits}f}", f"{rate / best[baseline]:.2f}"]
+         for name, rate in best.items()],
+    )  # fmt: skip

@@ -48,12 +48,7 @@ def engine_loop(X, Y, batch_size: int, *, compiled: bool) -> float:
 
 def markdown_table(result: dict) -> str:
     """Each contender's best rate, and its ratio to the plain loop's."""
-    best = result["best"]
-    plain = best["plain NumPy loop"]
-    return report.markdown_table(
-        ["contender", "M samples/s", "/ plain loop"],
-        [[name, f"{rate / 1e6:.2f}", f"{rate / plain:.2f}"] for name, rate in best.items()],
-    )
+    return report.rates_table(result["best"], "plain NumPy loop", unit="M", digits=2)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,14 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
         "engine, compiled products": lambda: engine_loop(X, Y, args.batch_size, compiled=True),
         "engine, NumPy's products": lambda: engine_loop(X, Y, args.batch_size, compiled=False),
     }
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
     with threadpool_limits(1):
         engine_loop(X[:4096], Y[:4096], args.batch_size, compiled=True)  # numba starts
-        for _ in range(args.repeats):
-            for name, run in contenders.items():
-                rates[name].append(run())
-    best = {name: max(values) for name, values in rates.items()}
-    result = {"args": vars(args), "samples_per_second": rates, "best": best}
+        result = {"args": vars(args)} | report.best_of_interleaved(contenders, args.repeats)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=1)
