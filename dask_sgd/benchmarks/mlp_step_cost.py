@@ -21,11 +21,10 @@ from sklearn.datasets import make_classification
 from threadpoolctl import threadpool_limits
 
 from dask_sgd.benchmarks import report
-from dask_sgd.engine.steps import TrainState, run_minibatches
+from dask_sgd.benchmarks.step_cost import step_loop_rate
 from dask_sgd.losses import get_loss
 from dask_sgd.models import Objective
 from dask_sgd.models.mlp import MLPModel
-from dask_sgd.optim import adam
 from dask_sgd.penalties import get_penalty
 
 LAYERS = (256, 256)
@@ -77,15 +76,7 @@ def engine_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3) -> f
     objective = Objective(
         model, get_loss("log_loss", multinomial=True), get_penalty(None, alpha=0.0)
     )
-    optimizer = adam()
-    state = TrainState.create(theta.copy(), optimizer, averaged=False)
-    batches = (
-        (X[start : start + batch_size], Y[start : start + batch_size], None)
-        for start in range(0, X.shape[0], batch_size)
-    )
-    started = time.perf_counter()
-    run_minibatches(state, batches, objective, optimizer, lambda step: lr)
-    return X.shape[0] / (time.perf_counter() - started)
+    return step_loop_rate(objective, theta.copy(), X, Y, batch_size, lr)
 
 
 def markdown_table(result: dict) -> str:

@@ -29,21 +29,27 @@ from dask_sgd.optim import get_optimizer
 from dask_sgd.penalties import get_penalty
 
 
+def step_loop_rate(objective, theta, X, Y, batch_size: int, lr: float = 1e-3) -> float:
+    """Samples per second of the engine's step loop (Adam at ``lr``, from ``theta``) over
+    the rows once, in order."""
+    optimizer = get_optimizer("adam")
+    state = TrainState.create(theta, optimizer, averaged=False)
+    batches = (
+        (X[start : start + batch_size], Y[start : start + batch_size], None)
+        for start in range(0, X.shape[0], batch_size)
+    )
+    started = time.perf_counter()
+    run_minibatches(state, batches, objective, optimizer, lambda step: lr)
+    return X.shape[0] / (time.perf_counter() - started)
+
+
 def engine_loop(X, Y, batch_size: int, *, compiled: bool) -> float:
     """Samples per second of the engine's step loop over the rows once."""
     objective = Objective(
         LinearModel(X.shape[1], 1), get_loss("log_loss"), get_penalty("l2", alpha=1e-6)
     )
-    optimizer = get_optimizer("adam")
-    state = TrainState.create(np.zeros(X.shape[1] + 1), optimizer, averaged=False)
-    batches = (
-        (X[start : start + batch_size], Y[start : start + batch_size], None)
-        for start in range(0, X.shape[0], batch_size)
-    )
     with dask.config.set({"dask-sgd.compiled-kernels": compiled}):
-        started = time.perf_counter()
-        run_minibatches(state, batches, objective, optimizer, lambda step: 1e-3)
-        return X.shape[0] / (time.perf_counter() - started)
+        return step_loop_rate(objective, np.zeros(X.shape[1] + 1), X, Y, batch_size)
 
 
 def markdown_table(result: dict) -> str:
