@@ -273,24 +273,30 @@ def test_retiring_a_shard_holder_moves_its_shard_and_loses_no_step(client, undis
     assert abs(loss - expected) <= 1e-9 * expected, (loss, expected)
 
 
+def averaging_trainer(client, objective, **options):
+    """An averaged "sync" trainer of ``objective`` on the dense problem's persisted blocks
+    (two shards, three units whatever the workers do), and the blocks."""
+    _, _, dX, dy = problem("dense")
+    data = persist_blocks(client, dX, dy, classifier=True, seed=0)
+    trainer = ClusterTrainer(
+        client, data, objective, optim.sgd(), schedules.constant(0.05),
+        TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=2, strategy="sync",
+        snapshot_steps=16, follow_workers=False, average=True, **options,
+    )  # fmt: skip
+    return trainer, data
+
+
 @pytest.mark.timeout(120)
 def test_a_fit_that_loses_a_shard_goes_on_averaging_from_the_snapshot(client, tmp_path):
     """Averaged "sync" from the first step; in epoch 2 the worker holding shard 0 dies. The
     shards restart from the last snapshot with its average and count, so the fit ends with
     an average over every one of its steps: none lost, none counted twice, none reset."""
     wait_for_every_worker(client)
-    X, y = make_classification(n_samples=1800, n_features=N_FEATURES, random_state=0)
-    model = LinearModel(N_FEATURES, 1)
-    objective = Objective(model, KillingLogLoss(), get_penalty("l2", alpha=1e-4))
-    data = persist_blocks(
-        client, da.from_array(X, chunks=300), da.from_array(y, chunks=300), classifier=True, seed=0
+    objective = Objective(
+        LinearModel(N_FEATURES, 1), KillingLogLoss(), get_penalty("l2", alpha=1e-4)
     )
-    trainer = ClusterTrainer(
-        client, data, objective, optim.sgd(), schedules.constant(0.05),
-        TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=2, strategy="sync",
-        snapshot_steps=16, follow_workers=False, average=True,
-    )  # fmt: skip
-    state = TrainState.create(model.init_params(), optim.sgd(), averaged=True)
+    trainer, data = averaging_trainer(client, objective)
+    state = TrainState.create(objective.model.init_params(), optim.sgd(), averaged=True)
     records, marker = [], str(tmp_path / "shard holder killed")
     try:
         for epoch in range(2):
@@ -309,6 +315,53 @@ def test_a_fit_that_loses_a_shard_goes_on_averaging_from_the_snapshot(client, tm
     assert state.n_averaged == state.step == 2 * trainer.steps_per_epoch
     assert state.final_params is state.average
     assert not np.allclose(state.average, state.params)
+
+
+def tail_averaged_fit(client, between_epochs=None) -> tuple[TrainState, list[dict]]:
+    """Two epochs of "sync" with the average restarted each epoch (tail averaging), with
+    ``between_epochs(trainer)`` run between them; the final state and history records."""
+    wait_for_every_worker(client)
+    objective = Objective(LinearModel(N_FEATURES, 1), LogLoss(), get_penalty("l2", alpha=1e-4))
+    trainer, data = averaging_trainer(client, objective, average_each_epoch=True)
+    state = TrainState.create(objective.model.init_params(), optim.sgd(), averaged=True)
+    records = []
+    try:
+        for epoch in range(2):
+            if epoch == 1 and between_epochs is not None:
+                between_epochs(trainer)
+            state, _, _, extra = trainer.run_epoch(state, 1.0)
+            records.append(extra)
+        state = trainer.in_client(state)
+    finally:
+        trainer.close()
+        data.release()
+    return state, records
+
+
+@pytest.mark.timeout(120)
+def test_a_shard_lost_as_an_epoch_starts_its_new_average_restarts_from_the_snapshot(client):
+    """The worker holding shard 0 dies between two epochs of tail averaging: telling the
+    shards to start the new epoch's average finds it gone. New shards start from the
+    epoch's last snapshot with a new average, so the fit ends as an undisturbed one does,
+    nothing redone (it once failed with :class:`ShardLost` there instead)."""
+    undisturbed, _ = tail_averaged_fit(client)
+
+    def kill_shard_0s_worker(trainer):
+        holder = trainer.server.shards[0]._address
+        with contextlib.suppress(OSError):  # the worker dies before it answers
+            client.run(os._exit, 1, workers=[holder])
+        deadline = time.monotonic() + 30
+        while holder in worker_statuses(client):
+            assert time.monotonic() < deadline, "the scheduler did not see the worker die"
+            time.sleep(0.05)
+
+    state, records = tail_averaged_fit(client, kill_shard_0s_worker)
+    [recovery] = records[1]["recoveries"]
+    assert "shard(s) [0] lost" in recovery["reason"], recovery
+    assert recovery["steps_redone"] == 0
+    assert state.n_averaged == undisturbed.n_averaged < state.step  # the last epoch's steps
+    np.testing.assert_allclose(state.average, undisturbed.average, rtol=1e-12)
+    np.testing.assert_allclose(state.params, undisturbed.params, rtol=1e-12)
 
 
 @pytest.mark.timeout(240)

@@ -213,18 +213,18 @@ class ClusterTrainer:
     def run_epoch(self, state: TrainState, lr_factor: float):
         """One epoch; returns the new state, summed loss, rows, and history fields."""
         self.start()
+        recoveries, moves, changes = (
+            len(self.keeper.recoveries), len(self.keeper.moves), len(self.membership)
+        )  # fmt: skip
         if self.average_each_epoch and state.n_averaged:  # a new average for this epoch
             average = None if state.params is None else np.zeros_like(state.params)
             state = replace(state, average=average, n_averaged=0)
             if self.keeper.averaging:
-                self.keeper.start_averaging(state)
+                state = self._start_averaging(state)
         if self.keeper.server is None:
             self.carries = [self._start_carry(state, unit, len(self.units)) for unit in self.units]
             self.keeper.start(state, len(self.units))
         segments: list[Segment] = []
-        recoveries, moves, changes = (
-            len(self.keeper.recoveries), len(self.keeper.moves), len(self.membership)
-        )  # fmt: skip
         done = Fraction(0)  # of the epoch; the steps per epoch change with the workers
         while done < 1:
             n_steps = min(self.segment_steps, math.ceil((1 - done) * self.steps_per_epoch))
@@ -325,10 +325,24 @@ class ClusterTrainer:
         round_steps = self.strategy.round_steps()
         before = (math.ceil(max(self._averaging_reach, 1) / round_steps) - 1) * round_steps
         if before == 0:  # a new average needs no arrays; going on from one needs its own
-            self.keeper.start_averaging(self.in_client(state) if state.n_averaged else state)
+            self._start_averaging(self.in_client(state) if state.n_averaged else state)
             self._averaging_reach = None
             return n_steps
         return min(n_steps, before)
+
+    def _start_averaging(self, state: TrainState) -> TrainState:
+        """The shards average from the snapshot ``state`` on; if a shard's worker was lost,
+        new shards start from it, averaging (as a lost segment restarts). Returns ``state``,
+        with its arrays if it took a recovery."""
+        try:
+            self.keeper.start_averaging(state)
+            return state
+        except ShardLost as lost:
+            if state.n_averaged == 0:  # a new average: not the kept snapshot's
+                state = replace(self.in_client(state), average=None, n_averaged=0)
+            self.keeper.averaging = True
+            self.keeper.recover(state, self.keeper.version, 0, str(lost))
+            return state
 
     def _run_segment(self, state: TrainState, lr_factor: float, n_steps: int):
         """``n_steps`` steps from the snapshot ``state``; rerun from it if a shard is lost."""
