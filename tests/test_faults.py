@@ -275,13 +275,15 @@ def test_retiring_a_shard_holder_moves_its_shard_and_loses_no_step(client, undis
 
 def averaging_trainer(client, objective, **options):
     """An averaged "sync" trainer of ``objective`` on the dense problem's persisted blocks
-    (two shards, three units whatever the workers do), and the blocks."""
+    (two shards, three units whatever the workers do; from the first step unless
+    ``options`` say otherwise), and the blocks."""
+    options = {"average": True, **options}
     _, _, dX, dy = problem("dense")
     data = persist_blocks(client, dX, dy, classifier=True, seed=0)
     trainer = ClusterTrainer(
         client, data, objective, optim.sgd(), schedules.constant(0.05),
         TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=2, strategy="sync",
-        snapshot_steps=16, follow_workers=False, average=True, **options,
+        snapshot_steps=16, follow_workers=False, **options,
     )  # fmt: skip
     return trainer, data
 
@@ -317,21 +319,28 @@ def test_a_fit_that_loses_a_shard_goes_on_averaging_from_the_snapshot(client, tm
     assert not np.allclose(state.average, state.params)
 
 
-def tail_averaged_fit(client, between_epochs=None) -> tuple[TrainState, list[dict]]:
-    """Two epochs of "sync" with the average restarted each epoch (tail averaging), with
-    ``between_epochs(trainer)`` run between them; the final state and history records."""
+#: Where the shards start averaging as an epoch starts: a new epoch's tail average, and an
+#: averaging start at epoch 1's last step's rows (3 units of 16 rows, 38 steps: 1,824)
+AVERAGING_STARTS = {"tail": {"average_each_epoch": True}, "start": {"average": 1825}}
+
+
+def averaged_fit(client, averaging: str, between_epochs=None) -> tuple[TrainState, list]:
+    """Two epochs of averaged "sync" (``AVERAGING_STARTS[averaging]``), with
+    ``between_epochs(trainer)`` run between them, the snapshots kept on the workers (as a
+    large model's are); the final state and history records."""
     wait_for_every_worker(client)
     objective = Objective(LinearModel(N_FEATURES, 1), LogLoss(), get_penalty("l2", alpha=1e-4))
-    trainer, data = averaging_trainer(client, objective, average_each_epoch=True)
+    trainer, data = averaging_trainer(client, objective, **AVERAGING_STARTS[averaging])
     state = TrainState.create(objective.model.init_params(), optim.sgd(), averaged=True)
     records = []
     try:
-        for epoch in range(2):
-            if epoch == 1 and between_epochs is not None:
-                between_epochs(trainer)
-            state, _, _, extra = trainer.run_epoch(state, 1.0)
-            records.append(extra)
-        state = trainer.in_client(state)
+        with dask.config.set({"dask-sgd.kept-snapshot-params": 0}):
+            for epoch in range(2):
+                if epoch == 1 and between_epochs is not None:
+                    between_epochs(trainer)
+                state, _, _, extra = trainer.run_epoch(state, 1.0)
+                records.append(extra)
+            state = trainer.in_client(state)
     finally:
         trainer.close()
         data.release()
@@ -339,12 +348,13 @@ def tail_averaged_fit(client, between_epochs=None) -> tuple[TrainState, list[dic
 
 
 @pytest.mark.timeout(120)
-def test_a_shard_lost_as_an_epoch_starts_its_new_average_restarts_from_the_snapshot(client):
-    """The worker holding shard 0 dies between two epochs of tail averaging: telling the
-    shards to start the new epoch's average finds it gone. New shards start from the
-    epoch's last snapshot with a new average, so the fit ends as an undisturbed one does,
-    nothing redone (it once failed with :class:`ShardLost` there instead)."""
-    undisturbed, _ = tail_averaged_fit(client)
+@pytest.mark.parametrize("averaging", AVERAGING_STARTS)
+def test_a_shard_lost_as_the_shards_start_averaging_restarts_from_the_snapshot(client, averaging):
+    """The worker holding shard 0 dies between two epochs, where the shards start a new
+    average: telling them finds it gone. New shards start from the epoch's last snapshot
+    with the new average, so the fit ends as an undisturbed one does, nothing redone (it
+    once failed with :class:`ShardLost` there instead)."""
+    undisturbed, _ = averaged_fit(client, averaging)
 
     def kill_shard_0s_worker(trainer):
         holder = trainer.server.shards[0]._address
@@ -355,7 +365,7 @@ def test_a_shard_lost_as_an_epoch_starts_its_new_average_restarts_from_the_snaps
             assert time.monotonic() < deadline, "the scheduler did not see the worker die"
             time.sleep(0.05)
 
-    state, records = tail_averaged_fit(client, kill_shard_0s_worker)
+    state, records = averaged_fit(client, averaging, kill_shard_0s_worker)
     [recovery] = records[1]["recoveries"]
     assert "shard(s) [0] lost" in recovery["reason"], recovery
     assert recovery["steps_redone"] == 0

@@ -228,7 +228,7 @@ class ClusterTrainer:
         done = Fraction(0)  # of the epoch; the steps per epoch change with the workers
         while done < 1:
             n_steps = min(self.segment_steps, math.ceil((1 - done) * self.steps_per_epoch))
-            n_steps = self._until_averaging(state, n_steps)
+            state, n_steps = self._until_averaging(state, n_steps)
             done += Fraction(n_steps, self.steps_per_epoch)
             state, segment = self._run_segment(state, lr_factor, n_steps)
             if self._averaging_reach is not None:
@@ -313,22 +313,23 @@ class ClusterTrainer:
             return None
         return sum(value for value, _ in values) / max(sum(rows for _, rows in values), 1)
 
-    def _until_averaging(self, state: TrainState, n_steps: int) -> int:
-        """The next segment's steps, ending at the exchange round before the step whose rows
-        reach the averaging start; once that round is the segment's first, the shards
-        start averaging (from the snapshot ``state``), and segments are no longer cut."""
+    def _until_averaging(self, state: TrainState, n_steps: int) -> tuple[TrainState, int]:
+        """The snapshot ``state`` and the next segment's steps, ending at the exchange round
+        before the step whose rows reach the averaging start; once that round is the
+        segment's first, the shards start averaging (from ``state``, which comes with its
+        arrays if that took a recovery), and segments are no longer cut."""
         if not self.average_start or self.keeper.averaging:
-            return n_steps
+            return state, n_steps
         if self._averaging_reach is None:  # a step's rows: a minibatch per unit
             rows = self.average_start - state.samples
             self._averaging_reach = math.ceil(rows / (len(self.units) * self.batch_size))
         round_steps = self.strategy.round_steps()
         before = (math.ceil(max(self._averaging_reach, 1) / round_steps) - 1) * round_steps
         if before == 0:  # a new average needs no arrays; going on from one needs its own
-            self._start_averaging(self.in_client(state) if state.n_averaged else state)
+            state = self._start_averaging(self.in_client(state) if state.n_averaged else state)
             self._averaging_reach = None
-            return n_steps
-        return min(n_steps, before)
+            return state, n_steps
+        return state, min(n_steps, before)
 
     def _start_averaging(self, state: TrainState) -> TrainState:
         """The shards average from the snapshot ``state`` on; if a shard's worker was lost,
