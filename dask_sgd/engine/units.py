@@ -26,6 +26,7 @@ from distributed.utils import sync
 
 from dask_sgd.blocks import Block, MinibatchBuffers, RowOrder, aligned_block, blocks_by_key
 from dask_sgd.data import TargetEncoder
+from dask_sgd.engine.allocator import steady_allocations
 from dask_sgd.engine.on_worker import fit_on_worker
 from dask_sgd.engine.steps import refuse_unusable_gradient
 from dask_sgd.models import Objective
@@ -195,7 +196,8 @@ def train_unit(
     calls = ShardCalls(shards, ranges)
     on_worker = fit_on_worker(get_worker(), plan.fit_id)
     data = UnitData.encoded(blocks, partitions, carry.cursor, plan.encoder, on_worker.targets)
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
+    # divergence is reported, not warned; freed arrays are reused, not mapped again
+    with np.errstate(over="ignore", invalid="ignore"), steady_allocations():
         result = strategy.run_unit(data, calls, plan, unit, carry)
     return replace(result, bytes_pushed=calls.bytes_pushed, bytes_pulled=calls.bytes_pulled)
 
