@@ -89,13 +89,18 @@ class Schedule:
     standardized: bool = False
 
 
-def batch_size(setting: int | str, rows_per_unit: float | None = None) -> int:
-    """Rows per minibatch: in process (``rows_per_unit=None``) or per worker and step on Dask.
+def batch_size(
+    setting: int | str, rows_per_unit: float | None = None, largest: int = DASK_BATCH_SIZE
+) -> int:
+    """Rows per minibatch: in process (``rows_per_unit=None``) or per worker and step on Dask
+    (at most ``largest`` for "auto").
 
     Examples
     --------
     >>> batch_size("auto"), batch_size("auto", 500_000), batch_size("auto", 2_000)
     (8, 1024, 31)
+    >>> batch_size("auto", 500_000, largest=200)
+    200
     >>> batch_size(64, 500_000)
     64
     """
@@ -104,7 +109,7 @@ def batch_size(setting: int | str, rows_per_unit: float | None = None) -> int:
     if rows_per_unit is None:
         return IN_PROCESS_BATCH_SIZE
     by_steps = int(rows_per_unit // MIN_DASK_STEPS_PER_EPOCH)
-    return min(DASK_BATCH_SIZE, max(IN_PROCESS_BATCH_SIZE, by_steps))
+    return min(largest, max(IN_PROCESS_BATCH_SIZE, by_steps))
 
 
 def n_shards(setting: int | None, n_parameters: int, n_workers: int) -> int:

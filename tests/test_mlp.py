@@ -216,6 +216,17 @@ def test_every_strategy_trains_a_network_and_predicts_lazily(client, strategy):
 
 
 @pytest.mark.timeout(60)
+def test_auto_batch_on_dask_is_scikit_learns_200_rows_or_64_steps_per_epoch(client):
+    """A unit's "auto" minibatch: 200 rows (scikit-learn's) where a worker's share has 64
+    steps of them, fewer below that; the linear models' cap (1,024) is not a network's."""
+    X, y = make_classification(n_samples=40_000, n_features=4, random_state=0)
+    for n_rows, expected in ((40_000, 200), (4_000, 31)):  # 2 workers: 20,000 and 2,000 each
+        clf = MLPClassifier((4,), max_iter=1, random_state=0)
+        clf.fit(*as_dask(X[:n_rows], y[:n_rows]))
+        assert clf.batch_size_ == expected
+
+
+@pytest.mark.timeout(60)
 def test_sparse_dask_input_is_refused_before_training(client):
     """A network on CSR blocks (a dense first layer on hashed columns) is not offered on
     Dask: a clear error before any training, and a fitted network is kept."""

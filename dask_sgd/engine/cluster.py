@@ -91,7 +91,7 @@ class ClusterTrainer:
     applies (``scale_learning_rate``), reached by a gradual warmup from the unscaled rate
     over ``warmup_epochs``; when ``k`` changes with the workers, the rate moves to the new
     scaling over a quarter of that. ``batch_size="auto"`` is chosen from the rows per
-    worker (:func:`dask_sgd.defaults.batch_size`). ``strategy`` is a
+    worker, at most ``largest_auto_batch`` (:func:`dask_sgd.defaults.batch_size`). ``strategy`` is a
     :class:`~dask_sgd.engine.strategies.Strategy`, or a name with its ``options``.
     ``follow_workers=False`` keeps the units that the fit started with.
 
@@ -119,6 +119,7 @@ class ClusterTrainer:
         encoder: TargetEncoder,
         *,
         batch_size: int | str,
+        largest_auto_batch: int = defaults.DASK_BATCH_SIZE,
         strategy: Strategy | str = "sync",
         n_shards: int | None = None,
         scale_learning_rate: bool = True,
@@ -143,7 +144,7 @@ class ClusterTrainer:
         self.objective, self.optimizer, self.encoder = objective, optimizer, encoder
         self.base_schedule = schedule
         self.strategy = strategy
-        self.batch_setting = batch_size
+        self.batch_setting, self.largest_auto_batch = batch_size, largest_auto_batch
         self.scale_learning_rate, self.warmup_epochs = scale_learning_rate, warmup_epochs
         round_steps = strategy.round_steps()  # a segment is whole exchange rounds
         self.max_segment_steps = max(snapshot_steps // round_steps, 1) * round_steps
@@ -185,7 +186,7 @@ class ClusterTrainer:
         self.units = self.data.units(self.client)
         self.strategy.check(len(self.units))
         self.batch_size = defaults.batch_size(
-            self.batch_setting, self.data.n_rows / len(self.units)
+            self.batch_setting, self.data.n_rows / len(self.units), self.largest_auto_batch
         )
         self._scale_for_units(step=0)
         return self

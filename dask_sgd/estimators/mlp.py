@@ -193,6 +193,11 @@ class BaseMLP(TrainedEstimator):
     def _rows_per_step(self) -> int:
         return AUTO_BATCH_SIZE if self.batch_size == "auto" else int(self.batch_size)
 
+    def _cluster_settings(self) -> dict:
+        """On Dask, "auto" is a unit's minibatch of scikit-learn's rows (200), fewer where a
+        worker's share would give under 64 steps per epoch (the linear models' rule)."""
+        return super()._cluster_settings() | {"largest_auto_batch": AUTO_BATCH_SIZE}
+
     def _make_model(self, n_features: int) -> Model:
         sizes = tuple(int(size) for size in np.atleast_1d(self.hidden_layer_sizes))
         return MLPModel(n_features, sizes, self._n_outputs(), self.activation)
