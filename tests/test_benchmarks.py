@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from dask_sgd.benchmarks import engine_efficiency, tta, w2
+from dask_sgd.benchmarks import engine_efficiency, tta, w2, w3
 from dask_sgd.benchmarks.memory import worker_shares
 from dask_sgd.cli import main as cli_main
 
@@ -43,6 +43,32 @@ def test_time_to_accuracy_quick_run_writes_every_contender(tmp_path):
     assert table.count("\n| dask_sgd ") == sum(r["contender"].startswith("dask_sgd") for r in rows)
     assert "not reached" in table or all(row["reached"] for row in rows)
     assert "| refit on data already seen, s (median [min, max]) |" in table
+    assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(180)
+def test_mlp_quick_run_trains_every_contender_to_an_accuracy(tmp_path):
+    """W3: scikit-learn's network, PyTorch in one process and DDP in two, and dask_sgd's
+    network with every strategy, each a row with a held-out accuracy above chance (0.1)."""
+    args = ["--workload", "mlp", "--quick", "--repeats", "1", "--output", str(tmp_path)]
+    results = tta.main(args)
+    rows = results["rows"]
+    assert results["metric"] == "accuracy" and results["target_accuracy"] == w3.TARGET_ACCURACY
+    assert len(rows) == len(w3.contenders(True, tta.STRATEGIES))
+    names = {row["contender"] for row in rows}
+    assert {"sklearn MLPClassifier", "PyTorch CPU", "PyTorch DDP"} <= names
+    assert {f"dask_sgd {strategy}" for strategy in tta.STRATEGIES} <= names
+    for row in rows:
+        assert "failed" not in row, row
+        assert 0.15 < row["best_accuracy"] <= 1, row
+        assert row["reached"] == (row["best_accuracy"] >= w3.TARGET_ACCURACY)
+        assert all(point["seconds"] > 0 for run in row["runs"] for point in run), row
+    # DDP's two 128-row halves of each 256-row minibatch make one process's steps
+    by_name = {row["contender"]: row["best_accuracy"] for row in rows}
+    assert abs(by_name["PyTorch DDP"] - by_name["PyTorch CPU"]) <= 0.01, by_name
+    table = (tmp_path / "tta.md").read_text()
+    assert table.startswith("Target: held-out accuracy ≥ 0.94000.")
+    assert table == tta.results_table(json.loads((tmp_path / "tta.json").read_text()))
     assert (tmp_path / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

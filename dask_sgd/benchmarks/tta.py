@@ -3,10 +3,13 @@
     python -m dask_sgd.benchmarks.tta --workload dense-logreg [--quick] [--repeats 3] [--output DIR]
     python -m dask_sgd.benchmarks.tta --workload sparse-ctr [--quick] [--n-features 2**20]
     python -m dask_sgd.benchmarks.tta --workload sparse-ctr --compare-features 20,24
+    python -m dask_sgd.benchmarks.tta --workload mlp [--quick]
 
 Follows ``BENCHMARKS.md``. This docstring describes W1 (dense-logreg); W2 (sparse-ctr: its
 rows, its reference, cached, its target, its sweeps, the width comparison) is in
-:mod:`dask_sgd.benchmarks.w2`, and its table adds bytes per step and peak worker memory. The data is generated once, split, and persisted on one
+:mod:`dask_sgd.benchmarks.w2`, and its table adds bytes per step and peak worker memory;
+W3 (mlp: a network, its target a held-out accuracy, its PyTorch peers) is in
+:mod:`dask_sgd.benchmarks.w3`. The data is generated once, split, and persisted on one
 ``LocalCluster(n_workers=2, threads_per_worker=1)`` before any clock starts; single-process
 peers get the same rows as NumPy arrays. The target is a held-out log-loss of at most
 1.001 × that of a reference fit (scikit-learn's LogisticRegression run to convergence).
@@ -55,12 +58,13 @@ from sklearn.linear_model import SGDClassifier as SklearnSGD
 from sklearn.metrics import log_loss
 
 import dask_sgd
-from dask_sgd.benchmarks import w2
+from dask_sgd.benchmarks import w2, w3
 from dask_sgd.benchmarks.memory import PeakMemory
 
 WORKLOADS = {
     "dense-logreg": dict(n_samples=1_100_000, n_test=100_000, n_features=100, n_informative=50),
     "sparse-ctr": w2.SIZE,
+    "mlp": w3.SIZE,
 }
 #: ``--quick``: the same workload, small enough for a smoke test
 QUICK = dict(n_samples=11_000, n_test=1_000, n_features=20, n_informative=10)
@@ -90,6 +94,9 @@ class Contender:
     may_fail: bool = False
     #: runs of this contender, where not ``--repeats`` (a reference solver of minutes)
     repeats: int | None = None
+    #: the fitted model's ``fit_seconds_`` is the fit's time (a peer that starts processes
+    #: of its own times its training alone, as dask_sgd's clock starts on a running cluster)
+    self_timed: bool = False
 
     def run_fit(self, model, data: dict, budget):
         if self.fit is not None:
@@ -316,6 +323,39 @@ def held_out_log_loss(model, data: dict) -> float:
     return float(log_loss(data["y_test"], np.asarray(proba)))
 
 
+def held_out_accuracy(model, data: dict) -> float:
+    predicted = model.predict(data["X_test"])
+    if dask.is_dask_collection(predicted):
+        predicted = predicted.compute()
+    return float(np.mean(np.asarray(predicted) == data["y_test"]))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a workload's target is on: the points' and rows' field (``key``, ``best_key``),
+    its label, how a fitted model scores, and which way is better."""
+
+    key: str
+    label: str
+    score: Callable[[Any, dict], float]
+    higher_is_better: bool = False
+
+    def reached(self, value: float, target: float) -> bool:
+        return value >= target if self.higher_is_better else value <= target
+
+    def best(self, values) -> float:
+        return max(values) if self.higher_is_better else min(values)
+
+    @property
+    def best_key(self) -> str:
+        return f"best_{self.key}"
+
+
+LOG_LOSS = Metric("log_loss", "held-out log-loss", held_out_log_loss)
+ACCURACY = Metric("accuracy", "held-out accuracy", held_out_accuracy, higher_is_better=True)
+METRICS = {metric.key: metric for metric in (LOG_LOSS, ACCURACY)}
+
+
 def timed_fit(contender: Contender, data: dict, budget, client=None) -> tuple[Any, float, int]:
     """A new model at ``budget``, fitted: the model, the seconds of its fit alone, and the
     workers' peak memory during it (0 unless ``contender.memory``: sampled by a thread of
@@ -334,14 +374,19 @@ def timed_fit(contender: Contender, data: dict, budget, client=None) -> tuple[An
             started = time.perf_counter()
             contender.run_fit(model, data, budget)
             seconds = time.perf_counter() - started
+            if contender.self_timed:
+                seconds = model.fit_seconds_
         finally:
             if memory is not None:
                 memory.__exit__(None, None, None)
     return model, seconds, memory.peak if memory is not None else 0
 
 
-def run_contender(contender: Contender, data: dict, target: float, client=None) -> list[dict]:
-    """One run: fit at each budget until the target is reached; the points on the way.
+def run_contender(
+    contender: Contender, data: dict, target: float, client=None, metric: Metric = LOG_LOSS
+) -> list[dict]:
+    """One run: fit at each budget until the target is reached (on ``metric``); the points
+    on the way.
 
     With ``client``, a contender on Dask input fits each budget on rows of its own
     (:func:`fresh_rows`), as a user's first fit on them; at the budget that reaches the
@@ -356,37 +401,40 @@ def run_contender(contender: Contender, data: dict, target: float, client=None) 
                 if not contender.may_fail:
                     raise
                 return [{"budget": budget, "error": f"{type(error).__name__}: {error}"[:500]}]
-            loss = held_out_log_loss(model, data)  # off the clock
-            point = {"budget": budget, "seconds": seconds, "log_loss": loss}
+            value = metric.score(model, data)  # off the clock
+            point = {"budget": budget, "seconds": seconds, metric.key: value}
             if contender.memory:
                 point["peak_worker_bytes"] = peak
                 pushed, pulled = w2.bytes_per_step(model)
                 point |= {"bytes_pushed_per_step": pushed, "bytes_pulled_per_step": pulled}
-            if loss <= target and contender.refit:
+            if metric.reached(value, target) and contender.refit:
                 model, point["refit_seconds"], _ = timed_fit(contender, rows, budget)
-                point["refit_log_loss"] = held_out_log_loss(model, data)
+                point[f"refit_{metric.key}"] = metric.score(model, data)
         finally:
             if rows is not data:
                 release_rows(client, rows)
         points.append(point)
-        if loss <= target:
+        if metric.reached(value, target):
             break
     return points
 
 
-def summarize(contender: Contender, runs: list[list[dict]], target: float, n_train: int) -> dict:
+def summarize(
+    contender: Contender, runs: list[list[dict]], target: float, n_train: int,
+    metric: Metric = LOG_LOSS,
+) -> dict:  # fmt: skip
     """Median time to target (or "not reached" and the best metric), over the runs; a run
     that failed makes the row "failed" with the reason."""
     errors = [point["error"] for run in runs for point in run if "error" in point]
     if errors:
         return {"contender": contender.name, "setting": contender.setting, "runs": runs,
-                "failed": errors[0], "reached": False, "best_log_loss": None}  # fmt: skip
-    reached = [run[-1] for run in runs if run[-1]["log_loss"] <= target]
+                "failed": errors[0], "reached": False, metric.best_key: None}  # fmt: skip
+    reached = [run[-1] for run in runs if metric.reached(run[-1][metric.key], target)]
     row = {
         "contender": contender.name,
         "setting": contender.setting,
         "runs": runs,
-        "best_log_loss": min(point["log_loss"] for run in runs for point in run),
+        metric.best_key: metric.best(point[metric.key] for run in runs for point in run),
         "reached": len(reached) == len(runs),
     }
     if contender.memory:  # at the last budget of each run (the reaching one, where reached)
@@ -429,21 +477,27 @@ def _per_step(value) -> str:
 
 
 def markdown_table(
-    rows: list[dict], target: float, reference: float, ratio: float = TARGET_RATIO
-) -> str:
+    rows: list[dict], target: float, reference: float | None, ratio: float = TARGET_RATIO,
+    metric: Metric = LOG_LOSS,
+) -> str:  # fmt: skip
     """Every contender's time to target as a first fit; the last column, labelled as such,
     is a refit on data already seen (blank where none was timed). Where rows measured them
-    (W2), bytes pushed and pulled per step and peak worker memory come before it."""
+    (W2), bytes pushed and pulled per step and peak worker memory come before it. The
+    target is ``ratio`` × a ``reference``'s metric, or (``reference`` None) a fixed one."""
     extra = any("peak_worker_bytes" in row or "failed" in row for row in rows)
+    side = "≥" if metric.higher_is_better else "≤"
+    target_line = f"Target: {metric.label} {side} {target:.5f}"
+    if reference is not None:
+        target_line += f" (reference {reference:.5f} × {ratio})"
     lines = [
-        f"Target: held-out log-loss ≤ {target:.5f} (reference {reference:.5f} × {ratio}).",
+        target_line + ".",
         (
             "Every time to target is a first fit on its data; the last column is not (a second "
             "fit at the same budget on the same rows)."
         ),
         "",
         "| contender | setting | time to target, s (median [min, max]) | budget "
-        + "| samples/s | best log-loss | "
+        + f"| samples/s | best {metric.label.removeprefix('held-out ')} | "
         + ("bytes pushed/step | bytes pulled/step | peak worker memory, MiB | " if extra else "")
         + "refit on data already seen, s (median [min, max]) |",
         "| --- | --- | ---: | ---: | ---: | ---: | " + ("---: | ---: | ---: | " if extra else "")
@@ -482,7 +536,7 @@ def markdown_table(
         lines.append(
             f"| {row['contender']} | {row['setting']} | {time_cell} | "
             f"{'' if budget is None else f'{budget:g}'} | "
-            f"{'' if rate is None else f'{rate:,.0f}'} | {row['best_log_loss']:.5f} | "
+            f"{'' if rate is None else f'{rate:,.0f}'} | {row[metric.best_key]:.5f} | "
             f"{measured}{refit_cell} |"
         )
     return "\n".join(lines) + "\n"
@@ -490,17 +544,23 @@ def markdown_table(
 
 def results_table(results: dict) -> str:
     """:func:`markdown_table` of a run's JSON results."""
+    metric = METRICS[results.get("metric", LOG_LOSS.key)]
     return markdown_table(
         results["rows"],
-        results["target_log_loss"],
-        results["reference_log_loss"],
+        results[f"target_{metric.key}"],
+        results.get(f"reference_{metric.key}"),
         results.get("target_ratio", TARGET_RATIO),
+        metric,
     )
 
 
-def plot(rows: list[dict], reference: float, path: Path, ratio: float = TARGET_RATIO) -> None:
+def plot(
+    rows: list[dict], reference: float | None, path: Path, ratio: float = TARGET_RATIO,
+    metric: Metric = LOG_LOSS, target: float | None = None,
+) -> None:  # fmt: skip
     """Held-out log-loss above the reference's against fit time (both log scales): each
-    contender's budgets, median over runs; the target is ``ratio`` − 1 above."""
+    contender's budgets, median over runs; the target is ``ratio`` − 1 above. Without a
+    ``reference``: the metric itself (linear scale) and the ``target``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -515,15 +575,20 @@ def plot(rows: list[dict], reference: float, path: Path, ratio: float = TARGET_R
             for point in run:
                 by_budget.setdefault(point["budget"], []).append(point)
         xs = [statistics.median(p["seconds"] for p in pts) for pts in by_budget.values()]
-        losses = [statistics.median(p["log_loss"] for p in pts) for pts in by_budget.values()]
-        ys = [max(loss / reference - 1, 1e-5) for loss in losses]  # at or below: 1e-5
+        ys = [statistics.median(p[metric.key] for p in pts) for pts in by_budget.values()]
+        if reference is not None:
+            ys = [max(y / reference - 1, 1e-5) for y in ys]  # at or below: 1e-5
         style = "-o" if row["contender"].startswith("dask_sgd") else "--s"
         axes.plot(xs, ys, style, label=f"{row['contender']} ({row['setting'].split(':')[0]})")
-    axes.axhline(ratio - 1, color="black", linewidth=1, label="target")
+    axes.axhline(ratio - 1 if reference is not None else target, color="black", linewidth=1,
+                 label="target")  # fmt: skip
     axes.set_xscale("log")
-    axes.set_yscale("log")
     axes.set_xlabel("fit wall time, s")
-    axes.set_ylabel("held-out log-loss / reference − 1")
+    if reference is not None:
+        axes.set_yscale("log")
+        axes.set_ylabel(f"{metric.label} / reference − 1")
+    else:
+        axes.set_ylabel(metric.label)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -555,7 +620,9 @@ def warm_up_sparse(client) -> None:
         client.cancel([X, y])
 
 
-def run_contenders(client, contender_list, data, target, args) -> list[dict]:
+def run_contenders(
+    client, contender_list, data, target, args, metric: Metric = LOG_LOSS
+) -> list[dict]:
     """Each contender ``--repeats`` times (or its own), summarized and printed."""
     rows = []
     for contender in contender_list:
@@ -563,8 +630,8 @@ def run_contenders(client, contender_list, data, target, args) -> list[dict]:
         if args.only not in contender.name or (args.skip and args.skip in label):
             continue
         repeats = contender.repeats or args.repeats
-        runs = [run_contender(contender, data, target, client) for _ in range(repeats)]
-        row = summarize(contender, runs, target, len(data["y"]))
+        runs = [run_contender(contender, data, target, client, metric) for _ in range(repeats)]
+        row = summarize(contender, runs, target, len(data["y"]), metric)
         rows.append(row)
         if "failed" in row:
             print(f"{label}: failed: {row['failed']}", flush=True)
@@ -578,7 +645,7 @@ def run_contenders(client, contender_list, data, target, args) -> list[dict]:
                 f"{_per_step(row['bytes_pulled_per_step'])}; peak worker memory "
                 f"{_mib(row['peak_worker_bytes'])} MiB"
             )
-        print(f"{label}: {reached}, best {row['best_log_loss']:.5f}", flush=True)
+        print(f"{label}: {reached}, best {row[metric.best_key]:.5f}", flush=True)
     return rows
 
 
@@ -656,6 +723,8 @@ def main(argv: list[str] | None = None) -> dict:
         (output / "w2-compare.md").write_text(table)
         print(table)
         return comparison
+    if args.workload == "mlp":
+        return write_results(run_mlp(args), output)
 
     with new_client() as client:
         extra: dict = {}
@@ -702,10 +771,37 @@ def main(argv: list[str] | None = None) -> dict:
         **extra,
         "rows": rows,
     }
+    return write_results(results, output)
+
+
+def run_mlp(args) -> dict:
+    """W3 (:mod:`dask_sgd.benchmarks.w3`): every contender's time to the held-out
+    accuracy target."""
+    size = w3.QUICK if args.quick else w3.SIZE
+    with new_client() as client:
+        data = w3.make_data(client, **size)
+        w3.warm_up(client, data)
+        target = w3.TARGET_ACCURACY
+        print(f"target held-out accuracy {target}", flush=True)
+        contender_list = w3.contenders(args.quick, STRATEGIES)
+        rows = run_contenders(client, contender_list, data, target, args, ACCURACY)
+    return {
+        "workload": args.workload, "size": size, "repeats": args.repeats,
+        "metric": ACCURACY.key, "target_accuracy": target, "rows": rows,
+    }  # fmt: skip
+
+
+def write_results(results: dict, output: Path) -> dict:
+    """``tta.json``, its table (``tta.md``, also printed) and its plot (``tta.png``)."""
+    metric = METRICS[results.get("metric", LOG_LOSS.key)]
     (output / "tta.json").write_text(json.dumps(results, indent=2))
-    (output / "tta.md").write_text(markdown_table(rows, target, reference, ratio))
-    plot(rows, reference, output / "tta.png", ratio)
-    print(markdown_table(rows, target, reference, ratio))
+    table = results_table(results)
+    (output / "tta.md").write_text(table)
+    plot(
+        results["rows"], results.get(f"reference_{metric.key}"), output / "tta.png",
+        results.get("target_ratio", TARGET_RATIO), metric, results[f"target_{metric.key}"],
+    )  # fmt: skip
+    print(table)
     return results
 
 
