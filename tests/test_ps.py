@@ -100,6 +100,56 @@ async def test_synchronous_steps_apply_in_order(c, s, a, b):
     np.testing.assert_array_equal(params, [-11.0])
 
 
+# before the tests of the module's client (a cluster whose loop a gen_cluster test's own
+# client must not meet)
+async def _ticks(gaps: list[float], stop: asyncio.Event) -> None:
+    """The event loop's pace: the seconds between ticks meant to be 2 ms apart."""
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.002)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rule", ["downpour", "sync"])
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)])
+async def test_a_large_slices_update_leaves_the_workers_event_loop_running(c, s, a, rule):
+    """Two Adam updates of a slice of 2^23 entries: the event loop that the worker shares
+    here with the scheduler and the client keeps ticking meanwhile (it was held for each
+    update's whole length), and the updates apply in the order they came."""
+    rng = np.random.default_rng(0)
+    params = rng.standard_normal(2**23)
+    grads = [rng.standard_normal(params.size) for _ in range(2)]
+    exchange = MeanGradientStep(1) if rule == "sync" else None
+    start = await c.scatter(params)  # not in the graph: 64 MiB
+    shard = await c.submit(ParameterShard, start, optim.adam(), exchange, actor=True)
+    gaps: list[float] = []
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(_ticks(gaps, stop))
+    started = time.perf_counter()
+    if rule == "sync":  # rounds 1 and 0, sent in that order: 0 applies first
+        pushes = [shard.push(round_, grads[round_], round_, 0.01) for round_ in (1, 0)]
+    else:
+        pushes = [shard.push(grad, 0.01, token=i) for i, grad in enumerate(grads)]
+    answers = await asyncio.gather(*pushes)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await ticker
+    final, version = await shard.pull()
+    assert version == 2
+    order = [0, 1]  # rounds apply in their order; Downpour's pushes in their arrival's
+    if rule == "downpour":
+        assert sorted(version for version, _ in answers) == [1, 2]
+        order = [i for _, i in sorted((version, i) for i, (version, _) in enumerate(answers))]
+    expected = ParameterShard(params, optim.adam())
+    for i in order:
+        expected.apply(grads[i], 0.01)
+    np.testing.assert_array_equal(final, expected.params)
+    assert max(gaps) < seconds / 4, (max(gaps), seconds)
+
+
 @gen_cluster(client=True)
 async def test_duplicate_synchronous_push_is_not_counted_twice(c, s, a, b):
     shard = await c.submit(

@@ -62,7 +62,10 @@ class Immediate(ExchangeRule):
         staleness = 0 if fetched_version is None else max(shard.version - fetched_version, 0)
         if shard.seen(token):
             return shard.version, staleness
-        return self._apply(grad, learning_rate, staleness, staleness_aware), staleness
+        version = await shard.update_off_loop(
+            grad, self._apply, grad, learning_rate, staleness, staleness_aware
+        )
+        return version, staleness
 
     def _apply(self, grad, learning_rate: float, staleness: int, staleness_aware: bool) -> int:
         self.shard.pushes += 1
@@ -122,7 +125,9 @@ class Clocked(Immediate):
         if shard.seen(token):
             return shard.version, staleness, lead
         self.clocks[unit] += 1  # before the update wakes the waiting units
-        version = self._apply(grad, learning_rate, staleness, staleness_aware)
+        version = await shard.update_off_loop(
+            grad, self._apply, grad, learning_rate, staleness, staleness_aware
+        )
         return version, staleness, lead
 
 
@@ -154,7 +159,7 @@ class Barrier(ExchangeRule):
         """Contribute ``value`` to ``round_``; answer the parameters once it is applied (at
         ``indices`` if given: those the unit's next minibatches touch)."""
         if self.lane is None:
-            self.contribute(round_, value, token, rate)
+            await self.shard.update_off_loop(value, self.contribute, round_, value, token, rate)
         else:  # under the lane's lock, answering the units that wait there
             self.lane.push(round_, value, token, rate)
         return await self.shard.pull(round_ + 1, indices)

@@ -141,6 +141,9 @@ class ShardStats:
 #: How many recent push tokens a shard remembers to drop duplicates (Dask may run a task
 #: twice, and a rerun task pushes again).
 TOKEN_MEMORY = 100_000
+#: A dense update of this many entries or more runs off the worker's event loop (1 MiB of
+#: float32: an Adam step of about a millisecond here; a thread's hand-off costs about 0.1 ms)
+OFF_LOOP_ENTRIES = 2**18
 
 
 class ParameterShard:
@@ -175,6 +178,7 @@ class ParameterShard:
         self._tokens: OrderedDict[Any, None] = OrderedDict()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the waiters' loop
+        self._updating = asyncio.Lock()  # updates that run off the loop, one at a time
         self.rule = copy.deepcopy(rule if rule is not None else Immediate())
         self.rule.bind(self)
         self.kept: KeptCopy | None = None  # the snapshot a recovery restarts from
@@ -211,6 +215,21 @@ class ParameterShard:
         return ShardSnapshot(
             self.params, self.opt_state, self.version, self.average, self.n_averaged
         )
+
+    async def update_off_loop(self, value: Any, update: Callable[..., Any], *args: Any) -> Any:
+        """``update(*args)``, a change of the shard's state made with the pushed ``value``:
+        in a thread if ``value`` is a dense array of ``OFF_LOOP_ENTRIES`` entries or more, so
+        that the worker's event loop (its heartbeats, the other calls) runs meanwhile; here
+        otherwise (a sparse push's update costs the entries it touches, and changes the
+        lazy state in place). The threaded updates run one at a time, in the order they
+        came; a pull meanwhile sees θ before or after one (an update replaces the arrays,
+        it does not write into them)."""
+        if not (isinstance(value, np.ndarray) and value.size >= OFF_LOOP_ENTRIES):
+            return update(*args)
+        async with self._updating:
+            result = await asyncio.to_thread(update, *args)
+        self.wake()  # on the loop: a unit may have begun to wait as the thread advanced
+        return result
 
     # --- snapshots kept on the workers ----------------------------------------------------------
 
