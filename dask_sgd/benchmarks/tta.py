@@ -105,6 +105,28 @@ class Contender:
         return model.fit(X, y)
 
 
+def strategy_rows(setting: str | None, make: Callable[[str, int], Any], budgets: list,
+                  **options: Any) -> list[Contender]:  # fmt: skip
+    """A dask_sgd contender per strategy, each fitting ``make(strategy, budget)`` for an
+    epoch budget; ``setting`` None: what a user who does not tune gets ("local" is the
+    default strategy)."""
+    return [
+        Contender(
+            f"dask_sgd {strategy}",
+            setting or ("default" if strategy == "local" else "defaults"),
+            lambda b, s=strategy: make(s, b), budgets, epochs=True, refit=True, **options,
+        )
+        for strategy in STRATEGIES
+    ]  # fmt: skip
+
+
+def _sgd_classifier(strategy: str, budget: int, **settings: Any) -> dask_sgd.SGDClassifier:
+    return dask_sgd.SGDClassifier(
+        loss="log_loss", strategy=strategy, max_iter=budget, tol=None, random_state=0,
+        **settings,
+    )  # fmt: skip
+
+
 def incremental_fit(model, data: dict, budget: int):
     """dask-ml's Incremental: one ``partial_fit`` pass over the blocks per epoch."""
     for _ in range(budget):
@@ -158,27 +180,11 @@ def contenders(quick: bool) -> list[Contender]:
             epochs, on_dask=True, epochs=True, fit=incremental_fit,
         ),
     ]  # fmt: skip
-    for strategy in STRATEGIES:  # what a user who does not tune gets ("local" is the default)
-        rows.append(
-            Contender(
-                f"dask_sgd {strategy}", "default" if strategy == "local" else "defaults",
-                lambda b, s=strategy: dask_sgd.SGDClassifier(
-                    loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0
-                ),
-                ours, on_dask=True, epochs=True, refit=True,
-            )
-        )  # fmt: skip
-    for strategy in STRATEGIES:
-        rows.append(
-            Contender(
-                f"dask_sgd {strategy}", "tuned: adam 1e-3, batch 1024 per worker, local_steps 32",
-                lambda b, s=strategy: dask_sgd.SGDClassifier(
-                    loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0,
-                    **ours_tuned,
-                ),
-                ours, on_dask=True, epochs=True, refit=True,
-            )
-        )  # fmt: skip
+    rows += strategy_rows(None, _sgd_classifier, ours, on_dask=True)
+    rows += strategy_rows(
+        "tuned: adam 1e-3, batch 1024 per worker, local_steps 32",
+        lambda s, b: _sgd_classifier(s, b, **ours_tuned), ours, on_dask=True,
+    )  # fmt: skip
     return rows
 
 
@@ -227,27 +233,11 @@ def sparse_contenders(quick: bool, tuned: dict, reference: dict) -> list[Contend
             lambda b: DaskLogisticRegression(solver="lbfgs"), [None], **common,
         ),
     ]  # fmt: skip
-    for strategy in STRATEGIES:
-        rows.append(
-            Contender(
-                f"dask_sgd {strategy}", "default" if strategy == "local" else "defaults",
-                lambda b, s=strategy: dask_sgd.SGDClassifier(
-                    loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0
-                ),
-                ours, epochs=True, refit=True, **common,
-            )
-        )  # fmt: skip
-    for strategy in STRATEGIES:
-        rows.append(
-            Contender(
-                f"dask_sgd {strategy}",
-                f"tuned ({ours_swept}; swept with local)",
-                lambda b, s=strategy: dask_sgd.SGDClassifier(
-                    loss="log_loss", strategy=s, max_iter=b, tol=None, random_state=0, **mine
-                ),
-                ours, epochs=True, refit=True, **common,
-            )
-        )  # fmt: skip
+    rows += strategy_rows(None, _sgd_classifier, ours, **common)
+    rows += strategy_rows(
+        f"tuned ({ours_swept}; swept with local)",
+        lambda s, b: _sgd_classifier(s, b, **mine), ours, **common,
+    )  # fmt: skip
     return rows
 
 
@@ -783,7 +773,7 @@ def run_mlp(args) -> dict:
         w3.warm_up(client, data)
         target = w3.TARGET_ACCURACY
         print(f"target held-out accuracy {target}", flush=True)
-        contender_list = w3.contenders(args.quick, STRATEGIES)
+        contender_list = w3.contenders(args.quick)
         rows = run_contenders(client, contender_list, data, target, args, ACCURACY)
     return {
         "workload": args.workload, "size": size, "repeats": args.repeats,

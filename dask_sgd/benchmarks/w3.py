@@ -69,9 +69,9 @@ def warm_up(client, data: dict) -> None:
     client.cancel([dX, dy])
 
 
-def contenders(quick: bool, strategies) -> list:
+def contenders(quick: bool) -> list:
     """W3's peers and dask_sgd's network with every strategy, at its defaults."""
-    from dask_sgd.benchmarks.tta import Contender
+    from dask_sgd.benchmarks.tta import Contender, strategy_rows
 
     epochs = [1] if quick else [3, 4, 5, 6, 8]
     adam = "Adam 1e-3"
@@ -91,16 +91,10 @@ def contenders(quick: bool, strategies) -> list:
             epochs, epochs=True, self_timed=True,
         ),
     ]  # fmt: skip
-    for strategy in strategies:
-        rows.append(
-            Contender(
-                f"dask_sgd {strategy}", "default" if strategy == "local" else "defaults",
-                lambda b, s=strategy: dask_sgd.MLPClassifier(
-                    HIDDEN, strategy=s, max_iter=b, random_state=0
-                ),
-                epochs, on_dask=True, epochs=True, refit=True,
-            )
-        )  # fmt: skip
+    rows += strategy_rows(
+        None, lambda s, b: dask_sgd.MLPClassifier(HIDDEN, strategy=s, max_iter=b, random_state=0),
+        epochs, on_dask=True,
+    )  # fmt: skip
     rows.append(
         Contender(
             "dask_sgd sync", "DDP's setting: batch 128 per worker, Adam 1e-3 unscaled, no warmup",
