@@ -104,7 +104,7 @@ def _ddp_process(rank: int, world: int, port: int, folder: str, config: dict) ->
     try:
         X = np.load(Path(folder) / "X.npy", mmap_mode="r")
         y = np.load(Path(folder) / "y.npy")
-        torch.manual_seed(config["seed"])  # the same start on every process
+        # the same start on every process (DDP also broadcasts rank 0's at its construction)
         net = _network(X.shape[1], config["hidden"], config["n_classes"], config["seed"])
         model = torch.nn.parallel.DistributedDataParallel(net)
         X = np.array(X)  # in memory before the clock
