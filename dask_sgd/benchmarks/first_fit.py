@@ -23,7 +23,6 @@ cluster that has trained before.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -181,10 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.scale}x W1: setup {setup:.2f} s (median of {args.repeats}), plain pass "
         f"{plain:.2f} s, ratio {setup / plain:.2f}; peak memory ratio {result['peak_ratio']:.2f}"
     )
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=1)
-    print(markdown_table(result))
+    report.save_and_print(result, args.json, markdown_table)
     return result
 
 

@@ -26,7 +26,6 @@ other processes on a shared machine slow it less.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -157,10 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         "args": vars(args),
         "samples_per_second": {name: float(np.median(values)) for name, values in rates.items()},
     }
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=1)
-    print(markdown_table(result))
+    report.save_and_print(result, args.json, markdown_table)
     return result
 
 

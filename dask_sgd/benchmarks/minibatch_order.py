@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 import warnings
 
@@ -177,10 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
                         flush=True,
                     )
             client.cancel([dX, dy])
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=1)
-    print(markdown_table(results))
+    report.save_and_print(results, args.json, markdown_table)
     return {"results": results}
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 import warnings
 
@@ -155,10 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
             client = stack.enter_context(Client(cluster))
             contenders |= on_worker_contenders(client, X, Y, theta, args.batch_size)
         result = {"args": vars(args)} | report.best_of_interleaved(contenders, args.repeats)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=1)
-    print(markdown_table(result))
+    report.save_and_print(result, args.json, markdown_table)
     return result
 
 

@@ -7,8 +7,10 @@ prints.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from statistics import median
+from typing import Any
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], labels: int = 1) -> str:
@@ -16,6 +18,15 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], labe
     align = ["---"] * labels + ["---:"] * (len(header) - labels)
     lines = [header, align, *([str(cell) for cell in row] for row in rows)]
     return "".join(f"| {' | '.join(line)} |\n" for line in lines)
+
+
+def save_and_print(results: Any, path: str | None, table: Callable[[Any], str]) -> None:
+    """Write ``results`` as JSON to ``path`` (if one is given), and print ``table(results)``:
+    a benchmark's ``--json`` output and the table the docs show from it."""
+    if path:
+        with open(path, "w") as file:
+            json.dump(results, file, indent=1)
+    print(table(results))
 
 
 def median_and_range(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:

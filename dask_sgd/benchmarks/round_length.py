@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 
 from distributed import Client, LocalCluster, wait
 from sklearn.metrics import log_loss
@@ -100,10 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{row['waited_seconds']:.3f} s, rounds {row['rounds']}",
                 flush=True,
             )
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=1)
-    print(markdown_table(rows))
+    report.save_and_print(rows, args.json, markdown_table)
     return rows
 
 

@@ -13,7 +13,6 @@ a step costs before any exchange.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import dask.config
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     with threadpool_limits(1):
         engine_loop(X[:4096], Y[:4096], args.batch_size, compiled=True)  # numba starts
         result = {"args": vars(args)} | report.best_of_interleaved(contenders, args.repeats)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=1)
-    print(markdown_table(result))
+    report.save_and_print(result, args.json, markdown_table)
     return result
 
 
