@@ -60,6 +60,17 @@ class GradientTransformation:
             f"{type(self).__name__} does not say how its state evolves under a zero gradient."
         )
 
+    def penalty_scaling(self, state: State) -> Array | None:
+        """Each entry's factor on its gradient, where it stays the same while the entry's
+        gradient is zero (Adagrad's ``1 / (√G + eps)``); None where there is none
+        (plain SGD's factor is 1) or where it changes under zero gradients (Adam, RMSProp).
+
+        Lazily regularized sparse parameters pass the L2 shrink through this factor, so
+        that the penalty weighs on each entry as its loss gradient does
+        (:class:`dask_sgd.sparse.lazy.LazyParams`).
+        """
+        return None
+
 
 class TraceState(NamedTuple):
     momentum: Array
@@ -129,6 +140,9 @@ class ScaleByAdagrad(GradientTransformation):
 
     def zero_gradient_decay(self):
         return AdagradState(1.0)
+
+    def penalty_scaling(self, state):
+        return 1.0 / (get_namespace(state.sum_of_squares).sqrt(state.sum_of_squares) + self.eps)
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ class LazySteps:
         if averaged and not lazy.averaging:
             lazy.start_averaging()  # this step is the first averaged one
         lazy.apply(grad.indices, grad.values, lr)
-        if not bool(np.isfinite(lazy.values(grad.indices)).all()):
+        if not lazy.finite(grad.indices):
             raise NonFiniteParameters(step)
         return batch_loss
 

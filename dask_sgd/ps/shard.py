@@ -569,7 +569,7 @@ class SparseParameterShard(ParameterShard):
         return self.advance()
 
     def _refuse_non_finite(self, indices: Array) -> None:
-        if not np.isfinite(self.lazy.values(indices)).all():
+        if not self.lazy.finite(indices):
             raise NonFiniteParameters(self.version)
 
 

@@ -27,7 +27,7 @@ from dask_sgd.ps.rules import Averaging, MeanDeltaStep
 from dask_sgd.ps.server import join_states, mean_states
 from dask_sgd.sparse import SparseVector
 from dask_sgd.sparse.gradient import sparse_loss_and_grad
-from dask_sgd.sparse.lazy import zero_gradient_decays
+from dask_sgd.sparse.lazy import shrink_factors, zero_gradient_decays
 
 Array = Any
 
@@ -331,7 +331,9 @@ def round_change(trained, trained_state, start, state, setup, plan, shrink: floa
     shrink; the optimizer state's decay with a zero gradient), as one
     :class:`SparseVector` whose columns are θ's change, then each state vector's."""
     expected = start.values.copy()
-    expected[: setup.penalized_count(start.indices)] *= shrink
+    penalized = setup.penalized_count(start.indices)
+    factors = shrink_factors(plan.optimizer, state, shrink)
+    expected[:penalized] *= factors if np.isscalar(factors) else factors[:penalized]
     columns = [trained.values - expected]
     decays = zero_gradient_decays(plan.optimizer, n_steps)
     for leaf, before, decay in zip(
