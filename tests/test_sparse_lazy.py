@@ -286,7 +286,7 @@ FOLDING_RATES = {40: 4.0, 44: 0.9999 / 0.3, 45: 0.9999 / 0.3, 46: 0.9999 / 0.3}
 def lazy_internals(lazy: LazyParams) -> list:
     """Every array and scalar a lazy state holds (what a copy must equal)."""
     arrays = [getattr(lazy, name) for name in LazyParams._ENTRY_ARRAYS] + list(lazy._leaves)
-    return arrays + [getattr(lazy, name) for name in LazyParams._SCALARS]
+    return arrays + list(lazy._scalars().values())
 
 
 #: the positions of the average's sums and marks in ``lazy_internals``

@@ -188,13 +188,16 @@ def contenders(quick: bool) -> list[Contender]:
     return rows
 
 
-def sparse_contenders(quick: bool, tuned: dict, reference: dict) -> list[Contender]:
+def sparse_contenders(
+    quick: bool, tuned: dict, reference: dict, ours: list[int] | None = None
+) -> list[Contender]:
     """W2's peers and every dask_sgd strategy, default and tuned (``tuned``: the sweeps'
-    best settings, :func:`w2.sweeps`)."""
+    best settings, :func:`w2.sweeps`), dask_sgd's at the epoch budgets ``ours``
+    (:data:`w2.OUR_EPOCHS` if None)."""
     from dask_ml.linear_model import LogisticRegression as DaskLogisticRegression
     from dask_ml.wrappers import Incremental
 
-    ours = [1, 2, 3] if not quick else [1]
+    ours = ours or ([1] if quick else w2.OUR_EPOCHS)
     epochs = w2.SKLEARN_EPOCHS if not quick else [1, 2]  # an epoch costs them under a second
 
     def chosen(best, grid):
@@ -672,6 +675,10 @@ def main(argv: list[str] | None = None) -> dict:
         help="sparse-ctr: training rows (default 1,000,000; in eight blocks)",
     )  # fmt: skip
     parser.add_argument("--n-test", type=int, default=None, help="sparse-ctr: held-out rows")
+    parser.add_argument(
+        "--our-epochs", default=None, metavar="E1,E2,...",
+        help="sparse-ctr: dask_sgd's epoch budgets (default: w2.OUR_EPOCHS)",
+    )  # fmt: skip
     parser.add_argument("--compare-epochs", type=int, default=2)
     parser.add_argument(
         "--compare-repeats", type=int, default=1,
@@ -746,7 +753,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"reference held-out log-loss {reference:.5f}; target {target:.5f}", flush=True)
         if sparse:
             extra["sweeps"] = w2.sweeps(data, args.quick, client)
-            contender_list = sparse_contenders(args.quick, extra["sweeps"], found)
+            ours = [int(e) for e in args.our_epochs.split(",")] if args.our_epochs else None
+            contender_list = sparse_contenders(args.quick, extra["sweeps"], found, ours)
         else:
             contender_list = contenders(args.quick)
         rows = run_contenders(client, contender_list, data, target, args)

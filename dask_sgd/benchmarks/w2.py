@@ -54,6 +54,8 @@ SKLEARN_GRID = [
 #: rows, the default, alpha 1e-4 with its optimal schedule, was 0.458 after 3 epochs and 0.433
 #: when its own stopping rule ended it), and the sweep's
 SKLEARN_EPOCHS = [1, 2, 3, 5, 10, 20]
+#: dask_sgd's epoch budgets (each a first fit of its own)
+OUR_EPOCHS = [1, 2, 3, 4, 6]
 SKLEARN_SWEEP_EPOCHS = 10
 #: the sweep behind dask_sgd's "tuned" rows (one epoch each, with the default strategy,
 #: "local"); in process on 100,000 rows, Adagrad at 0.1 was best after one epoch

@@ -391,7 +391,9 @@ class LazyParams:
         p = self._exponents(at) if p is None else p[where]
         first = self._term_log[(self._clock_steps - n).astype(np.int64)]
         with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
-            step = p * (self._term_log[-1] - first) / np.maximum(n - 1.0, 1.0)
+            step = (
+                p * (self._term_log[int(self._clock_steps) - 1] - first) / np.maximum(n - 1.0, 1.0)
+            )
             series = np.where(step < 0, np.expm1(n * step) / np.expm1(step), n)
         sums[where] *= _powers(p, first - self._log_at[at]) * series / n
         return sums
@@ -415,8 +417,11 @@ class LazyParams:
             self.n_averaged += 1
             self._clock_scale += self._scale
             self._clock_steps += 1.0
-            if self.preconditioned:  # a new array: a copy of the scalars keeps the old one
-                self._term_log = np.append(self._term_log, self._log)
+            if self.preconditioned:  # the first clock_steps entries are the terms'
+                n = int(self._clock_steps)
+                if n > self._term_log.size:  # a new array (a view of the state keeps the old)
+                    self._term_log = np.concatenate([self._term_log, np.empty(max(n, 16))])
+                self._term_log[n - 1] = self._log
 
     def average_values(self, indices: Array | None = None) -> np.ndarray:
         """The running mean of ``w`` at ``indices`` (all entries if None)."""
@@ -634,7 +639,9 @@ class LazyParams:
         )
 
     def _scalars(self) -> dict:
-        return {name: getattr(self, name) for name in self._SCALARS}
+        scalars = {name: getattr(self, name) for name in self._SCALARS}
+        scalars["_term_log"] = self._term_log[: int(self._clock_steps)].copy()  # it grows in place
+        return scalars
 
     def _scalar_leaves(self) -> tuple:
         return tuple(np.array(leaf, copy=True) for leaf, per_entry
@@ -713,6 +720,7 @@ class LazyParams:
             array = getattr(self, name)
             setattr(twin, name, None if array is None else array.copy())
         twin._leaves = [leaf.copy() for leaf in self._leaves]
+        twin._term_log = self._term_log.copy()
         twin._touched = np.zeros(self.size, dtype=bool)
         twin._everything = twin._new_average = False
         twin._undo = []
