@@ -343,12 +343,16 @@ class LazyParams:
     def _settled_sums(self) -> np.ndarray | None:
         """The sums (the running mean's, about to be replaced) settled in place against the
         clocks now, in chunks: every entry's mark is then the clock of its kind, and the
-        marks need not be kept (what :meth:`_clock_marks` makes again)."""
+        marks need not be kept (what :meth:`_clock_marks` makes again). Not where
+        ``preconditioned`` (see :class:`UndoLog`)."""
         if self._sum is None:
             return None
         for start in range(0, self.size, DENSE_CHUNK):
-            chunk = np.arange(start, min(start + DENSE_CHUNK, self.size), dtype=np.int64)
-            self._sum[chunk] += self._gap_sums(chunk, self._penalized_mask(chunk))
+            where = slice(start, min(start + DENSE_CHUNK, self.size))
+            marks = self._clock_marks(self._clock_scale, self._clock_steps, where)
+            marks -= self._mark[where]
+            marks *= self._v[where]
+            self._sum[where] += marks
         return self._sum
 
     def _clock_marks(self, clock_scale: float, clock_steps: float, where: slice) -> np.ndarray:
@@ -390,10 +394,9 @@ class LazyParams:
         at, n = indices[where], gaps[where]
         p = self._exponents(at) if p is None else p[where]
         first = self._term_log[(self._clock_steps - n).astype(np.int64)]
+        last = self._term_log[int(self._clock_steps) - 1]
         with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
-            step = (
-                p * (self._term_log[int(self._clock_steps) - 1] - first) / np.maximum(n - 1.0, 1.0)
-            )
+            step = p * (last - first) / np.maximum(n - 1.0, 1.0)  # the log's fall per term
             series = np.where(step < 0, np.expm1(n * step) / np.expm1(step), n)
         sums[where] *= _powers(p, first - self._log_at[at]) * series / n
         return sums
