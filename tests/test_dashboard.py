@@ -228,12 +228,14 @@ def test_dasks_status_page_streams_the_fits_tasks(cluster, open_page):
 
 
 @needs_browser
-def test_the_dask_sgd_page_draws_the_latest_fit_live(cluster, open_page):
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one epoch
+@pytest.mark.parametrize("network", [False, True], ids=["linear", "network"])
+def test_the_dask_sgd_page_draws_the_latest_fit_live(cluster, open_page, network):
     base, client = cluster
     client.register_plugin(DashboardPage())  # the page before the first fit, as a fit adds it
     page = open_page(f"{base}/dask-sgd")
     page.wait_for_js(DRAWN)
-    answer = fit(client, strategy="downpour")
+    answer = fit(client, strategy="downpour", network=network)
     n, last = len(answer["records"]), answer["records"][-1]
     # the open page draws the whole fit by itself, within a second
     status = f"fit {answer['fit']}</b>: strategy downpour, 2 workers, step {last['step']}, {n} "
