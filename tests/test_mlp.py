@@ -226,14 +226,24 @@ def test_auto_batch_on_dask_is_scikit_learns_200_rows_or_64_steps_per_epoch(clie
         assert clf.batch_size_ == expected
 
 
-@pytest.mark.timeout(60)
-def test_sparse_dask_input_is_refused_before_training(client):
-    """A network on CSR blocks (a dense first layer on hashed columns) is not offered on
-    Dask: a clear error before any training, and a fitted network is kept."""
-    X, y = make_classification(n_samples=200, n_features=6, random_state=0)
-    clf = MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
-    before = clf.coefs_[0].copy()
-    X_sparse = da.from_array(sp.csr_matrix(X), chunks=(50, 6), asarray=False)
-    with pytest.raises(TypeError, match="Sparse input trains a LinearModel, not a MLPModel"):
-        clf.fit(X_sparse, da.from_array(y, chunks=50))
-    np.testing.assert_array_equal(clf.coefs_[0], before)
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("strategy", ["local", "sync"])
+def test_a_network_on_sparse_dask_blocks_fits_what_it_fits_on_dense_ones(client, strategy):
+    """CSR blocks train a network with the dense exchange (its first layer multiplies the
+    CSR rows): the same rows dense give the same network, step for step (the deterministic
+    strategies), and it predicts lazily on CSR blocks. It was refused before."""
+    X, y = make_classification(n_samples=1200, n_features=30, n_informative=10, random_state=0)
+    X[np.abs(X) < 0.8] = 0.0  # about 40 % of the entries stored
+    fits = []
+    for rows in (X, sp.csr_matrix(X)):
+        X_dask = da.from_array(rows, chunks=(300, 30), asarray=False)
+        clf = MLPClassifier((16,), max_iter=3, strategy=strategy, random_state=0)
+        fits.append(clf.fit(X_dask, da.from_array(y, chunks=300)))
+    dense, sparse = fits
+    assert sparse.history_[0]["workers"] == 2  # trained on the cluster
+    for on_sparse, on_dense in zip(sparse.coefs_ + sparse.intercepts_,
+                                   dense.coefs_ + dense.intercepts_, strict=True):  # fmt: skip
+        np.testing.assert_allclose(on_sparse, on_dense, rtol=1e-9, atol=1e-12)
+    proba = sparse.predict_proba(X_dask)
+    assert isinstance(proba, da.Array)
+    np.testing.assert_allclose(proba.compute(), dense.predict_proba(X), rtol=1e-9)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 from distributed import get_worker, secede
 from distributed.utils import sync
 
@@ -61,7 +60,7 @@ class SegmentPlan:
     n_units: int
     fit_id: str = ""  # the state the fit keeps on each worker (:mod:`.on_worker`)
     row_order: RowOrder = field(default_factory=RowOrder)  # how units take their rows
-    sparse: SparseSetup | None = None  # on sparse input: how the penalty is applied lazily
+    sparse: SparseSetup | None = None  # a linear model on sparse input: its lazy penalty
 
 
 @dataclass
@@ -107,10 +106,6 @@ class UnitData:
         return cls(encoded, partitions, tuple(cursor))
 
     @property
-    def sparse(self) -> bool:
-        return bool(self.blocks) and sp.issparse(self.blocks[0].X)
-
-    @property
     def cursor(self) -> tuple[int, int]:
         """Where the next minibatch to train on starts."""
         return self.ahead[0][0] if self.ahead else self.position
@@ -131,8 +126,9 @@ class UnitData:
 
     def keys_ahead(self, plan: SegmentPlan, n_minibatches: int) -> np.ndarray | None:
         """The θ indices (sorted) that the next ``n_minibatches`` minibatches touch, taking
-        them ahead; None on dense blocks, whose units exchange all of θ."""
-        if not self.sparse:
+        them ahead; None but for a sparse exchange (``plan.sparse``: a linear model on
+        sparse blocks), whose units exchange all of θ."""
+        if plan.sparse is None:
             return None
         while len(self.ahead) < n_minibatches:
             before = self.position

@@ -29,11 +29,14 @@ class SparseSetup:
     unpenalized_rate: float = SPARSE_INTERCEPT_RATE
 
     @classmethod
-    def of(cls, objective: Objective) -> SparseSetup:
-        """The setup of ``objective``'s model and penalty (a plain :class:`LinearModel`)."""
+    def of(cls, objective: Objective) -> SparseSetup | None:
+        """The setup of ``objective``'s model and penalty on sparse input (a plain
+        :class:`LinearModel`). None for any other model: a network's gradient is dense
+        whatever its input (every hidden weight moves each step), so it trains on sparse
+        rows with the dense exchange, its first layer multiplying the CSR rows."""
         model = objective.model
         if type(model) is not LinearModel:
-            raise TypeError(f"Sparse input trains a LinearModel, not a {type(model).__name__}.")
+            return None
         (coef,) = model.penalized
         penalty = objective.penalty
         l1 = penalty.alpha * penalty.l1_ratio

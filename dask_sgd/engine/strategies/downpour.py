@@ -92,7 +92,7 @@ class Downpour(Asynchronous):
             if granted == 0:
                 break
             for step in range(first, first + granted):
-                if done % self.n_fetch == 0 or (data.sparse and not data.ahead):
+                if done % self.n_fetch == 0 or (plan.sparse is not None and not data.ahead):
                     # sparse: θ at the entries of the minibatches until the next pull, or
                     # to the end of the claim (a new claim pulls its own)
                     ahead = min(self.n_fetch - done % self.n_fetch, first + granted - step)
