@@ -228,6 +228,17 @@ def test_mlp_step_cost_runs_every_contender_at_a_small_size():
     assert "| dask_sgd unit on a Dask worker |" in mlp_step_cost.markdown_table(result)
 
 
+@pytest.mark.timeout(120)
+def test_layerwise_runs_every_contender_at_a_small_size(tmp_path):
+    from dask_sgd.benchmarks import layerwise
+
+    output = tmp_path / "layerwise.json"
+    result = layerwise.main(["--n-samples", "4000", "--repeats", "1", "--json", str(output)])
+    assert set(result["samples_per_second"]) == set(layerwise.CONTENDERS)
+    assert all(rate > 0 for rates in result["samples_per_second"].values() for rate in rates)
+    assert layerwise.markdown_table(json.loads(output.read_text())).count("\n") == 5
+
+
 @pytest.mark.timeout(60)
 def test_minibatch_gather_writes_what_its_table_shows(tmp_path):
     from dask_sgd.benchmarks import minibatch_gather

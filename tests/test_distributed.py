@@ -450,9 +450,9 @@ def fit_epochs(trainer, model, optimizer, epochs=2):
 class SlowObjective(Objective):
     """The real objective, 50 ms per gradient: a segment outlasts the trainer's 1 s poll."""
 
-    def loss_and_grad(self, theta, X, y, sample_weight=None):
+    def loss_and_grad_pieces(self, theta, X, y, sample_weight=None):
         time.sleep(0.05)
-        return super().loss_and_grad(theta, X, y, sample_weight)
+        return super().loss_and_grad_pieces(theta, X, y, sample_weight)
 
 
 def test_units_are_released_when_their_segment_ends(client):

@@ -117,6 +117,37 @@ def test_float32_stays_float32_and_csr_input_equals_dense():
     np.testing.assert_allclose(grad, model.backward(theta, dense_cache, draw), rtol=1e-5)
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("clip_norm", [None, 0.1])
+def test_the_gradient_comes_a_layer_at_a_time_from_the_output(clip_norm):
+    """The objective's gradient by pieces (what a synchronous unit pushes shard by shard):
+    each layer's slice from the output down, final when it is handed out and handed out
+    before the layers below it are computed; with ``clip_norm``, one piece at the end (the
+    whole gradient's norm decides). Together the pieces are ``loss_and_grad``'s gradient."""
+    model = MLPModel(5, (4, 3), 2, "tanh")
+    objective = Objective(
+        model, get_loss("squared_error"), get_penalty("l2", alpha=0.1), clip_norm=clip_norm
+    )
+    rng = np.random.default_rng(0)
+    theta, X, y = model.init_params(0), rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    expected_loss, expected = objective.loss_and_grad(theta, X.copy(), y)
+    X_used = X.copy()
+    summed, grad, pieces = objective.loss_and_grad_pieces(theta, X_used, y)
+    assert summed == expected_loss
+    handed_out, final = [], []
+    for piece in pieces:
+        handed_out.append(piece)
+        final.append(np.array_equal(grad[piece], expected[piece]))
+        X_used *= 2.0  # the input layer's gradient, if computed after this, changes
+    layers = [slice(weights.start, biases.stop) for weights, biases in model.layer_slices]
+    if clip_norm is None:
+        assert handed_out == layers[::-1]
+        assert final == [True, True, False]  # the input layer's computed after the others'
+    else:
+        assert handed_out == [slice(0, model.layout.size)]
+        np.testing.assert_array_equal(grad, expected)
+
+
 def test_the_layout_is_layer_by_layer_and_only_weights_are_penalized():
     model = MLPModel(3, (4,), 2)
     assert [name for name, _, _ in model.layout.entries] == [

@@ -24,7 +24,7 @@ from dask_sgd.ps import (
     ParameterShard,
     shard_ranges,
 )
-from dask_sgd.ps.lane import LaneStream
+from dask_sgd.ps.lane import Lanes, LaneStream
 from dask_sgd.ps.retirement import ShardRetirement
 from dask_sgd.ps.server import ServerState
 from dask_sgd.ps.shard import ShardSnapshot
@@ -348,6 +348,41 @@ async def test_abort_releases_a_unit_waiting_at_a_lane(c, s, a, b):
             await asyncio.to_thread(stream.receive)
     finally:
         stream.close()
+
+
+@pytest.mark.timeout(30)
+@gen_cluster(client=True)
+async def test_a_shards_slice_goes_out_once_the_backward_pass_reaches_it(c, s, a, b):
+    """The layer-wise exchange: a gradient finished by pieces from θ's end (as the backward
+    pass finishes a network's layers) goes to each shard as soon as the pieces cover its
+    slice, so the last layers' shard steps while the first layers' gradient is computed."""
+    shards = [
+        await c.submit(ParameterShard, np.zeros(2), optim.sgd(), MeanGradientStep(1), actor=True)
+        for _ in range(2)
+    ]
+    streams = [(await lane_streams(shard, 1))[0] for shard in shards]
+    lanes = Lanes([(slice(0, 2), streams[0]), (slice(2, 4), streams[1])])
+    gradient = np.full(4, np.nan)
+    seen_while_computing = {}
+
+    def backward_pass():
+        gradient[2:] = [3.0, 4.0]
+        yield slice(2, 4)
+        # the second shard has its slice, and has stepped, before this piece is computed
+        seen_while_computing["answered"] = [answered(streams[1], 5.0), answered(streams[0])]
+        gradient[:2] = [1.0, 2.0]
+        yield slice(0, 2)
+
+    try:
+        answers = await asyncio.to_thread(
+            lanes.push_pieces, 0, gradient, backward_pass(), (0, 0), 1.0
+        )
+    finally:
+        lanes.close()
+    assert seen_while_computing["answered"] == [True, False]
+    assert [(where, list(params), version) for where, (params, version) in answers] == [
+        (slice(0, 2), [-1.0, -2.0], 1), (slice(2, 4), [-3.0, -4.0], 1)
+    ]  # fmt: skip
 
 
 @gen_cluster(client=True)

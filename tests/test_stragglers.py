@@ -36,9 +36,9 @@ class TimedObjective(Objective):
 
     slow_worker: int | None = None
 
-    def loss_and_grad(self, theta, X, y, sample_weight=None):
+    def loss_and_grad_pieces(self, theta, X, y, sample_weight=None):
         time.sleep(SLOW if get_worker().name == self.slow_worker else FAST)
-        return super().loss_and_grad(theta, X, y, sample_weight)
+        return super().loss_and_grad_pieces(theta, X, y, sample_weight)
 
 
 def throughput(strategy: str, n_samples: int, **options) -> dict:

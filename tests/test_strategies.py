@@ -21,6 +21,7 @@ from dask_sgd.engine.steps import TrainState
 from dask_sgd.engine.strategies import STRATEGIES, Sync, get_strategy, register
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
+from dask_sgd.models.mlp import MLPModel
 from dask_sgd.penalties import get_penalty
 from dask_sgd.ps.rules import MeanGradientStep
 from dask_sgd.workers import staying_workers, worker_statuses
@@ -92,13 +93,13 @@ class FailingObjective(Objective):
 
     victim: str = ""
 
-    def loss_and_grad(self, theta, X, y, sample_weight=None):
+    def loss_and_grad_pieces(self, theta, X, y, sample_weight=None):
         worker = get_worker()
         calls = getattr(worker, "_test_gradients", 0) + 1
         worker._test_gradients = calls
         if worker.address == self.victim and calls == 3:
             raise ZeroDivisionError("the real cause")
-        return super().loss_and_grad(theta, X, y, sample_weight)
+        return super().loss_and_grad_pieces(theta, X, y, sample_weight)
 
 
 @pytest.mark.parametrize("strategy", ["sync", "ssp"])
@@ -270,6 +271,41 @@ def test_sync_through_the_direct_lanes_trains_the_model_of_the_actor_calls(clien
     np.testing.assert_array_equal(fits[True].params, fits[False].params)
     np.testing.assert_array_equal(fits[True].average, fits[False].average)
     np.testing.assert_array_equal(fits[True].opt_state.nu, fits[False].opt_state.nu)
+
+
+@pytest.mark.timeout(60)
+def test_sync_pushing_a_networks_layers_as_they_finish_trains_the_same_network(client):
+    """A network on two shards: with the layer-wise exchange a unit pushes the second
+    shard's slice (the last layers) before it computes the first layer's gradient; the
+    shards apply the same steps as with the whole gradient pushed at once, bit for bit."""
+    X, y = dask_data()
+    data = persist_blocks(client, X, y, classifier=True, seed=0)
+    model = MLPModel(5, (16, 8), 1, "relu")
+    objective = Objective(
+        model, get_loss("log_loss"), get_penalty("l2", alpha=1e-3), weighted_mean=True
+    )
+    fits = {}
+    try:
+        for layerwise in (True, False):
+            trainer = ClusterTrainer(
+                client, data, objective, optim.adam(), schedules.constant(0.01),
+                TargetEncoder(np.array([0, 1])), batch_size=16, n_shards=2,
+                strategy=Sync(layerwise=layerwise), snapshot_steps=10,
+            ).start()  # fmt: skip
+            state = TrainState.create(model.init_params(0), optim.adam(), averaged=False)
+            try:
+                for _ in range(2):
+                    state, loss_sum, *_ = trainer.run_epoch(state, 1.0)
+                assert len(trainer.server.shards) == 2
+            finally:
+                trainer.close()
+            fits[layerwise] = state, loss_sum
+    finally:
+        data.release()
+    assert fits[True][0].step == fits[False][0].step == 50
+    assert fits[True][1] == fits[False][1]
+    np.testing.assert_array_equal(fits[True][0].params, fits[False][0].params)
+    np.testing.assert_array_equal(fits[True][0].opt_state.nu, fits[False][0].opt_state.nu)
 
 
 class SegmentCounting(ClusterTrainer):

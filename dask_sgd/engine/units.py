@@ -167,6 +167,22 @@ class UnitData:
             refuse_unusable_gradient(grad, step, partition)
         return float(batch_loss), grad, Y.shape[0]
 
+    def gradient_pieces(self, plan: SegmentPlan, params, step: int):
+        """:meth:`gradient` on dense blocks, in the order the backward pass finishes θ's
+        entries (:meth:`~dask_sgd.models.Objective.loss_and_grad_pieces`): ``(batch_loss,
+        grad, pieces, rows)``. Iterating ``pieces`` fills ``grad`` and yields each slice of
+        θ once it is final and checked (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`),
+        from θ's end backward."""
+        X, Y, weight, partition = self.next_minibatch(plan)
+        batch_loss, grad, pieces = plan.objective.loss_and_grad_pieces(params, X, Y, weight)
+
+        def checked():
+            for piece in pieces:
+                refuse_unusable_gradient(grad[piece], step, partition)
+                yield piece
+
+        return float(batch_loss), grad, checked(), Y.shape[0]
+
 
 def train_unit(
     block_keys: list,

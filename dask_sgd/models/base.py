@@ -13,6 +13,7 @@ Defining the subclass registers it; :func:`model_from_config` builds a model fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from dask_sgd.models.layout import Layout
@@ -99,6 +100,18 @@ class Model:
     def backward(self, theta: Array, cache: Any, draw: Array) -> Array:
         """The flat gradient of ``sum(loss)``, of θ's dtype, given ``draw = dloss/draw``."""
         raise NotImplementedError
+
+    def backward_pieces(
+        self, theta: Array, cache: Any, draw: Array
+    ) -> tuple[Array, Iterator[slice]]:
+        """:meth:`backward` in the order the backward pass finishes θ's entries: ``(grad,
+        pieces)``. Iterating ``pieces`` fills the buffer ``grad``; each slice of θ it yields
+        is then final in ``grad``, from θ's end towards its start, and together they cover θ
+        without splitting a slice of :attr:`penalized`. A synchronous unit pushes a shard's
+        slice of the gradient as soon as the pieces reach its start, while it computes the
+        rest (the layer-wise exchange). The default is one piece: the whole gradient."""
+        grad = self.backward(theta, cache, draw)
+        return grad, iter((slice(0, grad.shape[0]),))
 
     def raw(self, theta: Array, X: Array) -> Array:
         """Raw outputs, shape ``(n_samples, n_outputs)``, for prediction."""

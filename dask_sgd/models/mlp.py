@@ -10,6 +10,7 @@ while it computes the first layers'.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -144,21 +145,43 @@ class MLPModel(Model):
             inputs.append(activate(self.activation, z))
         raise AssertionError("unreachable: a network has an output layer")
 
+    @cached_property
+    def layer_slices(self) -> tuple[tuple[slice, slice], ...]:
+        """Each layer's ``(weights, biases)`` slices of θ, input layer first."""
+        layout = self.layout
+        return tuple(
+            (layout.slice(f"coef_{i}"), layout.slice(f"intercept_{i}"))
+            for i in range(self.n_layers - 1)
+        )
+
     def backward(self, theta: Array, cache: list[Array], draw: Array) -> Array:
         """Backpropagation: the flat gradient of ``sum(loss)`` given ``draw = dloss/draw``,
         layer by layer from the output, in θ's dtype."""
+        grad, pieces = self.backward_pieces(theta, cache, draw)
+        for _ in pieces:
+            pass
+        return grad
+
+    def backward_pieces(
+        self, theta: Array, cache: list[Array], draw: Array
+    ) -> tuple[Array, Iterator[slice]]:
+        """:meth:`backward` a layer at a time, from the output: each layer's slice of θ
+        (its weights, then its biases) is yielded as soon as its gradient is final, before
+        the layers below it are computed."""
+        grad = get_namespace(theta).empty_like(theta)
+        return grad, self._backpropagate(theta, cache, draw, grad)
+
+    def _backpropagate(self, theta, inputs: list[Array], delta: Array, grad) -> Iterator[slice]:
         xp = get_namespace(theta)
-        inputs, coefs = cache, self.coefs(theta)
-        grads: list[Array] = []
-        delta = draw
+        coefs = self.coefs(theta)
         for i in range(len(coefs) - 1, -1, -1):
-            grads.append(xp.sum(delta, axis=0))
-            grads.append(xp.reshape(inputs[i].T @ delta, -1))  # X may be SciPy sparse
+            weights, biases = self.layer_slices[i]
+            grad[biases] = xp.sum(delta, axis=0)
+            grad[weights] = xp.reshape(inputs[i].T @ delta, (-1,))  # X may be SciPy sparse
+            yield slice(weights.start, biases.stop)
             if i:
                 delta = delta @ coefs[i].T
                 delta *= derivative_from_output(self.activation, inputs[i])
-        flat = xp.concatenate(grads[::-1])
-        return flat.astype(theta.dtype, copy=False)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,7 @@ forward pass and one backward pass per minibatch, and the slices the penalty app
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import reduce
 from operator import add
@@ -27,7 +28,9 @@ class Objective:
     """``(1/n) Σ_i w_i L(y_i, f_θ(x_i)) + penalty(θ[model.penalized])`` on a minibatch.
 
     This is the unit of gradient work: a worker calls :meth:`loss_and_grad` on minibatches
-    of its own blocks; the in-process path calls it on minibatches of the whole data.
+    of its own blocks; the in-process path calls it on minibatches of the whole data. Both
+    go through :meth:`loss_and_grad_pieces` (a synchronous unit calls it directly), the
+    method a variant overrides.
     """
 
     model: Model
@@ -50,6 +53,19 @@ class Objective:
         ``weighted_mean``, the weighted mean loss times the rows, as scikit-learn's networks
         measure it). The gradient is that of the weighted mean loss plus the penalty.
         """
+        summed, grad, pieces = self.loss_and_grad_pieces(theta, X, y, sample_weight)
+        for _ in pieces:
+            pass
+        return summed, grad
+
+    def loss_and_grad_pieces(
+        self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None
+    ) -> tuple[Array, Array, Iterator[slice]]:
+        """:meth:`loss_and_grad` in the order the backward pass finishes θ's entries
+        (:meth:`Model.backward_pieces`): ``(summed, grad, pieces)``, where iterating
+        ``pieces`` fills ``grad`` and yields each slice of θ whose entries are then final.
+        With ``clip_norm`` the gradient is final only as a whole (its norm decides): one
+        piece, at the end."""
         raw, cache = self.model.forward(theta, X)
         loss_sum, draw = self.loss.loss_sum_and_dloss(y, raw)
         if self.weighted_mean and sample_weight is not None:
@@ -59,21 +75,34 @@ class Objective:
         if sample_weight is not None:
             draw = draw * sample_weight[:, None]
         n_rows = X.shape[0]
-        grad = self.model.backward(theta, cache, draw)
-        grad /= self._denominator(n_rows, sample_weight)
-        for where in self.model.penalized:
-            factor, weight = self.model.penalty_map(where)
-            if weight == 1 and isinstance(factor, float) and factor == 1:
-                grad[where] += self.penalty.grad(theta[where])
-            else:  # the chain rule through the map to the penalty's units
-                grad[where] += (weight * factor) * self.penalty.grad(factor * theta[where])
+        grad, pieces = self.model.backward_pieces(theta, cache, draw)
         summed = loss_sum + n_rows * self._penalty_value(theta)
+        denominator = self._denominator(n_rows, sample_weight)
+        return summed, grad, self._finished(theta, grad, pieces, denominator)
+
+    def _finished(self, theta: Array, grad: Array, pieces, denominator) -> Iterator[slice]:
+        """The model's pieces of ``grad`` made the objective's: divided by ``denominator``,
+        the penalty's gradient added, and (``clip_norm``) the whole clipped."""
+        for piece in pieces:
+            grad[piece] /= denominator
+            for where in self.model.penalized:
+                if where.stop <= piece.start or piece.stop <= where.start:
+                    continue
+                if where.start < piece.start or piece.stop < where.stop:
+                    raise ValueError(f"The model's gradient piece {piece} splits {where}.")
+                factor, weight = self.model.penalty_map(where)
+                if weight == 1 and isinstance(factor, float) and factor == 1:
+                    grad[where] += self.penalty.grad(theta[where])
+                else:  # the chain rule through the map to the penalty's units
+                    grad[where] += (weight * factor) * self.penalty.grad(factor * theta[where])
+            if self.clip_norm is None:
+                yield piece
         if self.clip_norm is not None:
             norm = float((grad * grad).sum()) ** 0.5
             # a NaN or infinite norm passes unclipped: the caller refuses the gradient
             if self.clip_norm < norm < float("inf"):
-                grad = grad * (self.clip_norm / norm)
-        return summed, grad
+                grad *= self.clip_norm / norm
+            yield slice(0, grad.shape[0])
 
     def value(self, theta: Array, X: Array, y: Array, sample_weight: Array | None = None) -> float:
         """The objective itself (weighted mean loss plus penalty), for tests and reports."""

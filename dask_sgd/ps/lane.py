@@ -39,6 +39,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Self
 
 import numpy as np
@@ -419,10 +420,27 @@ class Lanes:
         Lanes carry dense vectors only (``keys`` is None): sparse input takes actor calls."""
         if keys is not None:
             raise ValueError("A lane carries dense parameters: sparse input takes actor calls.")
-        for where, lane in self.remote:
-            lane.send_push(round_, value[where], token, rate)
-        for where, lane in self.local:
-            lane.push(round_, value[where], token, rate)
+        return self.push_pieces(round_, value, iter((slice(0, value.shape[0]),)), token, rate)
+
+    def push_pieces(
+        self, round_: int, value: Array, pieces: Iterator[slice], token: Any, rate: float
+    ) -> list[tuple[slice, Any]]:
+        """:meth:`push` of a gradient that the backward pass finishes by pieces (slices of
+        θ from its end backward; iterating ``pieces`` fills ``value``): each shard's slice
+        goes out as soon as the pieces reach its start, while the rest is computed (the
+        layer-wise exchange, as DDP's buckets); the remote shards first among those ready
+        together."""
+        pending = sorted(self.remote + self.local, key=lambda lane: lane[0].start)
+        for piece in pieces:
+            ready = [(where, lane) for where, lane in pending if where.start >= piece.start]
+            pending = pending[: len(pending) - len(ready)]
+            for where, lane in sorted(ready, key=lambda lane: isinstance(lane[1], PushLane)):
+                if isinstance(lane, LaneStream):
+                    lane.send_push(round_, value[where], token, rate)
+                else:
+                    lane.push(round_, value[where], token, rate)
+        if pending:
+            raise ValueError(f"The gradient's pieces did not reach {pending[0][0]}.")
         return self._answers(round_ + 1)
 
     def pull(self, min_version: int, keys: None = None) -> list[tuple[slice, Any]]:

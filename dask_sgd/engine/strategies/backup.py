@@ -38,10 +38,9 @@ class Backup(Sync):
             params, _ = joined(rounds.pull(step, data.keys_ahead(plan, 1)))
             loss_sum, rows = 0.0, 0
             while step < end:
-                batch_loss, grad, batch_rows = data.gradient(plan, params, step)
-                lr = plan.learning_rate(step)
-                keys = data.keys_ahead(plan, int(step + 1 < end))  # the next step's (sparse)
-                params, versions = joined(rounds.push(step, grad, (step, unit), lr, keys))
+                batch_loss, batch_rows, (params, versions) = self.step(
+                    rounds, data, plan, params, step, unit
+                )
                 loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
                 step = max(step + 1, min(versions.values()))
         return UnitResult(loss_sum, rows, Carry(data.cursor))

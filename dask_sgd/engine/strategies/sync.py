@@ -33,6 +33,9 @@ class Sync(ScaledStrategy):
     name = "sync"
     #: whether units reach the shards through their direct lanes (False: actor calls)
     lanes: bool = True
+    #: whether a unit pushes each shard's slice of a dense gradient as soon as the backward
+    #: pass has finished it, while it computes the rest (through the lanes)
+    layerwise: bool = True
 
     def first_version(self, step: int) -> int:
         return step
@@ -50,12 +53,26 @@ class Sync(ScaledStrategy):
             params, _ = joined(rounds.pull(plan.first_step, data.keys_ahead(plan, 1)))
             loss_sum, rows = 0.0, 0
             for step in range(plan.first_step, end):
-                batch_loss, grad, batch_rows = data.gradient(plan, params, step)
-                lr = plan.learning_rate(step)
-                keys = data.keys_ahead(plan, int(step + 1 < end))  # the next step's (sparse)
-                params, _ = joined(rounds.push(step, grad, (step, unit), lr, keys))
+                batch_loss, batch_rows, (params, _) = self.step(
+                    rounds, data, plan, params, step, unit
+                )
                 loss_sum, rows = loss_sum + batch_loss, rows + batch_rows
         return UnitResult(loss_sum, rows, Carry(data.cursor))
+
+    def step(self, rounds, data, plan, params, step: int, unit: int) -> tuple[float, int, tuple]:
+        """One step of a unit: its minibatch's gradient pushed to every shard for round
+        ``step`` (unit ``unit``); ``(batch_loss, rows, joined answers)``. On dense blocks with
+        ``layerwise``, each shard's slice goes out as soon as the backward pass finishes
+        it; otherwise the whole gradient, then (sparse blocks) the keys of the next step."""
+        token, lr = (step, unit), plan.learning_rate(step)
+        if self.layerwise and plan.sparse is None:
+            batch_loss, grad, pieces, batch_rows = data.gradient_pieces(plan, params, step)
+            answers = rounds.push_pieces(step, grad, pieces, token, lr)
+        else:
+            batch_loss, grad, batch_rows = data.gradient(plan, params, step)
+            keys = data.keys_ahead(plan, int(step + 1 < plan.first_step + plan.n_steps))
+            answers = rounds.push(step, grad, token, lr, keys)
+        return batch_loss, batch_rows, joined(answers)
 
     def rounds(self, calls) -> Lanes | ActorRounds:
         """How a unit reaches the shards' barriers: their lanes, or actor calls (also on a
@@ -91,6 +108,13 @@ class ActorRounds:
         return self.calls.fan_out(
             "push", lambda where: (round_, value[where], token, rate, within(keys, where))
         )
+
+    def push_pieces(self, round_: int, value, pieces, token, rate) -> list[tuple[slice, Any]]:
+        """:meth:`push` once the pieces have filled ``value``: the actor calls push the
+        whole gradient (the reference path)."""
+        for _ in pieces:
+            pass
+        return self.push(round_, value, token, rate)
 
     def __enter__(self) -> Self:
         return self
