@@ -243,7 +243,7 @@ def test_auto_settings_follow_the_input_of_the_first_call(client, tmp_path):
     on_dask.fit(*as_dask_array(X, y, 5_000))
     in_process = SGDClassifier(loss="log_loss", random_state=0, max_iter=2, tol=None).fit(X, y)
     assert on_dask.batch_size_ == 10_000 // 64 and in_process.batch_size_ == 8
-    dask_auto = defaults.Schedule("constant", 0.5, 0.5, "adagrad", standardized=True)
+    dask_auto = defaults.Schedule("constant", defaults.DASK_ETA0, 0.5, "adagrad", standardized=True)
     assert on_dask._schedule() == dask_auto
     assert in_process._schedule() == defaults.Schedule("optimal", 0.01, 0.5, "sgd")
     assert type(on_dask._train_state.opt_state).__name__ == "AdagradState"
@@ -520,7 +520,8 @@ def test_shards_that_cannot_start_fail_in_bounded_time(client):
 
 def test_local_sgd_with_one_local_step_is_sync_sgd(client):
     """Averaging θ − η g_j over the units is θ − η · mean(g_j): plain SGD agrees exactly
-    (when every round's mean is applied before the next round, not overlapped with it)."""
+    (when every round's mean is applied before the next round, not overlapped with it), and
+    both scale the rate by the same rule."""
     X, y = make_classification(n_samples=500, n_features=5, random_state=1)
     data = persist_blocks(client, *as_dask_array(X, y, 60), classifier=True, seed=0)
     model = LinearModel(5, 1)
@@ -534,7 +535,7 @@ def test_local_sgd_with_one_local_step_is_sync_sgd(client):
             optim.sgd(),
         )
         sync = fit_epochs(
-            make_trainer(client, data, objective, optim.sgd(), scale_learning_rate=False),
+            make_trainer(client, data, objective, optim.sgd()),
             model,
             optim.sgd(),
         )
@@ -558,7 +559,7 @@ def test_local_sgd_averages_after_every_local_round(client, elastic_rate, overla
     optimizer = optim.momentum(0.5)
     trainer = make_trainer(
         client, data, objective, optimizer, strategy="local", local_steps=4,
-        elastic_rate=elastic_rate, overlap=overlap,
+        elastic_rate=elastic_rate, overlap=overlap, scale_learning_rate=False,
     )  # fmt: skip
     try:
         units = [(client.gather(blocks), indices) for _, blocks, indices in trainer.start().units]

@@ -38,9 +38,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     SciPy) they are scikit-learn's algorithm in minibatches of 8 rows. On Dask input,
     "auto" (``learning_rate`` and ``optimizer`` both) trains in standardized coordinates
     (the objective stays scikit-learn's, in the data's units), from the intercepts of the
-    best model without features, with Adagrad at a constant rate of 0.5 on 1024 rows per
-    worker and step, averaged over each epoch (from the middle of the first), by local SGD
-    ("local"):
+    best model without features, with Adagrad at a constant rate of 0.35 × √(workers) (0.5
+    on two) on 1024 rows per worker and step, averaged over each epoch (from the middle of
+    the first), by local SGD ("local"):
     scikit-learn's per-row settings would take minutes per epoch and stall far from the
     optimum on a million rows.
 
@@ -81,7 +81,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         "invscaling" (SGDRegressor's default) for the regression losses, for which "optimal"
         starts far too fast (scikit-learn's own fit with ``loss="squared_error"`` throws the
         coefficients to about 1e13 first). On Dask input, with ``optimizer="auto"``, it is
-        the standardized, averaged Adagrad of :mod:`dask_sgd.defaults` (a constant 0.5).
+        the standardized, averaged Adagrad of :mod:`dask_sgd.defaults` (a constant 0.35,
+        scaled by the strategy).
     eta0 : float or "auto", default="auto"
         The rate of "constant" and "adaptive", and the first rate of "invscaling". "auto" is
         0.01 (scikit-learn's default), and 0.1 with ``optimizer="adagrad"``, whose steps

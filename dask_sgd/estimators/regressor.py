@@ -45,7 +45,8 @@ default="auto"
         is compared with the loss of the standardized target.
     eta0 : float or "auto", default="auto"
         As for :class:`dask_sgd.SGDClassifier`: 0.01 (scikit-learn's default), 0.1 with
-        ``optimizer="adagrad"``, 0.5 for the "auto" schedule on Dask input.
+        ``optimizer="adagrad"``, 0.35 for the "auto" schedule on Dask input (before the
+        strategy scales it: 0.5 on two workers).
     power_t : float, default=0.25
 
     Attributes

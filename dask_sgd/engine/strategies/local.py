@@ -20,7 +20,7 @@ import numpy as np
 
 from dask_sgd._tree import map_tree, tree_leaves
 from dask_sgd.engine.steps import TrainState, refuse_unusable_gradient, run_minibatches
-from dask_sgd.engine.strategies.base import Carry, Strategy, UnitResult, register
+from dask_sgd.engine.strategies.base import Carry, ScaledStrategy, UnitResult, register
 from dask_sgd.engine.units import PendingAnswers, joined, within
 from dask_sgd.errors import NonFiniteParameters
 from dask_sgd.ps.rules import Averaging, MeanDeltaStep
@@ -64,7 +64,7 @@ class LocalCarry(Carry):
 
 @register
 @dataclass(frozen=True)
-class Local(Strategy):
+class Local(ScaledStrategy):
     name = "local"
     local_steps: int | str = "auto"
     elastic_rate: float | None = None
