@@ -234,6 +234,21 @@ def test_parity_with_sklearn_on_dask_input(client, load, loss, convert):
     assert ours >= theirs - 0.02, (ours, theirs)
 
 
+@pytest.mark.parametrize(("n_rows", "patience"), [(320, 4), (20_000, 1)])
+def test_auto_stopping_waits_for_64_steps_on_small_data(client, n_rows, patience):
+    """With ``tol`` far above any change every epoch after the first is one without
+    improvement: the fit stops after 1 + patience epochs. 320 rows on 2 workers train in
+    batches of 8, 20 steps an epoch, so "auto" waits 4 epochs; 20,000 rows, 65 steps: 1."""
+    X, y = make_classification(n_samples=n_rows, n_features=5, random_state=0)
+    clf = SGDClassifier(loss="log_loss", tol=10.0, random_state=0)
+    clf.fit(*as_dask_array(X, y, n_rows // 4))
+    steps_per_epoch = -(-n_rows // (2 * clf.batch_size_))
+    assert defaults.dask_n_iter_no_change(steps_per_epoch) == patience
+    assert clf.n_iter_ == 1 + patience
+    fixed = SGDClassifier(loss="log_loss", tol=10.0, n_iter_no_change=2, random_state=0)
+    assert fixed.fit(*as_dask_array(X, y, n_rows // 4)).n_iter_ == 3  # a setting is kept
+
+
 def test_auto_settings_follow_the_input_of_the_first_call(client, tmp_path):
     """Dask input: standardized, averaged Adagrad, large batches; in process: scikit-learn's
     algorithm. partial_fit and a saved model keep what the first call chose (and the

@@ -187,8 +187,12 @@ def as_dask(*arrays, n_blocks: int = 4):
 @pytest.mark.parametrize("load", list(PARITY), ids=lambda load: load.__name__)
 def test_parity_with_scikit_learn_on_dask_input(client, load):
     """The default strategy on four blocks, against scikit-learn in one process: held-out
-    accuracy (R² for diabetes) within 0.02. When written, seed 0: about 0.978, 0.958 and
-    0.323 against 0.971, 0.951 and 0.313."""
+    accuracy (R² for diabetes) no worse by more than 0.02. Better is not bounded: two
+    workers' averaged copies are another algorithm than one process's steps (as for the
+    linear models on Dask), and on these small sets they score above scikit-learn's network
+    (digits, breast cancer, diabetes; means of seeds 0-2 on 2026-12-02: 0.976, 0.960 and
+    0.335 against 0.970, 0.932 and 0.315). Seed 0 when written: 0.978, 0.958 and 0.323
+    against 0.971, 0.951 and 0.313."""
     X_train, X_test, y_train, y_test = scaled_split(load)
     regression = load is load_diabetes
     ours_class = MLPRegressor if regression else MLPClassifier
@@ -196,7 +200,7 @@ def test_parity_with_scikit_learn_on_dask_input(client, load):
     ours = ours_class(**PARITY[load], random_state=0).fit(*as_dask(X_train, y_train))
     theirs = theirs_class(**PARITY[load], random_state=0).fit(X_train, y_train)
     assert ours.history_[0]["workers"] == 2  # trained on the cluster
-    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) <= 0.02
+    assert ours.score(X_test, y_test) >= theirs.score(X_test, y_test) - 0.02
 
 
 @pytest.mark.timeout(120)

@@ -231,12 +231,15 @@ class BaseSGD(TrainedEstimator):
         )
         return Coordinates(encoder, spec, {"start_intercept": start}, unit)
 
-    def _n_iter_no_change(self) -> int:
-        """``n_iter_no_change``, "auto" resolved for the call that started training."""
+    def _n_iter_no_change(self, steps_per_epoch: int | None = None) -> int:
+        """``n_iter_no_change``, "auto" resolved for the call that started training (on Dask
+        input, for epochs of ``steps_per_epoch`` steps a unit, once the units are known)."""
         if self.n_iter_no_change != "auto":
             return self.n_iter_no_change
         if self._schedule().standardized:
-            return defaults.DASK_N_ITER_NO_CHANGE
+            if steps_per_epoch is None:
+                return defaults.DASK_N_ITER_NO_CHANGE
+            return defaults.dask_n_iter_no_change(steps_per_epoch)
         return defaults.N_ITER_NO_CHANGE
 
     def _initial_params(

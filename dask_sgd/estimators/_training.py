@@ -186,6 +186,11 @@ class TrainedEstimator(BaseEstimator):
         """The settings of the training loop."""
         raise NotImplementedError
 
+    def _n_iter_no_change(self, steps_per_epoch: int | None = None) -> int:
+        """The stopping rule's epochs without improvement, for epochs of ``steps_per_epoch``
+        steps a unit (on Dask, once the units are known)."""
+        return self.n_iter_no_change
+
     def _store_params(self, model: Model, theta: np.ndarray) -> None:
         """Set the fitted attributes from the trained parameters ``theta``."""
         raise NotImplementedError
@@ -468,6 +473,8 @@ def train_on_dask(
         )  # fmt: skip
         try:
             estimator.batch_size_ = trainer.start().batch_size
+            patience = estimator._n_iter_no_change(trainer.steps_per_epoch)
+            spec = replace(spec, n_iter_no_change=patience)  # small data: short epochs
 
             def run_epoch(state: TrainState, lr_factor: float):
                 state, loss_sum, rows, extra = trainer.run_epoch(state, lr_factor)

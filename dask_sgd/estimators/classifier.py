@@ -94,7 +94,8 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
     validation_fraction : float, default=0.1
     n_iter_no_change : int or "auto", default="auto"
         Epochs without improvement before training stops. "auto" is 5 (scikit-learn's),
-        and 1 for the "auto" schedule on Dask input, whose model is averaged.
+        and 1 for the "auto" schedule on Dask input, whose model is averaged (on small data,
+        as many as make 64 steps a worker: :func:`dask_sgd.defaults.dask_n_iter_no_change`).
     class_weight : dict, "balanced" or None, default=None
         Weights multiplied into every row's sample weight, by its class.
     warm_start : bool, default=False
@@ -174,7 +175,9 @@ class SGDClassifier(LinearClassifierMixin, BaseSGD):
         More shards than parameters is an error.
     scale_learning_rate : bool, default=True
         Dask input: the linear scaling rule, the learning rate times the number of workers
-        ``k`` (the effective batch ``k · batch_size`` over the reference ``batch_size``).
+        ``k`` (the effective batch ``k · batch_size`` over the reference ``batch_size``),
+        ``√k`` for Adagrad, Adam and RMSProp; for "sync", "backup" and "local" (the
+        asynchronous strategies apply each worker's minibatch as a step of its own).
     warmup_epochs : float, default=1.0
         Dask input: the scaled learning rate is reached gradually, from the unscaled one,
         over this many epochs (0 turns warmup off).
