@@ -6,6 +6,9 @@ from it. Elastic averaging (Zhang et al. 2015) with β = ``elastic_rate`` and α
 center moves ``θ ← θ + β (mean − θ)`` and each copy is pulled towards the center it started
 the round from, ``θ_j ← θ_j − α (θ_j − θ)``, keeping its own course between rounds. The
 shards' version is the averaging round.
+
+The rate is scaled as "sync"'s (Lin et al. 2020): a round's mean moves θ as steps with the
+units' mean gradient do, and an epoch has ``k`` times fewer of them.
 """
 
 from __future__ import annotations
