@@ -63,8 +63,8 @@ MIN_DASK_STEPS_PER_EPOCH = 64
 #: ``n_iter_no_change="auto"`` in process: scikit-learn's
 N_ITER_NO_CHANGE = 5
 #: the optimizer and constant rate of "auto" on Dask input, for one worker: k workers step
-#: at √k × it (the square-root rule of every strategy but Downpour and SSP), so that the
-#: defaults suite's two workers train at 0.5
+#: at √k × it (Adagrad's square-root rule, under every strategy but Downpour and SSP), so
+#: the defaults suite's two workers train at 0.49, about the 0.5 the suite chose
 DASK_OPTIMIZER, DASK_ETA0 = "adagrad", 0.35
 #: ...on sparse input, whose columns are not standardized (``docs/sparse.md``): of 0.1-0.5,
 #: the most problems within 1 % in sparse_defaults.py (2026-12-01, once Adagrad's L2 shrink

@@ -32,6 +32,7 @@ from dask_sgd.engine.units import sample_objective
 from dask_sgd.losses import get_loss
 from dask_sgd.models import LinearModel, Objective
 from dask_sgd.penalties import get_penalty
+from dask_sgd.workers import worker_statuses
 
 
 def sparse_rows_and_labels(n_rows=400, n_features=5_000, nnz=8, seed=0, dtype=np.float64):
@@ -344,7 +345,7 @@ def test_sparse_blocks_are_dealt_and_moved_like_dense_ones(client):
     """Every partition on one worker: the units even out, the moved blocks are CSR."""
     X, y = sparse_rows_and_labels(n_rows=800)
     dX, dy = dask_sparse(X, y)
-    first = min(client.scheduler_info()["workers"])
+    first = min(worker_statuses(client))
     with dask.annotate(workers=[first]):
         dX, dy = client.persist([dX, dy])
     wait([dX, dy])

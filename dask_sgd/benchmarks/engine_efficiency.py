@@ -76,6 +76,7 @@ from dask_sgd.benchmarks import report
 from dask_sgd.benchmarks.memory import PeakMemory, worker_rss, worker_shares
 from dask_sgd.benchmarks.plain_loop import numpy_loop, side_by_side
 from dask_sgd.datasets import make_linear_classification
+from dask_sgd.workers import worker_statuses
 
 #: the algorithm that every contender runs (the loop hard-codes the same)
 ALGORITHM = dict(
@@ -318,7 +319,7 @@ def scale_down(cluster, client, n_workers: int, timeout: float = 60) -> None:
     """Retire workers until ``n_workers`` are left."""
     cluster.scale(n_workers)
     deadline = time.monotonic() + timeout
-    while len(client.scheduler_info()["workers"]) > n_workers:
+    while len(worker_statuses(client)) > n_workers:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the cluster did not scale down to {n_workers} worker(s)")
         time.sleep(0.05)

@@ -34,6 +34,7 @@ from dask_sgd.benchmarks import report
 from dask_sgd.benchmarks.plain_loop import numpy_loop
 from dask_sgd.benchmarks.scaling import W1
 from dask_sgd.datasets import make_classification_blocks
+from dask_sgd.workers import worker_statuses
 
 MB = 2**20
 
@@ -74,7 +75,7 @@ def shares(client, *collections) -> dict[str, int]:
     """Bytes of the persisted ``collections`` that each worker holds."""
     futures = futures_of(list(collections))
     sizes = client.nbytes([f.key for f in futures], summary=False)
-    held = dict.fromkeys(client.scheduler_info()["workers"], 0)
+    held = dict.fromkeys(worker_statuses(client), 0)
     for key, workers in client.who_has(futures).items():
         for worker in workers:
             held[worker] += sizes[key]

@@ -8,6 +8,8 @@ import threading
 import psutil
 from distributed import futures_of
 
+from dask_sgd.workers import worker_statuses
+
 
 def _rss() -> int:
     return psutil.Process().memory_info().rss
@@ -23,7 +25,7 @@ def worker_shares(client, *collections) -> dict[str, int]:
     workers counts on both)."""
     futures = futures_of(list(collections))
     sizes = client.nbytes([future.key for future in futures], summary=False)
-    shares = dict.fromkeys(client.scheduler_info()["workers"], 0)
+    shares = dict.fromkeys(worker_statuses(client), 0)
     for key, workers in client.who_has(futures).items():
         for worker in workers:
             shares[worker] = shares.get(worker, 0) + sizes[key]

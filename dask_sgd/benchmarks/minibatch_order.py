@@ -42,6 +42,7 @@ import dask_sgd
 from dask_sgd.benchmarks import report
 from dask_sgd.benchmarks.scaling import W1
 from dask_sgd.datasets import make_classification_blocks
+from dask_sgd.workers import worker_statuses
 
 LAYOUTS = ("random", "sorted in partitions", "sorted", "sorted, a class per worker")
 
@@ -67,7 +68,7 @@ def persist(client, X: np.ndarray, y: np.ndarray, chunk: int, by_halves: bool):
         dX, dy = client.persist([da.from_array(X, chunks=(chunk, -1)), da.from_array(y, chunk)])
         wait([dX, dy])
         return dX, dy
-    workers, half = sorted(client.scheduler_info()["workers"]), len(y) // 2
+    workers, half = sorted(worker_statuses(client)), len(y) // 2
     parts = []
     for worker, rows in zip(workers, (slice(0, half), slice(half, None)), strict=False):
         with dask.annotate(workers=[worker], allow_other_workers=False):

@@ -35,6 +35,7 @@ from sklearn.metrics import log_loss
 import dask_sgd
 from dask_sgd.benchmarks.memory import PeakMemory, worker_rss, worker_shares
 from dask_sgd.datasets import make_ctr_blocks
+from dask_sgd.workers import worker_statuses
 
 #: full size: 1,000,000 training rows in eight blocks (four per worker), 100,000 held out
 SIZE = dict(n_samples=1_000_000, n_test=100_000, n_features=2**20, chunk_size=125_000)
@@ -206,7 +207,7 @@ def fresh_rows(client, size: dict, n_features: int) -> tuple:
 def _compare_one(client, size: dict, n_features: int, strategy: str, epochs: int, warm_up):
     """One fit of :func:`compare_features` on a new cluster: its figures, or its error."""
     warm_up(client)
-    n_workers = len(client.scheduler_info()["workers"])
+    n_workers = len(worker_statuses(client))
     baseline = worker_rss(client)
     X, y = fresh_rows(client, size, n_features)
     shares = worker_shares(client, X, y)
