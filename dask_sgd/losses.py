@@ -3,8 +3,8 @@
 ``raw`` is the model's raw prediction (``X @ coef.T + intercept``) and ``dloss`` is the
 derivative of the loss with respect to it; the model applies the chain rule. Both work
 elementwise on arrays of shape ``(n_samples, n_outputs)`` in the arrays' own namespace
-(NumPy or CuPy). Classification losses take targets in {-1, +1}, one column per class
-(one-vs-rest); the multinomial loss takes one-hot targets and returns one value per row.
+(NumPy, CuPy, any array API namespace). Classification losses take targets in {-1, +1}, one
+column per class (one-vs-rest); the multinomial loss takes one-hot targets and returns one value per row.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Loss:
 
     def loss_sum_and_dloss(self, y: Array, raw: Array) -> tuple[Array, Array]:
         """``(loss(y, raw).sum(), dloss(y, raw))``; a loss may share work between them."""
-        return self.loss(y, raw).sum(), self.dloss(y, raw)
+        return get_namespace(raw).sum(self.loss(y, raw)), self.dloss(y, raw)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Hinge(Loss):
         return xp.maximum(self.threshold - y * raw, 0)
 
     def dloss(self, y, raw):
-        return -y * (y * raw <= self.threshold)
+        xp = get_namespace(raw)
+        return xp.where(y * raw <= self.threshold, -y, 0.0)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class LogLoss(Loss):
         xp = get_namespace(raw)
         z = y * raw
         e = xp.exp(-xp.abs(z))
-        loss_sum = xp.log1p(e).sum() + xp.maximum(-z, 0).sum()
+        loss_sum = xp.sum(xp.log1p(e)) + xp.sum(xp.maximum(-z, 0))
         sigmoid = xp.where(z >= 0, e, 1.0)
         sigmoid /= 1 + e
         return loss_sum, -y * sigmoid
@@ -120,7 +121,7 @@ class MultinomialLogLoss(Loss):
     bounded_dloss: ClassVar[bool] = True
 
     def loss(self, y, raw):
-        return -(y * log_softmax(raw)).sum(axis=1)
+        return -get_namespace(raw).sum(y * log_softmax(raw), axis=1)
 
     def dloss(self, y, raw):
         xp = get_namespace(raw)
@@ -130,7 +131,7 @@ class MultinomialLogLoss(Loss):
         """Both from one log-softmax."""
         xp = get_namespace(raw)
         log_p = log_softmax(raw)
-        return -(y * log_p).sum(), xp.exp(log_p) - y
+        return -xp.sum(y * log_p), xp.exp(log_p) - y
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class EpsilonInsensitive(Loss):
     def dloss(self, y, raw):
         xp = get_namespace(raw)
         r = raw - y
-        return xp.sign(r) * (xp.abs(r) > self.epsilon)
+        return xp.where(xp.abs(r) > self.epsilon, xp.sign(r), 0.0)
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,8 @@ class SquaredEpsilonInsensitive(Loss):
 def log_softmax(raw: Array) -> Array:
     """Row-wise log-softmax, shifted by the row maximum so that it cannot overflow."""
     xp = get_namespace(raw)
-    shifted = raw - raw.max(axis=1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    shifted = raw - xp.max(raw, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
 
 
 #: scikit-learn's loss names; a classifier may also use the regression losses.

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from dask_sgd._array import get_namespace
+from dask_sgd._array import astype, get_namespace
 
 Array = Any
 State = Any
@@ -188,10 +188,12 @@ class ScaleByAdam(GradientTransformation):
         nu = (1 - self.b2) * g
         nu *= g
         nu += self.b2 * state.nu
-        # the bias corrections in g's dtype: float32 stays float32 (no float64 temporaries)
-        denominator = xp.sqrt(nu / xp.asarray(1 - self.b2**count, dtype=g.dtype))
+        # the bias corrections computed in float64, then in g's dtype: float32 stays float32
+        # (no float64 temporaries)
+        steps = astype(xp.asarray(count), xp.float64)
+        denominator = xp.sqrt(nu / astype(1 - self.b2**steps, g.dtype))
         denominator += self.eps
-        direction = mu / xp.asarray(1 - self.b1**count, dtype=g.dtype)
+        direction = mu / astype(1 - self.b1**steps, g.dtype)
         direction /= denominator
         return direction, AdamState(count, mu, nu)
 
@@ -255,7 +257,7 @@ def chain(*transformations: GradientTransformation) -> GradientTransformation:
 
 def apply_updates(params: Array, direction: Array, learning_rate: float) -> Array:
     """``params − learning_rate · direction``, in the parameters' dtype."""
-    return params - (learning_rate * direction).astype(params.dtype, copy=False)
+    return params - astype(learning_rate * direction, params.dtype)
 
 
 def sgd() -> GradientTransformation:

@@ -26,9 +26,9 @@ class Penalty:
         xp = get_namespace(coef)
         value = xp.zeros((), dtype=coef.dtype)
         if self.l1_ratio:  # each step computes this: skip the parts that are zero
-            value = value + self.l1_ratio * xp.abs(coef).sum()
+            value = value + self.l1_ratio * xp.sum(xp.abs(coef))
         if self.l1_ratio != 1:
-            value = value + (1 - self.l1_ratio) * 0.5 * (coef * coef).sum()
+            value = value + (1 - self.l1_ratio) * 0.5 * xp.sum(coef * coef)
         return self.alpha * value
 
     def grad(self, coef: Array) -> Array:

@@ -133,7 +133,7 @@ class DenseSteps:
         refuse_unusable_gradient(grad, step)
         direction, self.opt_state = self.optimizer.update(grad, self.opt_state, self.params)
         self.params = apply_updates(self.params, direction, lr)
-        if not bool(self.xp.isfinite(self.params).all()):
+        if not bool(self.xp.all(self.xp.isfinite(self.params))):
             raise NonFiniteParameters(step)
         if averaged:
             self.n_averaged += 1

@@ -79,10 +79,11 @@ class Model:
         """The slices of θ that the penalty applies to (never an intercept or a bias)."""
         raise NotImplementedError
 
-    def penalty_map(self, where: slice) -> tuple[Any, float]:
+    def penalty_map(self, where: slice, theta: Array) -> tuple[Any, float]:
         """``(factor, weight)``: the penalty on ``theta[where]`` is ``weight · P(factor ·
-        theta[where])``. ``(1.0, 1.0)`` but for a model whose parameters are in other units
-        than those the penalty is meant in (a standardized model's)."""
+        theta[where])``, ``factor`` a number or an array in θ's namespace and dtype.
+        ``(1.0, 1.0)`` but for a model whose parameters are in other units than those the
+        penalty is meant in (a standardized model's)."""
         return 1.0, 1.0
 
     def init_params(self, rng: Any = None, *, xp: Any = None, dtype: Any = "float64") -> Array:

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dask_sgd._array import get_namespace
+
 Array = Any
 
 
@@ -51,7 +53,7 @@ class Layout:
     def view(self, theta: Array, name: str) -> Array:
         """The block ``name`` of ``theta``, reshaped (a view, not a copy)."""
         _, where, shape = self._entry(name)
-        return theta[where].reshape(shape)
+        return get_namespace(theta).reshape(theta[where], shape)
 
     def _entry(self, name: str) -> tuple[str, slice, tuple[int, ...]]:
         for entry in self.entries:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dask_sgd._array import get_namespace
+from dask_sgd._array import astype, concat, get_namespace
 from dask_sgd.models.base import Model
 from dask_sgd.models.layout import Layout
 from dask_sgd.models.products import raw_outputs, transposed_times
@@ -65,11 +65,10 @@ class LinearModel(Model):
         X = cache
         xp = get_namespace(theta)
         coef_grad = transposed_times(X, draw)
-        intercept_grad = draw.sum(axis=0)
+        intercept_grad = xp.sum(draw, axis=0)
         if not self.fit_intercept:
             intercept_grad = xp.zeros_like(intercept_grad)
-        flat = xp.concatenate([xp.reshape(coef_grad, -1), intercept_grad])
-        return flat.astype(theta.dtype, copy=False)
+        return astype(concat(xp, [xp.reshape(coef_grad, (-1,)), intercept_grad]), theta.dtype)
 
     def grad(self, theta: Array, X: Array, draw: Array) -> Array:
         """:meth:`backward` from ``X`` itself (a linear model's forward cache is ``X``)."""
@@ -113,20 +112,27 @@ class StandardizedLinearModel(LinearModel):
         for name in ("mean", "std"):
             values = np.asarray(getattr(self, name), dtype=np.float64).reshape(-1)
             if values.shape != (self.n_features,):
-                raise ValueError(f"{name} has {values.size} entries for {self.n_features} features.")
+                raise ValueError(
+                    f"{name} has {values.size} entries for {self.n_features} features."
+                )
             object.__setattr__(self, name, values)
-        object.__setattr__(self, "_as", {})  # mean and std in each namespace and dtype used
+        # mean, std and the penalty's factor in each namespace and dtype used
+        object.__setattr__(self, "_as", {})
 
-    def _moments_like(self, theta: Array) -> tuple[Array, Array]:
+    def _constants_like(self, theta: Array) -> tuple[Array, Array, Array]:
+        """``(mean, std, penalty factor)`` in θ's namespace and dtype."""
         key = (type(theta), theta.dtype)
         if key not in self._as:
             xp = get_namespace(theta)
-            self._as[key] = tuple(xp.asarray(v, dtype=theta.dtype) for v in (self.mean, self.std))
+            factor = np.tile(self.target_scale / self.std, self.n_outputs)
+            self._as[key] = tuple(
+                xp.asarray(v, dtype=theta.dtype) for v in (self.mean, self.std, factor)
+            )
         return self._as[key]
 
     def _effective(self, theta: Array) -> tuple[Array, Array]:
         """``(coef / std, intercept in x's units)`` in θ's namespace and dtype."""
-        mean, std = self._moments_like(theta)
+        mean, std, _ = self._constants_like(theta)
         coef = self.layout.view(theta, "coef") / std
         return coef, self.layout.view(theta, "intercept") - coef @ mean
 
@@ -136,20 +142,15 @@ class StandardizedLinearModel(LinearModel):
 
     def backward(self, theta: Array, cache: Array, draw: Array) -> Array:
         xp = get_namespace(theta)
-        mean, std = self._moments_like(theta)
-        per_output = draw.sum(axis=0)
+        mean, std, _ = self._constants_like(theta)
+        per_output = xp.sum(draw, axis=0)
         coef_grad = (transposed_times(cache, draw) - per_output[:, None] * mean) / std
         if not self.fit_intercept:
             per_output = xp.zeros_like(per_output)
-        flat = xp.concatenate([xp.reshape(coef_grad, -1), per_output])
-        return flat.astype(theta.dtype, copy=False)
+        return astype(concat(xp, [xp.reshape(coef_grad, (-1,)), per_output]), theta.dtype)
 
-    @cached_property
-    def _penalty_factor(self) -> np.ndarray:
-        return np.tile(self.target_scale / self.std, self.n_outputs)
-
-    def penalty_map(self, where: slice) -> tuple[Any, float]:
-        return self._penalty_factor, 1.0 / self.target_scale**2
+    def penalty_map(self, where: slice, theta: Array) -> tuple[Any, float]:
+        return self._constants_like(theta)[2], 1.0 / self.target_scale**2
 
     def to_original(self, theta: Array) -> Array:
         """θ of the :class:`LinearModel` in the data's units that predicts as this one."""
@@ -184,4 +185,3 @@ class StandardizedLinearModel(LinearModel):
             "target_center": float(self.target_center),
             "target_scale": float(self.target_scale),
         }
-

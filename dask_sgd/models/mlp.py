@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dask_sgd._array import get_namespace
+from dask_sgd._array import astype, get_namespace
 from dask_sgd.models.base import Model
 from dask_sgd.models.layout import Layout
 
@@ -45,7 +45,7 @@ def derivative_from_output(name: str, a: Array) -> Array:
     keeps), as scikit-learn computes it."""
     xp = get_namespace(a)
     if name == "relu":
-        return (a > 0).astype(a.dtype)
+        return astype(a > 0, a.dtype)
     if name == "tanh":
         return 1 - a * a
     if name == "logistic":

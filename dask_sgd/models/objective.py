@@ -12,6 +12,7 @@ from functools import reduce
 from operator import add
 from typing import Any
 
+from dask_sgd._array import get_namespace
 from dask_sgd.losses import Loss
 from dask_sgd.models.base import Model
 from dask_sgd.penalties import Penalty
@@ -71,7 +72,7 @@ class Objective:
         if self.weighted_mean and sample_weight is not None:
             loss_sum = X.shape[0] * self._weighted_mean_loss(y, raw, sample_weight)
         if not self.loss.bounded_dloss:
-            draw = draw.clip(-MAX_DLOSS, MAX_DLOSS)
+            draw = get_namespace(draw).clip(draw, -MAX_DLOSS, MAX_DLOSS)
         if sample_weight is not None:
             draw = draw * sample_weight[:, None]
         n_rows = X.shape[0]
@@ -90,7 +91,7 @@ class Objective:
                     continue
                 if where.start < piece.start or piece.stop < where.stop:
                     raise ValueError(f"The model's gradient piece {piece} splits {where}.")
-                factor, weight = self.model.penalty_map(where)
+                factor, weight = self.model.penalty_map(where, theta)
                 if weight == 1 and isinstance(factor, float) and factor == 1:
                     grad[where] += self.penalty.grad(theta[where])
                 else:  # the chain rule through the map to the penalty's units
@@ -98,7 +99,7 @@ class Objective:
             if self.clip_norm is None:
                 yield piece
         if self.clip_norm is not None:
-            norm = float((grad * grad).sum()) ** 0.5
+            norm = float(get_namespace(grad).sum(grad * grad)) ** 0.5
             # a NaN or infinite norm passes unclipped: the caller refuses the gradient
             if self.clip_norm < norm < float("inf"):
                 grad *= self.clip_norm / norm
@@ -110,24 +111,25 @@ class Objective:
         return float(self._weighted_mean_loss(y, raw, sample_weight) + self._penalty_value(theta))
 
     def _weighted_mean_loss(self, y: Array, raw: Array, sample_weight: Array | None) -> Any:
+        xp = get_namespace(raw)
         per_row = self.loss.loss(y, raw)
         if not self.loss.rowwise:
-            per_row = per_row.sum(axis=1)
+            per_row = xp.sum(per_row, axis=1)
         if sample_weight is not None:
             per_row = per_row * sample_weight
-        return per_row.sum() / self._denominator(per_row.shape[0], sample_weight)
+        return xp.sum(per_row) / self._denominator(per_row.shape[0], sample_weight)
 
     def _denominator(self, n_rows: int, sample_weight: Array | None) -> Any:
         """What the summed (weighted) loss of a minibatch is divided by: its rows, or with
         ``weighted_mean`` its weights' sum."""
         if self.weighted_mean and sample_weight is not None:
-            return sample_weight.sum()
+            return get_namespace(sample_weight).sum(sample_weight)
         return n_rows
 
     def _penalty_value(self, theta: Array) -> Any:
         """The penalty, summed over the penalised slices (exactly the one value for one)."""
         values = []
         for where in self.model.penalized:
-            factor, weight = self.model.penalty_map(where)
+            factor, weight = self.model.penalty_map(where, theta)
             values.append(weight * self.penalty.value(factor * theta[where]))
         return reduce(add, values) if values else 0.0
