@@ -4,7 +4,8 @@
 derivative of the loss with respect to it; the model applies the chain rule. Both work
 elementwise on arrays of shape ``(n_samples, n_outputs)`` in the arrays' own namespace
 (NumPy, CuPy, any array API namespace). Classification losses take targets in {-1, +1}, one
-column per class (one-vs-rest); the multinomial loss takes one-hot targets and returns one value per row.
+column per class (one-vs-rest); the multinomial loss takes one-hot targets and returns one
+value per row.
 """
 
 from __future__ import annotations
