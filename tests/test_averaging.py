@@ -330,7 +330,10 @@ def test_average_on_dask_is_the_mean_of_the_shards_updates_and_helps(client, str
         name: np.linalg.norm(np.r_[model.coef_, model.intercept_] - optimum)
         for name, model in (("averaged", averaged), ("plain", plain))
     }
-    assert error["averaged"] < 0.6 * error["plain"], error
+    # "backup" applies the first gradient to arrive: where timing lets one unit's arrive first
+    # at every step, the other's rows never count, and the average comes only about 0.63 x as
+    # near (Backup.open_lanes; a CI run under load measured 0.68)
+    assert error["averaged"] < (0.8 if strategy == "backup" else 0.6) * error["plain"], error
 
 
 class Interrupted(Exception):
