@@ -27,14 +27,14 @@ import time
 
 import numpy as np
 import psutil
-from distributed import Client, LocalCluster, futures_of, wait
+from distributed import Client, LocalCluster, wait
 
 import dask_sgd
 from dask_sgd.benchmarks import report
+from dask_sgd.benchmarks.memory import worker_shares
 from dask_sgd.benchmarks.plain_loop import numpy_loop
 from dask_sgd.benchmarks.scaling import W1
 from dask_sgd.datasets import make_classification_blocks
-from dask_sgd.workers import worker_statuses
 
 MB = 2**20
 
@@ -71,22 +71,11 @@ class PeakRSS:
             self.peaks[worker] = max(self.peaks.get(worker, 0), rss)
 
 
-def shares(client, *collections) -> dict[str, int]:
-    """Bytes of the persisted ``collections`` that each worker holds."""
-    futures = futures_of(list(collections))
-    sizes = client.nbytes([f.key for f in futures], summary=False)
-    held = dict.fromkeys(worker_statuses(client), 0)
-    for key, workers in client.who_has(futures).items():
-        for worker in workers:
-            held[worker] += sizes[key]
-    return held
-
-
 def first_fit(client, n_rows: int, first_block: int, baseline: dict) -> dict:
     X, y = make_classification_blocks(n_rows, chunk_rows=125_000, first_block=first_block, **W1)
     X, y = client.persist([X, y])
     wait([X, y])
-    share = shares(client, X, y)
+    share = worker_shares(client, X, y)
     before = client.run(_rss)
     clf = dask_sgd.SGDClassifier(loss="log_loss", max_iter=1, tol=None, random_state=0)
     with PeakRSS(client) as memory:
