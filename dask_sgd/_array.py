@@ -64,7 +64,71 @@ def concat(xp: ModuleType, arrays: list[Array]) -> Array:
 
 
 def to_host(array: Any) -> np.ndarray:
-    """Return ``array`` as a NumPy array (copying it off the GPU when it is a CuPy array)."""
-    if hasattr(array, "get") and type(array).__module__.startswith("cupy"):
+    """``array`` as a NumPy array: itself if it is one, else a copy off its device (a CuPy
+    array's ``get``; another library's array through DLPack, as the standard says).
+
+    Examples
+    --------
+    >>> to_host([1.0, 2.0])
+    array([1., 2.])
+    """
+    if type(array) is np.ndarray:
+        return array
+    if type(array).__module__.startswith("cupy"):
         return array.get()
+    if hasattr(array, "__dlpack__") and not isinstance(array, np.generic):
+        return np.from_dlpack(array)
     return np.asarray(array)
+
+
+def is_host(array: Any) -> bool:
+    """Whether ``array`` is host memory that NumPy works on (not a device array)."""
+    return get_namespace(array) is np
+
+
+def like(values: Any, array: Array, dtype: Any = None) -> Array:
+    """``values`` (a NumPy array, or any the namespace takes) as an array of ``array``'s
+    namespace, on its device, in ``dtype`` (the namespace's, or NumPy's) if given: how host
+    values (parameters pulled from a shard, a model's constants, encoded targets) reach the
+    device where a unit's blocks live. A copy only where one is needed.
+
+    Examples
+    --------
+    >>> like([1, 2], np.ones(3), np.float32)
+    array([1., 2.], dtype=float32)
+    """
+    xp = get_namespace(array)
+    if xp is np:
+        return np.asarray(values, dtype=dtype)
+    if xp.__name__ == "cupy":
+        with array.device:  # the array's GPU, not the thread's current one
+            return xp.asarray(values, dtype=dtype)
+    if isinstance(dtype, np.dtype | type):  # NumPy's, as the namespace names it
+        dtype = getattr(xp, np.dtype(dtype).name)
+    return xp.asarray(values, dtype=dtype, device=array.device)
+
+
+def empty(shape: tuple, array: Array) -> Array:
+    """A new array of ``shape`` in ``array``'s namespace, dtype and device (not zeroed)."""
+    xp = get_namespace(array)
+    if xp is np:
+        return np.empty(shape, array.dtype)
+    if xp.__name__ == "cupy":
+        with array.device:
+            return xp.empty(shape, array.dtype)
+    return xp.empty(shape, dtype=array.dtype, device=array.device)
+
+
+def host_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype of an array namespace's ``dtype`` (the same name: the standard names
+    its dtypes as NumPy does).
+
+    Examples
+    --------
+    >>> host_dtype("float32")
+    dtype('float32')
+    """
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # e.g. array_api_strict.float32, printed with its module's name
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])

@@ -35,6 +35,7 @@ from dask.sizeof import sizeof
 from distributed import Future, get_client, get_worker, wait
 from sklearn.exceptions import DataConversionWarning
 
+from dask_sgd._array import astype, empty, get_namespace, host_dtype, is_host, to_host
 from dask_sgd.standardize import DataMoments, Moments, total_moments
 from dask_sgd.workers import staying_workers
 
@@ -201,7 +202,7 @@ class MinibatchBuffers:
         kept = self.sets[turn]
         if kept is None or not all(map(_holds, kept, (X, y, weight), (n, n, n))):
             kept = self.sets[turn] = _new_arrays(n, X, y, weight)
-        return tuple(None if a is None else a[:n] for a in kept)
+        return tuple(None if a is None else a[:n, ...] for a in kept)
 
 
 def _holds(buffer: np.ndarray | None, like: np.ndarray | None, n: int) -> bool:
@@ -214,11 +215,15 @@ def _holds(buffer: np.ndarray | None, like: np.ndarray | None, n: int) -> bool:
 
 
 def _new_arrays(n: int, X: np.ndarray, y: np.ndarray, weight: np.ndarray | None) -> tuple:
-    return (
-        aligned_empty((n, *X.shape[1:]), X.dtype),
-        aligned_empty((n, *y.shape[1:]), y.dtype),
-        None if weight is None else aligned_empty((n,), weight.dtype),
-    )
+    """Arrays for ``n`` rows shaped and typed as each given one's, aligned (NumPy's) or on
+    its device (a device array's)."""
+    return tuple(None if a is None else _new_rows(n, a) for a in (X, y, weight))
+
+
+def _new_rows(n: int, like_rows: Any) -> Any:
+    if type(like_rows) is np.ndarray:
+        return aligned_empty((n, *like_rows.shape[1:]), like_rows.dtype)
+    return empty((n, *like_rows.shape[1:]), like_rows)
 
 
 def aligned_empty(shape: tuple, dtype, alignment: int = 64) -> np.ndarray:
@@ -257,7 +262,12 @@ def gather_pieces(
     if len(pieces) == 1:
         b, first, stop = pieces[0]
         X, y, weight = blocks[b]
-        return X[first:stop], y[first:stop], None if weight is None else weight[first:stop]
+        # ``...``: the standard's arrays (CuPy's too) take no index of fewer axes than theirs
+        return (
+            X[first:stop, ...],
+            y[first:stop, ...],
+            None if weight is None else weight[first:stop],
+        )
     n = sum(stop - first for _, first, stop in pieces)
     first_block = blocks[pieces[0][0]]
     X, y, weight = (
@@ -266,8 +276,8 @@ def gather_pieces(
     at = 0
     for b, first, stop in pieces:
         block, end = blocks[b], at + stop - first
-        X[at:end] = block[0][first:stop]
-        y[at:end] = block[1][first:stop]
+        X[at:end, ...] = block[0][first:stop, ...]
+        y[at:end, ...] = block[1][first:stop, ...]
         if weight is not None:
             weight[at:end] = block[2][first:stop]
         at = end
@@ -698,11 +708,12 @@ def persist_blocks(
 
 
 def load_block(X, y, sample_weight, dtype, persisted: bool = False, sparse: bool = False) -> Block:
-    """One partition as NumPy arrays, its rows in their order (runs on a worker).
+    """One partition as a training block, its rows in their order (runs on a worker).
 
     A SciPy sparse partition, or any partition of ``sparse`` data, becomes a canonical CSR
     matrix (:func:`sparse_rows`); a ``persisted`` one that it shares arrays with makes a
-    :class:`SharedBlock`.
+    :class:`SharedBlock`. A partition of device arrays (CuPy's) stays on its device
+    (:func:`_device_block`); CuPy's sparse matrices are refused.
 
     ``X`` becomes a row-major array of ``dtype`` (:func:`rows_are_contiguous`): the partition
     itself (a view of it) when it already is one, else one copy (a data frame, whose
@@ -711,8 +722,16 @@ def load_block(X, y, sample_weight, dtype, persisted: bool = False, sparse: bool
     A view of a ``persisted`` partition is a :class:`SharedBlock`: another key holds its
     memory.
     """
+    if type(X).__module__.startswith("cupyx"):
+        raise TypeError(
+            f"X has partitions of {type(X).__name__}: dask_sgd trains sparse partitions "
+            "as SciPy CSR matrices on host; move them there first, e.g. "
+            "X.map_blocks(lambda b: b.get(), meta=scipy.sparse.csr_matrix((0, 0)))."
+        )
     if sparse or sp.issparse(X):
         return _sparse_block(X, y, sample_weight, dtype, persisted)
+    if not is_host(X):
+        return _device_block(X, y, sample_weight, dtype)
     source = X  # what a view of the partition would share memory with
     if isinstance(X, pd.DataFrame):
         source = X.iloc[:, 0].to_numpy() if X.shape[1] else None
@@ -724,6 +743,20 @@ def load_block(X, y, sample_weight, dtype, persisted: bool = False, sparse: bool
     weight = None if sample_weight is None else np.asarray(sample_weight, dtype=dtype).ravel()
     if persisted and isinstance(source, np.ndarray) and np.may_share_memory(X, source):
         return SharedBlock(X if isinstance(X.base, np.ndarray) else X.view(), y, weight)
+    return Block(X, y, weight)
+
+
+def _device_block(X, y, sample_weight, dtype) -> Block:
+    """A partition whose ``X`` is a device array (CuPy's, or another array-API library's):
+    ``X`` stays on its device, in ``dtype`` (a row-major copy only where it is not one). Its
+    labels and weights come to host: small, they are checked, counted and encoded there
+    once, and go back to the device encoded, once per block (:class:`UnitData`)."""
+    xp = get_namespace(X)
+    X = astype(X, getattr(xp, np.dtype(dtype).name))
+    if hasattr(xp, "ascontiguousarray"):  # CuPy: rows in one piece each, as on host
+        X = xp.ascontiguousarray(X)
+    y = to_host(y).reshape(-1)
+    weight = None if sample_weight is None else to_host(sample_weight).astype(dtype).ravel()
     return Block(X, y, weight)
 
 
@@ -872,7 +905,9 @@ def aligned_block(block: Block) -> Block:
 
 
 def _aligned(a: np.ndarray | None) -> np.ndarray | None:
-    return a if a is None or a.flags.aligned else np.require(a, requirements="A")
+    if a is None or not isinstance(a, np.ndarray) or a.flags.aligned:  # (device arrays too)
+        return a
+    return np.require(a, requirements="A")
 
 
 def summarize_block(
@@ -923,12 +958,13 @@ def _check_dense(X: np.ndarray, index: int) -> tuple[Moments, str | None, int | 
     """The columns' moments, and the first column with a non-finite value (a message)."""
     features = Moments.of(X)
     finite_columns = np.isfinite(features.mean) & np.isfinite(features.m2)
+    xp = get_namespace(X)  # a device block's second look runs on its device
     if not finite_columns.all():
-        finite_columns = np.isfinite(X).all(axis=0)
+        finite_columns = to_host(xp.all(xp.isfinite(X), axis=0))
     if finite_columns.all():
         return features, None, None
     column = int(np.argmin(finite_columns))
-    kind = "NaN" if np.isnan(X[:, column]).any() else "infinity"
+    kind = "NaN" if bool(xp.any(xp.isnan(X[:, column]))) else "infinity"
     return features, f"Input X contains {kind} (partition {index}, column {{column}}).", column
 
 
@@ -983,16 +1019,17 @@ def _partitions(X, y, sample_weight):
                 f"Expected 2D array, got {X.ndim}D array instead. Reshape your data using "
                 "array.reshape(-1, 1) if your data has a single feature."
             )
-        if X.dtype.kind not in "biuf":
-            kind = "Complex data not supported" if X.dtype.kind == "c" else "dtype object"
-            raise ValueError(f"{kind}: X has dtype {X.dtype}; dask_sgd needs numbers.")
+        x_dtype = host_dtype(X.dtype)  # a device array's (CuPy's chunks, say) as NumPy's
+        if x_dtype.kind not in "biuf":
+            kind = "Complex data not supported" if x_dtype.kind == "c" else "dtype object"
+            raise ValueError(f"{kind}: X has dtype {x_dtype}; dask_sgd needs numbers.")
         if len(X.chunks[1]) > 1:
             logger.info(
                 "Rechunking X to one chunk along the columns (it had %d).", len(X.chunks[1])
             )
             X = X.rechunk({1: -1})
         names = None
-        dtype = np.float32 if X.dtype == np.float32 else np.float64
+        dtype = np.float32 if x_dtype == np.float32 else np.float64
         sparse = sp.issparse(getattr(X, "_meta", None))
         x_parts = list(X.to_delayed().ravel())
         row_chunks = X.chunks[0]

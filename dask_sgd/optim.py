@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from dask_sgd._array import astype, get_namespace
+import numpy as np
+
+from dask_sgd._array import astype, get_namespace, like
 
 Array = Any
 State = Any
@@ -176,7 +178,8 @@ class ScaleByAdam(GradientTransformation):
 
     def init(self, params):
         xp = get_namespace(params)
-        return AdamState(xp.zeros((), dtype=xp.int64), xp.zeros_like(params), xp.zeros_like(params))
+        count = like(np.zeros((), np.int64), params)  # on θ's device
+        return AdamState(count, xp.zeros_like(params), xp.zeros_like(params))
 
     def update(self, g, state, params=None):
         xp = get_namespace(g)

@@ -24,12 +24,12 @@ class Penalty:
     def value(self, coef: Array) -> Array:
         """The penalty, as a scalar of ``coef``'s array module (no device sync on a GPU)."""
         xp = get_namespace(coef)
-        value = xp.zeros((), dtype=coef.dtype)
-        if self.l1_ratio:  # each step computes this: skip the parts that are zero
-            value = value + self.l1_ratio * xp.sum(xp.abs(coef))
+        parts = []  # each step computes this: skip the parts that are zero
+        if self.l1_ratio:
+            parts.append(self.l1_ratio * xp.sum(xp.abs(coef)))
         if self.l1_ratio != 1:
-            value = value + (1 - self.l1_ratio) * 0.5 * xp.sum(coef * coef)
-        return self.alpha * value
+            parts.append((1 - self.l1_ratio) * 0.5 * xp.sum(coef * coef))
+        return self.alpha * sum(parts[1:], parts[0])
 
     def grad(self, coef: Array) -> Array:
         xp = get_namespace(coef)

@@ -23,6 +23,7 @@ import numpy as np
 from distributed import get_worker, secede
 from distributed.utils import sync
 
+from dask_sgd._array import host_dtype, is_host, like, to_host
 from dask_sgd.blocks import Block, MinibatchBuffers, RowOrder, aligned_block, blocks_by_key
 from dask_sgd.data import TargetEncoder
 from dask_sgd.engine.allocator import steady_allocations
@@ -72,6 +73,10 @@ class UnitData:
     The blocks' targets are encoded as the losses take them (and class weights folded into
     their sample weights) once per block, not once per minibatch.
 
+    Blocks of device arrays (CuPy's) train on their device: their encoded targets go there
+    once, θ goes there at each exchange (:meth:`to_unit`), and gradients come back to host
+    (:meth:`gradient`), so that what the shards and the strategies exchange is host memory.
+
     On sparse blocks a unit pulls only the parameters that its next minibatches touch: it
     takes them ahead (:meth:`keys_ahead`), and :attr:`cursor` stays before the ones taken
     ahead and not trained on, so that a segment that ends first leaves them to the next.
@@ -101,9 +106,15 @@ class UnitData:
         encoded = []
         for partition, (X, y, weight) in zip(partitions, map(aligned_block, blocks), strict=True):
             if partition not in targets:
-                targets[partition] = encoder(y, weight, X.dtype)
+                targets[partition] = encoded_targets(encoder, X, y, weight)
             encoded.append(Block(X, *targets[partition]))
         return cls(encoded, partitions, tuple(cursor))
+
+    def to_unit(self, values: Any) -> Any:
+        """Host ``values`` (θ, a leaf of the optimizer's state) where the blocks are: as
+        they are for NumPy blocks, else on the blocks' device."""
+        X = self.blocks[0].X
+        return values if is_host(X) else like(values, X)
 
     @property
     def cursor(self) -> tuple[int, int]:
@@ -154,7 +165,8 @@ class UnitData:
         """The next minibatch's summed loss, gradient and rows; raise if the gradient is not
         usable (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`: it is never pushed).
         On sparse blocks ``params`` is θ at (at least) the indices the minibatch touches, a
-        :class:`~dask_sgd.sparse.SparseVector`, and so is the gradient."""
+        :class:`~dask_sgd.sparse.SparseVector`, and so is the gradient. ``params`` and the
+        gradient are host arrays, whatever the blocks' device."""
         if isinstance(params, SparseVector):
             (X, Y, weight, partition), _, touched = self.next_sparse_minibatch(plan)
             batch_loss, grad = sparse_loss_and_grad(
@@ -163,8 +175,9 @@ class UnitData:
             refuse_unusable_gradient(grad.values, step, partition)
         else:
             X, Y, weight, partition = self.next_minibatch(plan)
-            batch_loss, grad = plan.objective.loss_and_grad(params, X, Y, weight)
+            batch_loss, grad = plan.objective.loss_and_grad(self.to_unit(params), X, Y, weight)
             refuse_unusable_gradient(grad, step, partition)
+            grad = to_host(grad)
         return float(batch_loss), grad, Y.shape[0]
 
     def gradient_pieces(self, plan: SegmentPlan, params, step: int):
@@ -172,16 +185,22 @@ class UnitData:
         entries (:meth:`~dask_sgd.models.Objective.loss_and_grad_pieces`): ``(batch_loss,
         grad, pieces, rows)``. Iterating ``pieces`` fills ``grad`` and yields each slice of
         θ once it is final and checked (:func:`~dask_sgd.engine.steps.refuse_unusable_gradient`),
-        from θ's end backward."""
+        from θ's end backward. ``grad`` is a host array: of device blocks, each slice comes
+        to host as it is yielded."""
         X, Y, weight, partition = self.next_minibatch(plan)
-        batch_loss, grad, pieces = plan.objective.loss_and_grad_pieces(params, X, Y, weight)
+        batch_loss, grad, pieces = plan.objective.loss_and_grad_pieces(
+            self.to_unit(params), X, Y, weight
+        )
+        host = grad if is_host(grad) else np.empty(grad.shape, host_dtype(grad.dtype))
 
         def checked():
             for piece in pieces:
                 refuse_unusable_gradient(grad[piece], step, partition)
+                if host is not grad:
+                    host[piece] = to_host(grad[piece])
                 yield piece
 
-        return float(batch_loss), grad, checked(), Y.shape[0]
+        return float(batch_loss), host, checked(), Y.shape[0]
 
 
 def train_unit(
@@ -223,16 +242,26 @@ def sample_objective(
     parameters changed, not by which rows were drawn."""
     X, Y, weight = _sample(block, encoder, n_rows)
     with np.errstate(over="ignore", invalid="ignore"):
-        return objective.value(theta.astype(X.dtype), X, Y, weight) * X.shape[0], X.shape[0]
+        value = objective.value(like(theta, X, X.dtype), X, Y, weight)
+    return float(value) * X.shape[0], X.shape[0]
 
 
 def _sample(block: Block, encoder: TargetEncoder, n_rows: int) -> tuple:
     """``n_rows`` rows of ``block`` evenly spaced through it, encoded."""
     X, y, weight = block
-    rows = slice(0, None, max(1, X.shape[0] // max(n_rows, 1)))
-    X, y = X[rows][:n_rows], y[rows][:n_rows]
-    Y, weight = encoder(y, None if weight is None else weight[rows][:n_rows], X.dtype)
-    return X, Y, weight
+    step = max(1, X.shape[0] // max(n_rows, 1))
+    rows = slice(0, min(X.shape[0], n_rows * step), step)  # within the block: the standard's
+    X, y = X[rows, ...], y[rows]
+    return X, *encoded_targets(encoder, X, y, None if weight is None else weight[rows])
+
+
+def encoded_targets(encoder: TargetEncoder, X: Any, y: np.ndarray, weight) -> tuple:
+    """``(Y, sample_weight)``: a block's host targets and weights encoded as the losses take
+    them, in the dtype of its rows ``X``, on ``X``'s device."""
+    Y, weight = encoder(y, weight, host_dtype(X.dtype))
+    if is_host(X):
+        return Y, weight
+    return like(Y, X), None if weight is None else like(weight, X)
 
 
 def sparse_sample_loss_of(

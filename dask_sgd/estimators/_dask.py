@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from distributed import get_client
 
+from dask_sgd._array import host_dtype, is_host, to_host
+
 
 def current_client() -> Any:
     """The Dask client in use (``distributed.get_client()``), or a clear error."""
@@ -58,7 +60,8 @@ def predict_blocks(estimator, method: str, X, *, n_columns: int | None, dtype) -
 
     ``n_columns=None`` gives one value per row; otherwise ``n_columns`` values per row.
     Blocks may be SciPy sparse matrices (hashed features): each block is predicted as it
-    is, and the predictions are dense. A large model goes to the workers once, as a future
+    is, and the predictions are dense. Blocks of device arrays (CuPy's) are copied to host
+    first, and predicted there. A large model goes to the workers once, as a future
     that the lazy array holds (:data:`SCATTER_BYTES`).
     """
     names = getattr(estimator, "feature_names_in_", None)
@@ -67,6 +70,8 @@ def predict_blocks(estimator, method: str, X, *, n_columns: int | None, dtype) -
         raise ValueError(f"Expected 2D array, got {array.ndim}D array instead.")
     check_dask_features(estimator, array.shape[1], getattr(X, "columns", None), reset=False)
     array = array.rechunk({1: -1}) if len(array.chunks[1]) > 1 else array
+    if not is_host(array._meta):  # device blocks (CuPy's): the fitted model is NumPy's
+        array = array.map_blocks(to_host, meta=np.empty((0, 0), host_dtype(array.dtype)))
     fitted = _for_prediction(estimator)
     if n_columns is None:
         return array.map_blocks(

@@ -29,6 +29,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from dask_sgd import defaults
+from dask_sgd._array import is_host
 from dask_sgd.blocks import is_dask_collection, persist_blocks
 from dask_sgd.checkpoint import checkpoint_exists, load_checkpoint
 from dask_sgd.data import TargetEncoder, validation_split
@@ -288,6 +289,12 @@ def fit_estimator(estimator, X, y, sample_weight, *, is_partial: bool, classes=N
     ``init`` holds the estimator's own keyword arguments of ``fit`` (``coef_init``, ...),
     which reach its ``_initial_params``.
     """
+    if not is_dask_collection(X) and not is_host(X):
+        raise TypeError(
+            f"X is a {type(X).__module__}.{type(X).__name__} array: dask_sgd trains on GPU "
+            "arrays (CuPy's) as the chunks of a Dask array (dask.array.from_array(X, "
+            "chunks=...) with a distributed Client), and in process on NumPy arrays only."
+        )
     first_call = not is_partial or not hasattr(estimator, "_train_state")
     if first_call:
         # what "auto" becomes is decided here, for this call and the partial_fits after it
@@ -452,9 +459,7 @@ def train_on_dask(
     try:
         check_dask_features(estimator, data.n_features, data.feature_names, reset=first_call)
         label_counts = data.label_counts()
-        encoder = estimator._target_encoder(
-            *label_counts, first_call=first_call, classes=classes
-        )
+        encoder = estimator._target_encoder(*label_counts, first_call=first_call, classes=classes)
         # later partial_fits keep the first call's coordinates (its model)
         moments = data.moments() if first_call else None
         components = estimator._components(data.n_features, moments)

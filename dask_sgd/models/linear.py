@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dask_sgd._array import astype, concat, get_namespace
+from dask_sgd._array import astype, concat, get_namespace, like
 from dask_sgd.models.base import Model
 from dask_sgd.models.layout import Layout
 from dask_sgd.models.products import raw_outputs, transposed_times
@@ -120,13 +120,12 @@ class StandardizedLinearModel(LinearModel):
         object.__setattr__(self, "_as", {})
 
     def _constants_like(self, theta: Array) -> tuple[Array, Array, Array]:
-        """``(mean, std, penalty factor)`` in θ's namespace and dtype."""
-        key = (type(theta), theta.dtype)
+        """``(mean, std, penalty factor)`` in θ's namespace, dtype and device."""
+        key = (type(theta), theta.dtype, getattr(theta, "device", None))
         if key not in self._as:
-            xp = get_namespace(theta)
             factor = np.tile(self.target_scale / self.std, self.n_outputs)
             self._as[key] = tuple(
-                xp.asarray(v, dtype=theta.dtype) for v in (self.mean, self.std, factor)
+                like(v, theta, theta.dtype) for v in (self.mean, self.std, factor)
             )
         return self._as[key]
 

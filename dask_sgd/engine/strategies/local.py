@@ -17,10 +17,12 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from dask_sgd._array import is_host, to_host
 from dask_sgd._tree import map_tree, tree_leaves
 from dask_sgd.engine.steps import TrainState, refuse_unusable_gradient, run_minibatches
 from dask_sgd.engine.strategies.base import Carry, ScaledStrategy, UnitResult, register
@@ -125,10 +127,15 @@ class Local(ScaledStrategy):
     def run_unit(self, data, calls, plan, unit, carry: LocalCarry) -> LocalResult:
         if self.sparse:
             return self.run_sparse_unit(data, calls, plan, unit, carry)
-        center, _ = calls.pull(plan.first_version)
+        # on device blocks the unit trains its own θ and state there; what it exchanges
+        # and carries is on host
+        on_unit = partial(map_tree, lambda leaf: None if leaf is None else data.to_unit(leaf))
+        center = data.to_unit(calls.pull(plan.first_version)[0])
         elastic = self.elastic_rate is not None
-        own = carry.params if elastic else None
-        state = TrainState(center if own is None else own, carry.opt_state, plan.first_step)
+        own = on_unit(carry.params) if elastic else None
+        state = TrainState(
+            center if own is None else own, on_unit(carry.opt_state), plan.first_step
+        )
         loss_sum, rows, done, round_ = 0.0, 0, 0, plan.first_version
         partition = None  # of the minibatch being trained on
         pending: Pending | None = None  # the last round's push, while its answer is on its way
@@ -146,7 +153,7 @@ class Local(ScaledStrategy):
         def answer(pending: Pending) -> Array:
             nonlocal waited
             started = time.perf_counter()
-            new_center, _ = joined(pending.answers.result())
+            new_center = data.to_unit(joined(pending.answers.result())[0])
             waited += time.perf_counter() - started
             latencies.append((pending.arrived or time.perf_counter()) - pending.sent)
             return new_center
@@ -180,11 +187,12 @@ class Local(ScaledStrategy):
             done, round_ = done + n_steps, round_ + 1
         if pending is not None:  # the segment ends with its last round applied
             answer(pending)
-        own = state.params if elastic else None
+        on_host = partial(map_tree, lambda leaf: leaf if is_host(leaf) else to_host(leaf))
+        own = on_host(state.params) if elastic else None
         return LocalResult(
             loss_sum,
             rows,
-            LocalCarry(data.cursor, state.opt_state, own),
+            LocalCarry(data.cursor, on_host(state.opt_state), own),
             waited_seconds=waited,
             step_seconds=computing / max(done, 1),
             latency_seconds=statistics.fmean(latencies) if latencies else float("nan"),
@@ -352,4 +360,5 @@ def round_change(trained, trained_state, start, state, setup, plan, shrink: floa
 def push_params(calls, round_: int, params, token, rate: float) -> PendingAnswers:
     """Contribute ``params`` to averaging round ``round_`` on every shard; the shards answer
     with the new center once every unit has contributed."""
+    params = to_host(params)
     return calls.fan_out_later("push", lambda where: (round_, params[where], token, rate))
