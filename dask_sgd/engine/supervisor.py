@@ -33,7 +33,7 @@ class UnitSupervisor:
             failed = self._wait(futures)
             if failed:
                 raise root_cause(failed)
-            results = self.client.gather(futures)
+            results = self._results(futures)
         except (ShardLost, TrainingFailed, NonFiniteParameters):
             raise
         except Exception as error:  # a unit or a call failed: was it a lost shard?
@@ -90,6 +90,20 @@ class UnitSupervisor:
             errors += [future.exception() for future in failed]
             self.keeper.raise_if_lost()
         return errors
+
+    def _results(self, futures: list) -> list[UnitResult]:
+        """The finished units' results, watching the shards' workers until each is here: a
+        result lost with its worker before it came makes Dask run its unit again, and a
+        rerun whose shard left with that worker would wait for the shard for ever."""
+        results = []
+        for future in futures:
+            while True:
+                try:
+                    results.append(future.result(timeout=1.0))
+                    break
+                except TimeoutError:
+                    self.keeper.raise_if_lost()
+        return results
 
 
 def root_cause(errors: list[BaseException]) -> BaseException:
