@@ -267,3 +267,23 @@ def test_round_length_fits_each_setting_with_and_without_overlap():
         assert 0 < row["log_loss"] < math.log(2)  # better than a coin
         assert row["waited_seconds"] >= 0
         assert all(steps in (8, 16, 32, 64) for steps in row["rounds"])
+
+
+@pytest.mark.timeout(180)
+def test_gpu_check_runs_on_a_stand_in_device_and_finds_the_fits_equal(tmp_path):
+    """The GPU check's smoke run, on array_api_strict's "device1" (no GPU here): every
+    fit on device blocks agrees with its NumPy fit, and the results are written."""
+    from dask_sgd.benchmarks import gpu_check
+
+    output = tmp_path / "gpu-check.json"
+    results = gpu_check.main(["--device", "strict", "--quick", "--json", str(output)])
+    rows = results["rows"]
+    assert {(row["workload"], row["workers"]) for row in rows} == {
+        (workload, workers) for workload in ("W1", "W3") for workers in (1, 2)
+    }
+    assert all(row["agrees"] for row in rows)
+    assert all(row["relative_difference"] <= 1e-12 for row in rows)  # the same arithmetic
+    assert all(row["device_samples_per_second"] > 0 for row in rows)
+    assert set(results["plain_loops"]) == {"W1", "W3"}
+    assert json.loads(output.read_text())["rows"] == rows
+    assert "| W3 | 2 |" in gpu_check.markdown_table(results)

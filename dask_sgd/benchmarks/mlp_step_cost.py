@@ -53,21 +53,22 @@ def w3_rows(n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     return X, np.eye(N_CLASSES, dtype=np.float32)[y]
 
 
-def plain_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3) -> float:
-    """Samples per second of forward, backward and Adam written out, over the rows once."""
+def plain_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3, xp=np) -> float:
+    """Samples per second of forward, backward and Adam written out, over the rows once.
+    ``xp`` is the module of ``X`` and ``Y`` (CuPy's for :mod:`.gpu_check`)."""
     model = MLPModel(X.shape[1], LAYERS, N_CLASSES)
     layers = zip(model.coefs(theta), model.intercepts(theta), strict=True)
-    params = [p.copy() for pair in layers for p in pair]
-    m, v = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
+    params = [xp.array(p, copy=True) for pair in layers for p in pair]
+    m, v = [xp.zeros_like(p) for p in params], [xp.zeros_like(p) for p in params]
     started = time.perf_counter()
     for t, start in enumerate(range(0, X.shape[0], batch_size), 1):
         x, y = X[start : start + batch_size], Y[start : start + batch_size]
         W0, b0, W1, b1, W2, b2 = params
-        h1 = np.maximum(x @ W0 + b0, 0)
-        h2 = np.maximum(h1 @ W1 + b1, 0)
+        h1 = xp.maximum(x @ W0 + b0, 0)
+        h2 = xp.maximum(h1 @ W1 + b1, 0)
         z = h2 @ W2 + b2
         z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
+        p = xp.exp(z)
         p /= p.sum(axis=1, keepdims=True)
         d2 = (p - y) / x.shape[0]
         d1 = (d2 @ W2.T) * (h2 > 0)
@@ -78,7 +79,8 @@ def plain_loop(X, Y, theta: np.ndarray, batch_size: int, lr: float = 1e-3) -> fl
             m_ += 0.1 * g
             v_ *= 0.999
             v_ += 0.001 * g * g
-            p_ -= (lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)) * m_ / (np.sqrt(v_) + 1e-8)
+            p_ -= (lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)) * m_ / (xp.sqrt(v_) + 1e-8)
+    float(params[-1][0])  # a read of the result: waits for the work a GPU has queued
     return X.shape[0] / (time.perf_counter() - started)
 
 

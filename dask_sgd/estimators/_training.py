@@ -291,7 +291,7 @@ def fit_estimator(estimator, X, y, sample_weight, *, is_partial: bool, classes=N
     """
     if not is_dask_collection(X) and not is_host(X):
         raise TypeError(
-            f"X is a {type(X).__module__}.{type(X).__name__} array: dask_sgd trains on GPU "
+            f"X is an array of {type(X).__module__.split('.')[0]}: dask_sgd trains on GPU "
             "arrays (CuPy's) as the chunks of a Dask array (dask.array.from_array(X, "
             "chunks=...) with a distributed Client), and in process on NumPy arrays only."
         )
